@@ -1,0 +1,119 @@
+"""NumPy arrays: ``.npy`` (one array) and ``.npz`` (one item per member array).
+
+A 2D array is an image, a 3D array a stack of images along axis 0 (the layout
+``np.stack(images)`` gives). Headers are parsed without loading the data, so a scan
+of large arrays stays cheap. Arrays are loaded with ``allow_pickle=False``: opening an
+array file must never run code.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from .base import ImageReader, Item
+from .errors import ReadError
+from .pixels import as_image, check_dtype, image_shape
+
+_NPY = ".npy"
+
+
+def _header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """Read the shape and dtype from the header of an open .npy stream."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _fortran, dtype = read(fh)
+    return tuple(shape), dtype
+
+
+def _item(path: Path, member: str | None, shape: tuple[int, ...], dtype: np.dtype) -> Item:
+    where = f"{path}#{member}" if member is not None else path
+    check_dtype(dtype, where)
+    return Item(path, member, image_shape(shape, where))
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise ReadError(path, "file not found")
+
+
+class NpyReader(ImageReader):
+    """`.npy` files: a 2D image or a 3D stack."""
+
+    name = "NumPy .npy"
+    suffixes = (_NPY,)
+    default_axis = 0
+
+    def probe(self, path: Path) -> list[Item]:
+        _require_file(path)
+        try:
+            with path.open("rb") as fh:
+                shape, dtype = _header(fh)
+                expected = fh.tell() + int(np.prod(shape)) * dtype.itemsize
+        except Exception as exc:
+            raise ReadError(path, f"not a readable .npy file: {exc}") from exc
+        if path.stat().st_size < expected:
+            raise ReadError(path, "truncated .npy file (data shorter than its header says)")
+        return [_item(path, None, shape, dtype)]
+
+    def read(self, path: Path, member: str | None = None) -> np.ndarray:
+        _require_file(path)
+        if member is not None:
+            raise ReadError(path, f"a .npy file has no member {member!r}")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ReadError(path, f"not a readable .npy file: {exc}") from exc
+        return as_image(array, path)
+
+
+class NpzReader(ImageReader):
+    """`.npz` archives; each member array is an item named `archive.npz#key`."""
+
+    name = "NumPy .npz"
+    suffixes = (".npz",)
+    default_axis = 0
+    fragment_member = True
+
+    def probe(self, path: Path) -> list[Item]:
+        _require_file(path)
+        items = []
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    if name.endswith(_NPY):
+                        with archive.open(name) as fh:
+                            items.append(_item(path, name[: -len(_NPY)], *_header(fh)))
+        except ReadError:
+            raise
+        except Exception as exc:
+            raise ReadError(path, f"not a readable .npz file: {exc}") from exc
+        if not items:
+            raise ReadError(path, "npz archive holds no arrays")
+        return items
+
+    def read(self, path: Path, member: str | None = None) -> np.ndarray:
+        _require_file(path)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                key = self._member(path, archive.files, member)
+                array = archive[key]
+        except ReadError:
+            raise
+        except Exception as exc:
+            raise ReadError(path, f"not a readable .npz file: {exc}") from exc
+        return as_image(array, f"{path}#{key}")
+
+    @staticmethod
+    def _member(path: Path, keys: list[str], member: str | None) -> str:
+        """Pick the requested member, or the only one when none is named."""
+        if member is None:
+            if len(keys) == 1:
+                return keys[0]
+            raise ReadError(path, f"npz holds {len(keys)} arrays {keys}; name one as '{path.name}#KEY'")
+        if member not in keys:
+            raise ReadError(path, f"npz has no array {member!r} (it has {keys})")
+        return member

@@ -1,0 +1,133 @@
+"""Finding every image under a folder, without stopping at the first bad file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .base import ImageReader, Item
+from .errors import ReadError
+from .ids import absolute, relative_name
+from .read import load_refs
+from .registry import DICOM, detect_reader
+from .slicing import refs_for
+from .spec import ImageRef, SliceSpec
+
+
+@dataclass
+class ScanResult:
+    """The images found under `root`, and the files that could not be read.
+
+    Attributes:
+        refs: One ref per 2D image, sorted by relative path (then npz member order,
+            then slice order).
+        errors: One error per unreadable file or series, sorted by path.
+        root: Absolute folder the ids are relative to.
+        ignored: Relative paths of files skipped for an unsupported type, sorted.
+    """
+
+    refs: list[ImageRef]
+    errors: list[ReadError]
+    root: Path
+    ignored: list[str] = field(default_factory=list)
+
+    def load(
+        self, refs: Sequence[ImageRef] | None = None, progress: bool = False
+    ) -> Iterator[tuple[ImageRef, np.ndarray]]:
+        """Yield (ref, float32 image) for `refs` (default all), reading each file once.
+
+        Raises:
+            ReadError: a file fails to read now (for example truncated pixel data that
+                a header-only scan cannot see), naming the file.
+        """
+        return load_refs(self.refs if refs is None else refs, progress)
+
+
+# A unit of work: one file with its reader, or a folder's DICOM files.
+_Source = tuple[ImageReader, Path, list[Path]]
+
+
+def _sources(root: Path, base: Path, ignored: list[str]) -> list[_Source]:
+    """List what to probe under `root` in walk order; unsupported files go to `ignored`."""
+    if root.is_file():
+        reader = detect_reader(root)
+        if reader is None:
+            ignored.append(str(relative_name(root, base)))
+            return []
+        return [(reader, root, [])]
+    sources: list[_Source] = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # hidden stay hidden
+        here = Path(folder)
+        dicom_files = []
+        for filename in sorted(f for f in filenames if not f.startswith(".")):
+            path = here / filename
+            reader = detect_reader(path)
+            if reader is None:
+                ignored.append(str(relative_name(path, base)))
+            elif reader is DICOM:
+                dicom_files.append(path)  # series are grouped per folder below
+            else:
+                sources.append((reader, path, []))
+        if dicom_files:
+            sources.append((DICOM, here, dicom_files))
+    return sources
+
+
+def _probe(source: _Source, base: Path, ignored: list[str]) -> tuple[list[Item], list[ReadError]]:
+    """Probe one source; DICOM objects without an image join `ignored`."""
+    reader, path, dicom_files = source
+    if dicom_files:
+        found = DICOM.probe_folder(path, dicom_files)
+        ignored += [str(relative_name(p, base)) for p in found.not_images]
+        return found.items, found.errors
+    try:
+        return reader.probe(path), []
+    except ReadError as exc:
+        return [], [exc]
+
+
+def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False) -> ScanResult:
+    """Find all supported images under `root` (recursively; dot-files are skipped).
+
+    Only headers are read, except for volumes when `spec.skip_empty` needs the data.
+    Unreadable files become entries of `errors` instead of stopping the scan.
+
+    Args:
+        root: A folder, or a single file (ids are then relative to its folder).
+        spec: Which slices of each volume become refs.
+        progress: Show a progress bar on stderr.
+
+    Raises:
+        ReadError: `root` does not exist.
+    """
+    root_path = absolute(root)
+    if not root_path.exists():
+        raise ReadError(root_path, "file or folder not found")
+    base = root_path.parent if root_path.is_file() else root_path
+    ignored: list[str] = []
+    keyed: list[tuple[str, int, list[ImageRef]]] = []
+    errors: list[ReadError] = []
+    for source in tqdm(_sources(root_path, base, ignored), desc="scanning", unit="file", file=sys.stderr, disable=not progress):
+        reader = source[0]
+        items, failed = _probe(source, base, ignored)
+        errors += failed
+        for order, item in enumerate(items):
+            rel = relative_name(item.path, base)
+            name = reader.item_name(rel, item.member)
+            sort_name = str(rel) if reader.fragment_member else name  # npz: archive order
+            try:
+                volume = reader.read(item.path, item.member) if spec.skip_empty and item.is_volume else None
+                keyed.append((sort_name, order, refs_for(name, item, reader, spec, volume)))
+            except ReadError as exc:
+                errors.append(exc)
+    keyed.sort(key=lambda entry: entry[:2])
+    refs = [ref for _, _, item_refs in keyed for ref in item_refs]
+    errors.sort(key=lambda error: str(error.path))
+    return ScanResult(refs, errors, base, sorted(ignored))

@@ -1,0 +1,90 @@
+"""Choosing and cutting 2D slices out of 3D volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .base import ImageReader, Item
+from .errors import ReadError
+from .ids import slice_id
+from .spec import ImageRef, SliceSpec
+
+#: A pixel is foreground when it exceeds vmin + EMPTY_LEVEL * (vmax - vmin) of its volume.
+EMPTY_LEVEL = 0.02
+
+
+def slice_axis(spec: SliceSpec, reader: ImageReader) -> int:
+    """Return the spec's axis, or the reader's default axis when the spec leaves it open."""
+    return reader.default_axis if spec.axis is None else spec.axis
+
+
+def nonempty_slices(volume: np.ndarray, axis: int, fraction: float) -> np.ndarray:
+    """Return one bool per slice along `axis`: True unless the slice is background.
+
+    See `SliceSpec.skip_empty` for the rule.
+    """
+    vmin, vmax = float(np.nanmin(volume)), float(np.nanmax(volume))
+    foreground = np.moveaxis(volume > vmin + EMPTY_LEVEL * (vmax - vmin), axis, 0)
+    return foreground.reshape(foreground.shape[0], -1).mean(axis=1) >= fraction
+
+
+def refs_for(
+    name: str,
+    item: Item,
+    reader: ImageReader,
+    spec: SliceSpec,
+    volume: np.ndarray | None = None,
+) -> list[ImageRef]:
+    """Return the refs an item gives under `spec`: itself if 2D, else its selected slices.
+
+    Args:
+        name: The item's id without slice fragment.
+        volume: The item's data; required for a volume when `spec.skip_empty` is set.
+
+    Raises:
+        ReadError: the selection picks no slice of this volume, or an index is out of range.
+    """
+    if not item.is_volume:
+        return [ImageRef(name, item.path, item.member)]
+    axis = slice_axis(spec, reader)
+    count = item.shape[axis]
+    where = reader.item_name(PurePosixPath(item.path.as_posix()), item.member)  # absolute, for errors
+    try:
+        indices = spec.indices(count)
+    except IndexError as exc:
+        raise ReadError(where, f"{exc} along axis {axis}") from None
+    if not indices:
+        raise ReadError(where, f"selection {spec.select!r} picks no slice of {count} along axis {axis}")
+    if spec.skip_empty:
+        if volume is None:
+            raise ValueError("skip_empty needs the volume data")
+        keep = nonempty_slices(volume, axis, spec.empty_fraction)
+        indices = [i for i in indices if keep[i]]
+    return [ImageRef(slice_id(name, axis, i), item.path, item.member, axis, i) for i in indices]
+
+
+def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -> np.ndarray:
+    """Return the 2D image `ref` names within its item's `data` (2D or 3D).
+
+    `default_axis` only shapes the hint given when a volume is named without a slice.
+
+    Raises:
+        ReadError: a slice of 2D data, no slice of 3D data, or an index out of range.
+    """
+    if ref.axis is None:
+        if data.ndim != 2:
+            raise ReadError(
+                where,
+                f"is a 3D volume of shape {data.shape}; pick a slice with "
+                f"'#axis{default_axis}:N' (N < {data.shape[default_axis]}) or use read_slices",
+            )
+        return data
+    if data.ndim != 3:
+        raise ReadError(where, f"is 2D (shape {data.shape}), it has no slices")
+    assert ref.index is not None
+    count = data.shape[ref.axis]
+    if not 0 <= ref.index < count:
+        raise ReadError(where, f"slice index {ref.index} out of range: axis {ref.axis} has {count} slices")
+    return np.ascontiguousarray(np.take(data, ref.index, axis=ref.axis))

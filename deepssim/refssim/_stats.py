@@ -1,0 +1,87 @@
+"""Input checks and the per-image statistics that every SSIM of an image reuses.
+
+The reference SSIM (scikit-image ``structural_similarity`` defaults on z-scored images) only
+averages the SSIM map over the region that skimage keeps after cropping ``(WIN - 1) // 2``
+pixels from each border. Every 7 x 7 window centred in that region lies inside the image, so
+the filtered maps are needed only over the "valid" region and no border mode ever matters.
+Per image that is: the z-scored pixels, the local mean, the local (sample) variance and the
+dynamic range; only the cross term depends on the pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WIN = 7
+"""Side of the uniform window (scikit-image default)."""
+K1 = 0.01
+K2 = 0.03
+COV_NORM = WIN * WIN / (WIN * WIN - 1.0)
+"""Sample-covariance correction, ``use_sample_covariance=True`` in scikit-image."""
+
+def check_image(image: object, name: str = "image") -> np.ndarray:
+    """Return ``image`` as a float64 2D array, or raise ValueError saying what is wrong."""
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        kind = "complex" if arr.dtype.kind == "c" else f"dtype {arr.dtype}"
+        raise ValueError(f"{name}: expected a numeric 2D array, got {kind}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty array (shape {arr.shape})")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2D grayscale image, got {arr.ndim}D array of shape {arr.shape}"
+        )
+    if min(arr.shape) < WIN:
+        raise ValueError(
+            f"{name}: image of shape {arr.shape} is smaller than the {WIN}x{WIN} SSIM window"
+        )
+    arr = arr.astype(np.float64, copy=False)
+    # One cheap reduction; the sum is finite whenever every pixel is (barring overflow,
+    # which the exact count below then clears).
+    if not np.isfinite(arr.sum()):
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        if n_nan or n_inf:
+            raise ValueError(f"{name}: contains {n_nan} NaN and {n_inf} infinite pixel(s)")
+    return arr
+
+
+def zscore(image: np.ndarray) -> np.ndarray:
+    """Per-image z-score ``(x - mean) / std`` in float64 (population std).
+
+    A constant image (std 0) becomes all zeros instead of NaN.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    axes = (-2, -1)
+    mean = x.mean(axis=axes, keepdims=True)
+    std = x.std(axis=axes, keepdims=True)
+    centred = x - mean
+    # std == 0 only for constant images; dividing by 1 there keeps them at exactly 0.
+    return centred / np.where(std > 0, std, 1.0)
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """Per-image quantities of a stack of same-size images, all float64.
+
+    Attributes:
+        z: z-scored images, (N, H, W).
+        mu: local means over the valid region, (N, H - 6, W - 6).
+        var: local sample variances over the valid region, (N, H - 6, W - 6).
+        drange: ``max - min`` of each z-scored image, (N,); SSIM's ``data_range``.
+    """
+
+    z: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    drange: np.ndarray
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    @staticmethod
+    def bytes_per_image(shape: tuple[int, int]) -> int:
+        h, w = shape
+        return 8 * (h * w + 2 * (h - WIN + 1) * (w - WIN + 1))

@@ -1,0 +1,273 @@
+"""The reference SSIM, for one pair, a batch of pairs, or every pair of two sets.
+
+The reference is the DeepSSIM paper's ground truth: each image z-scored on its own, then
+scikit-image ``structural_similarity`` with its defaults (7 x 7 uniform window, K1 = 0.01,
+K2 = 0.03, sample covariance) and ``data_range`` = max - min of the first (z-scored) image.
+Values equal scikit-image's to ~1e-13 (tests hold them to 1e-6).
+
+Defined behaviour where scikit-image gives NaN: a constant image z-scores to zeros; if the
+first image is constant, the range of the second is used; two constant images score 1.0.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._cpu import compute_stats, cpu_threads, pairs_cpu, raw_pairs_cpu
+from ._stats import ImageStats, check_image
+from ._torch import TorchStats, pairs_torch
+
+Device = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
+Backend = Literal["auto", "numba", "torch"]
+Images = Union[np.ndarray, Sequence[np.ndarray]]
+
+DEFAULT_MAX_MEMORY = 512 * 2**20
+"""Bytes of per-image statistics held at once by ``ssim_matrix`` / ``ssim_pairs``."""
+PAIRS_BLOCK = 1024
+"""Pairs per block in ``ssim_pairs`` (bounds the stacked copies of the input)."""
+PROGRESS_MIN_PAIRS = 200_000
+"""With ``progress=None``, a progress bar is shown from this many pairs on."""
+
+
+def resolve_device(device: Device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda")
+    return dev
+
+
+class _Runner:
+    """Runs pair batches on one device with one backend."""
+
+    def __init__(self, device: Device, backend: Backend, num_threads: int | None) -> None:
+        self.device = resolve_device(device)
+        if backend == "auto":
+            backend = "torch" if self.device.type == "cuda" else "numba"
+        if backend == "numba" and self.device.type != "cpu":
+            raise ValueError("the numba backend runs on the CPU only")
+        self.backend = backend
+        self.num_threads = num_threads
+
+    def stats(self, images: list[np.ndarray]) -> ImageStats | TorchStats:
+        with cpu_threads(self.num_threads):
+            stats = compute_stats(np.stack(images))
+        return TorchStats(stats, self.device) if self.backend == "torch" else stats
+
+    def raw_pairs(
+        self, a: list[np.ndarray], b: list[np.ndarray], ia: np.ndarray, ib: np.ndarray
+    ) -> np.ndarray:
+        """SSIM of ``(a[ia[k]], b[ib[k]])`` for checked same-size images, statistics not kept."""
+        if self.backend == "torch":
+            return self.pairs(self.stats(a), self.stats(b), ia, ib)
+        with cpu_threads(self.num_threads):
+            return raw_pairs_cpu(np.stack(a), np.stack(b), ia, ib)
+
+    def pairs(self, a, b, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+        if self.backend == "torch":
+            return pairs_torch(a, b, ia, ib, self.device)
+        with cpu_threads(self.num_threads):
+            return pairs_cpu(a, b, ia, ib)
+
+
+def _as_list(images: Images, name: str) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2:
+            raise ValueError(
+                f"{name}: got one 2D image of shape {images.shape}; "
+                "pass a list of images or an (N, H, W) stack"
+            )
+        if images.ndim != 3:
+            raise ValueError(f"{name}: expected a list of 2D images or an (N, H, W) stack")
+        return list(images)
+    return [np.asarray(im) for im in images]
+
+
+def _common_shape(images: list[np.ndarray], name: str) -> tuple[int, int]:
+    if not images:
+        raise ValueError(f"{name}: empty set of images")
+    shape = images[0].shape
+    for k, im in enumerate(images):
+        if im.shape != shape:
+            raise ValueError(
+                f"{name}[{k}]: shape {im.shape} differs from {name}[0] {shape}; "
+                "all images of a set must have one size (resize them first)"
+            )
+    if len(shape) != 2:
+        check_image(images[0], f"{name}[0]")  # raises the precise error
+    return shape  # type: ignore[return-value]
+
+
+def _checked(images: list[np.ndarray], start: int, name: str) -> list[np.ndarray]:
+    return [check_image(im, f"{name}[{start + k}]") for k, im in enumerate(images)]
+
+
+def _progress(total: int, progress: bool | None, desc: str) -> tqdm:
+    show = total >= PROGRESS_MIN_PAIRS if progress is None else progress
+    return tqdm(total=total, unit="pair", desc=desc, disable=not show, file=sys.stderr,
+                unit_scale=True, dynamic_ncols=True)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Reference SSIM of two 2D images of one size (CPU).
+
+    Raises:
+        ValueError: empty, non-2D, NaN / inf, smaller than 7 x 7, or differently sized input.
+    """
+    a64 = check_image(a, "a")
+    b64 = check_image(b, "b")
+    if a64.shape != b64.shape:
+        raise ValueError(
+            f"shape mismatch: a is {a64.shape}, b is {b64.shape}; SSIM compares images of one size"
+        )
+    return float(ssim_pairs([a64], [b64], device="cpu", progress=False)[0])
+
+
+def ssim_pairs(
+    a: Images,
+    b: Images,
+    *,
+    device: Device = "auto",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    backend: Backend = "auto",
+) -> np.ndarray:
+    """Reference SSIM of each pair ``(a[k], b[k])``.
+
+    Pairs may differ in size from one another; the two images of a pair may not.
+
+    Args:
+        a: first images (each pair's ``data_range`` comes from these).
+        b: second images, as many as ``a``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        num_threads: CPU threads (default: all cores).
+        progress: show a progress bar on stderr (default: for long runs only).
+        max_memory: bytes of image statistics held at once.
+        backend: ``numba`` (CPU) or ``torch`` (CUDA or CPU); ``auto`` picks by device.
+
+    Returns:
+        float64 array of shape (len(a),).
+    """
+    la, lb = _as_list(a, "a"), _as_list(b, "b")
+    if len(la) != len(lb):
+        raise ValueError(f"ssim_pairs needs as many a as b images, got {len(la)} and {len(lb)}")
+    if not la:
+        raise ValueError("ssim_pairs: no pairs given")
+    for k, (x, y) in enumerate(zip(la, lb)):
+        if x.shape != y.shape:
+            raise ValueError(
+                f"pair {k}: shape mismatch, a[{k}] is {x.shape} and b[{k}] is {y.shape}; "
+                "SSIM compares images of one size"
+            )
+    runner = _Runner(device, backend, num_threads)
+    out = np.empty(len(la), dtype=np.float64)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, x in enumerate(la):
+        groups.setdefault(x.shape, []).append(k)
+    with _progress(len(la), progress, "ssim pairs") as bar:
+        for shape, members in groups.items():
+            if len(shape) != 2:
+                check_image(la[members[0]], f"a[{members[0]}]")
+            per_block = max(1, min(PAIRS_BLOCK, max_memory // (2 * ImageStats.bytes_per_image(shape[-2:]))))
+            for s in range(0, len(members), per_block):
+                idx = members[s : s + per_block]
+                ar = np.arange(len(idx))
+                out[idx] = runner.raw_pairs(
+                    [check_image(la[k], f"a[{k}]") for k in idx],
+                    [check_image(lb[k], f"b[{k}]") for k in idx],
+                    ar,
+                    ar,
+                )
+                bar.update(len(idx))
+    return out
+
+
+def ssim_against(
+    a: np.ndarray,
+    images: Images,
+    *,
+    device: Device = "auto",
+    num_threads: int | None = None,
+    backend: Backend = "auto",
+) -> np.ndarray:
+    """Reference SSIM of one image ``a`` against each of ``images`` (all of ``a``'s size).
+
+    The query-against-many case (a registration search, one synthetic image against a set):
+    nothing per image is kept, so memory stays at one block of images.
+    """
+    a64 = check_image(a, "a")
+    items = _as_list(images, "images")
+    shape = _common_shape(items, "images")
+    if shape != a64.shape:
+        raise ValueError(f"shape mismatch: a is {a64.shape}, images are {shape}")
+    runner = _Runner(device, backend, num_threads)
+    out = np.empty(len(items), dtype=np.float64)
+    for s in range(0, len(items), PAIRS_BLOCK):
+        block = _checked(items[s : s + PAIRS_BLOCK], s, "images")
+        ib = np.arange(len(block))
+        out[s : s + len(block)] = runner.raw_pairs([a64], block, np.zeros_like(ib), ib)
+    return out
+
+
+def ssim_matrix(
+    a: Images,
+    b: Images,
+    *,
+    device: Device = "auto",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    backend: Backend = "auto",
+) -> np.ndarray:
+    """Reference SSIM of every pair ``(a[i], b[j])``: an (N, M) float64 matrix.
+
+    Per-image statistics are computed once per block and reused for all pairs of the block;
+    blocks are sized so that at most ``max_memory`` bytes of statistics are held at once.
+    All images of ``a`` and ``b`` must have one size. Arguments as in ``ssim_pairs``.
+    """
+    la, lb = _as_list(a, "a"), _as_list(b, "b")
+    shape = _common_shape(la, "a")
+    shape_b = _common_shape(lb, "b")
+    if shape != shape_b:
+        raise ValueError(f"shape mismatch: images of a are {shape}, of b {shape_b}")
+    runner = _Runner(device, backend, num_threads)
+    n, m = len(la), len(lb)
+    out = np.empty((n, m), dtype=np.float64)
+    per_image = ImageStats.bytes_per_image(shape)
+    budget = max(2, max_memory // per_image)
+    # Keep all of b resident when it fits in half the budget; otherwise tile both sides.
+    block_b = m if m <= budget // 2 else max(1, budget // 2)
+    block_a = max(1, budget - block_b)
+    with _progress(n * m, progress, "ssim matrix") as bar:
+        cached_b: dict[int, ImageStats | TorchStats] = {}
+        for i0 in range(0, n, block_a):
+            sa = runner.stats(_checked(la[i0 : i0 + block_a], i0, "a"))
+            na = len(sa.z)
+            for j0 in range(0, m, block_b):
+                if j0 in cached_b:
+                    sb = cached_b[j0]
+                else:
+                    sb = runner.stats(_checked(lb[j0 : j0 + block_b], j0, "b"))
+                    if block_b == m:
+                        cached_b[j0] = sb
+                nb = len(sb.z)
+                ia, ib = np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")
+                out[i0 : i0 + na, j0 : j0 + nb] = runner.pairs(
+                    sa, sb, ia.ravel(), ib.ravel()
+                ).reshape(na, nb)
+                bar.update(na * nb)
+    return out
