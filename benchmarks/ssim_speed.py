@@ -25,7 +25,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from deepssim import ssim_matrix, ssim_pairs
-from deepssim.refssim import zscore
+from deepssim.refssim import SearchGrid, register, zscore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri"
 
@@ -114,11 +114,24 @@ def run(size: int, n: int, repeat: int, cores: int, device: str) -> list[dict[st
     return out
 
 
+def registration_cost(size: int, n_pairs: int) -> dict[str, float]:
+    """Seconds per registered_ssim call (the oracle's full grid search) on real pairs."""
+    images = load_images(2 * n_pairs, size)
+    register(images[0], images[1])  # compile before timing
+    t0 = time.perf_counter()
+    for k in range(n_pairs):
+        register(images[2 * k], images[2 * k + 1])
+    per_pair = (time.perf_counter() - t0) / n_pairs
+    return {"size": size, "ms_per_pair": 1e3 * per_pair, "evaluations": SearchGrid().n_evaluations()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=48, help="images per side (n x n pairs)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--repeat", type=int, default=3, help="best of R runs for deepssim")
+    parser.add_argument("--n-registered", type=int, default=10,
+                        help="pairs timed for registered_ssim")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda adds a GPU row")
@@ -135,6 +148,12 @@ def main() -> None:
             print(f"| {r['size']} | {r['method']} | {r['pairs']} | {r['seconds']:.3f} | "
                   f"{r['pairs_per_s']:,.0f} | {r['x_single']:.1f} | {r['x_pool']:.1f} | "
                   f"{r['max_abs_diff']:.1e} |", flush=True)
+    print()
+    print("| size | registered_ssim: SSIM evaluations per pair | ms per pair (cpu) |")
+    print("|---|---|---|")
+    for size in args.sizes:
+        r = registration_cost(size, args.n_registered)
+        print(f"| {size} | {r['evaluations']} | {r['ms_per_pair']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

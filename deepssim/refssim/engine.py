@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._cpu import compute_stats, cpu_threads, pairs_cpu, raw_pairs_cpu
+from ._cpu import compute_stats, cpu_threads, indexed_pairs_cpu, matrix_cpu, raw_pairs_cpu
 from ._stats import ImageStats, check_image
 from ._torch import TorchStats, pairs_torch
 
@@ -67,20 +67,25 @@ class _Runner:
             stats = compute_stats(np.stack(images))
         return TorchStats(stats, self.device) if self.backend == "torch" else stats
 
-    def raw_pairs(
+    def indexed_pairs(
         self, a: list[np.ndarray], b: list[np.ndarray], ia: np.ndarray, ib: np.ndarray
     ) -> np.ndarray:
-        """SSIM of ``(a[ia[k]], b[ib[k]])`` for checked same-size images, statistics not kept."""
+        """SSIM of ``(a[ia[k]], b[ib[k]])`` for checked same-size images."""
         if self.backend == "torch":
-            return self.pairs(self.stats(a), self.stats(b), ia, ib)
+            return pairs_torch(self.stats(a), self.stats(b), ia, ib, self.device)
         with cpu_threads(self.num_threads):
+            if len(a) + len(b) < len(ia):
+                # Images are reused across pairs: compute their statistics once.
+                return indexed_pairs_cpu(compute_stats(np.stack(a)), compute_stats(np.stack(b)), ia, ib)
             return raw_pairs_cpu(np.stack(a), np.stack(b), ia, ib)
 
-    def pairs(self, a, b, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def matrix(self, a, b) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """SSIM of every pair of two blocks of statistics, (len(a), len(b))."""
         if self.backend == "torch":
-            return pairs_torch(a, b, ia, ib, self.device)
+            ia, ib = np.meshgrid(np.arange(len(a.z)), np.arange(len(b.z)), indexing="ij")
+            return pairs_torch(a, b, ia.ravel(), ib.ravel(), self.device).reshape(ia.shape)
         with cpu_threads(self.num_threads):
-            return pairs_cpu(a, b, ia, ib)
+            return matrix_cpu(a, b)
 
 
 def _as_list(images: Images, name: str) -> list[np.ndarray]:
@@ -113,6 +118,21 @@ def _common_shape(images: list[np.ndarray], name: str) -> tuple[int, int]:
 
 def _checked(images: list[np.ndarray], start: int, name: str) -> list[np.ndarray]:
     return [check_image(im, f"{name}[{start + k}]") for k, im in enumerate(images)]
+
+
+def _unique(images: list[np.ndarray], idx: list[int], name: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct image objects among ``images[idx]`` (checked) and each pair's index into
+    them: callers often pass the same array in many pairs, and its statistics are reused."""
+    position: dict[int, int] = {}
+    unique: list[np.ndarray] = []
+    index = np.empty(len(idx), dtype=np.int64)
+    for n, k in enumerate(idx):
+        key = id(images[k])
+        if key not in position:
+            position[key] = len(unique)
+            unique.append(check_image(images[k], f"{name}[{k}]"))
+        index[n] = position[key]
+    return unique, index
 
 
 def _progress(total: int, progress: bool | None, desc: str) -> tqdm:
@@ -185,13 +205,9 @@ def ssim_pairs(
             per_block = max(1, min(PAIRS_BLOCK, max_memory // (2 * ImageStats.bytes_per_image(shape[-2:]))))
             for s in range(0, len(members), per_block):
                 idx = members[s : s + per_block]
-                ar = np.arange(len(idx))
-                out[idx] = runner.raw_pairs(
-                    [check_image(la[k], f"a[{k}]") for k in idx],
-                    [check_image(lb[k], f"b[{k}]") for k in idx],
-                    ar,
-                    ar,
-                )
+                ua, ia = _unique(la, idx, "a")
+                ub, ib = _unique(lb, idx, "b")
+                out[idx] = runner.indexed_pairs(ua, ub, ia, ib)
                 bar.update(len(idx))
     return out
 
@@ -219,7 +235,7 @@ def ssim_against(
     for s in range(0, len(items), PAIRS_BLOCK):
         block = _checked(items[s : s + PAIRS_BLOCK], s, "images")
         ib = np.arange(len(block))
-        out[s : s + len(block)] = runner.raw_pairs([a64], block, np.zeros_like(ib), ib)
+        out[s : s + len(block)] = runner.indexed_pairs([a64], block, np.zeros_like(ib), ib)
     return out
 
 
@@ -265,9 +281,6 @@ def ssim_matrix(
                     if block_b == m:
                         cached_b[j0] = sb
                 nb = len(sb.z)
-                ia, ib = np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")
-                out[i0 : i0 + na, j0 : j0 + nb] = runner.pairs(
-                    sa, sb, ia.ravel(), ib.ravel()
-                ).reshape(na, nb)
+                out[i0 : i0 + na, j0 : j0 + nb] = runner.matrix(sa, sb)
                 bar.update(na * nb)
     return out

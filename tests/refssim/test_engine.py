@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from deepssim.refssim import resolve_device, ssim, ssim_matrix, ssim_pairs, zscore
+from deepssim.refssim import resolve_device, ssim, ssim_against, ssim_matrix, ssim_pairs, zscore
 
 TOL = 1e-6
 
@@ -95,6 +95,23 @@ def test_matrix_equals_pairs_and_is_independent_of_blocks_and_threads(
     np.testing.assert_allclose(stack, full, rtol=0, atol=1e-12)
     want = np.array([[skimage_reference(x, y) for y in b] for x in a])
     np.testing.assert_allclose(full, want, rtol=0, atol=TOL)
+
+
+def test_reused_images_take_the_shared_statistics_path_with_equal_results() -> None:
+    rng = np.random.default_rng(6)
+    a = [rng.random((24, 20)) for _ in range(3)]
+    b = [rng.random((24, 20)) for _ in range(5)]
+    pairs = [(i, j) for i in range(3) for j in range(5)] * 2
+    # The same objects in many pairs (statistics computed once) ...
+    shared = ssim_pairs([a[i] for i, _ in pairs], [b[j] for _, j in pairs], device="cpu")
+    # ... and a fresh copy for every pair (statistics computed per pair).
+    copies = ssim_pairs(
+        [a[i].copy() for i, _ in pairs], [b[j].copy() for _, j in pairs], device="cpu"
+    )
+    np.testing.assert_allclose(shared, copies, rtol=0, atol=1e-12)
+    matrix = ssim_matrix(a, b, device="cpu")
+    np.testing.assert_allclose(shared, [matrix[i, j] for i, j in pairs], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ssim_against(a[1], b, device="cpu"), matrix[1], rtol=0, atol=1e-12)
 
 
 def test_torch_backend_matches_numba(jpeg_paths: list[Path]) -> None:
