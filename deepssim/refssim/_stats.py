@@ -48,6 +48,17 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
     return arr
 
 
+def check_pair(a: object, b: object) -> tuple[np.ndarray, np.ndarray]:
+    """Both images checked as by ``check_image``, and of one size."""
+    a64 = check_image(a, "a")
+    b64 = check_image(b, "b")
+    if a64.shape != b64.shape:
+        raise ValueError(
+            f"shape mismatch: a is {a64.shape}, b is {b64.shape}; SSIM compares images of one size"
+        )
+    return a64, b64
+
+
 def zscore(image: np.ndarray) -> np.ndarray:
     """Per-image z-score ``(x - mean) / std`` in float64 (population std).
 

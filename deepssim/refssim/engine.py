@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._cpu import compute_stats, cpu_threads, indexed_pairs_cpu, matrix_cpu, raw_pairs_cpu
-from ._stats import ImageStats, check_image
+from ._stats import ImageStats, check_image, check_pair
 from ._torch import TorchStats, pairs_torch
 
 Device = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
@@ -147,12 +147,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     Raises:
         ValueError: empty, non-2D, NaN / inf, smaller than 7 x 7, or differently sized input.
     """
-    a64 = check_image(a, "a")
-    b64 = check_image(b, "b")
-    if a64.shape != b64.shape:
-        raise ValueError(
-            f"shape mismatch: a is {a64.shape}, b is {b64.shape}; SSIM compares images of one size"
-        )
+    a64, b64 = check_pair(a, b)
     return float(ssim_pairs([a64], [b64], device="cpu", progress=False)[0])
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ._stats import check_image
+from ._stats import check_image, check_pair
 from .engine import Device, ssim_against
 
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
@@ -127,12 +127,7 @@ def register(
     a: np.ndarray, b: np.ndarray, *, grid: SearchGrid = SearchGrid(), device: Device = "cpu"
 ) -> Alignment:
     """Search the rigid alignment of ``b`` that maximises the reference SSIM against ``a``."""
-    a64 = check_image(a, "a")
-    b64 = check_image(b, "b")
-    if a64.shape != b64.shape:
-        raise ValueError(
-            f"shape mismatch: a is {a64.shape}, b is {b64.shape}; SSIM compares images of one size"
-        )
+    a64, b64 = check_pair(a, b)
     coarse = [
         (flip, float(angle), shift)
         for flip in FLIPS
