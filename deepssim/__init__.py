@@ -2,13 +2,26 @@
 
 __version__ = "0.1.0"
 
-from .readers import ImageRef, ReadError, ScanResult, SliceSpec, read_image, read_slices, read_volume, scan
+from .readers import (
+    ImageRef,
+    ReadError,
+    ScanResult,
+    SliceSpec,
+    load_ref,
+    read_image,
+    read_slices,
+    read_volume,
+    resolve_id,
+    scan,
+)
 from .refssim import (
     Alignment,
     SearchGrid,
+    apply_alignment,
     register,
     registered_ssim,
     ssim,
+    ssim_against,
     ssim_matrix,
     ssim_pairs,
     zscore,
@@ -22,13 +35,17 @@ __all__ = [
     "SearchGrid",
     "SliceSpec",
     "__version__",
+    "apply_alignment",
+    "load_ref",
     "read_image",
     "read_slices",
     "read_volume",
     "register",
     "registered_ssim",
+    "resolve_id",
     "scan",
     "ssim",
+    "ssim_against",
     "ssim_matrix",
     "ssim_pairs",
     "zscore",

@@ -16,10 +16,10 @@ from . import __version__
 
 def _cmd_ssim(args: argparse.Namespace) -> int:
     from .readers import read_image
-    from .refssim import register, ssim
+    from .refssim import check_image, register, ssim
 
-    a = read_image(args.a)
-    b = read_image(args.b)
+    a = check_image(read_image(args.a), args.a)
+    b = check_image(read_image(args.b), args.b)
     if a.shape != b.shape:
         raise ValueError(
             f"{args.a} is {a.shape[0]}x{a.shape[1]} but {args.b} is {b.shape[0]}x{b.shape[1]}: "
@@ -77,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="best SSIM over flips, rotations within +-15 deg and small shifts of B",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument(
+        "--device", default="auto", help="for --registered: auto (default), cpu or cuda"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON object (with --registered: both values)"
+    )
     p.set_defaults(func=_cmd_ssim)
 
     p = sub.add_parser(

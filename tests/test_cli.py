@@ -77,6 +77,11 @@ def test_errors_name_the_file_and_exit_2(two_pngs: tuple[Path, Path], tmp_path: 
     done = run_cli("ssim", str(pa), str(small))
     assert done.returncode == 2
     assert "one size" in done.stderr and "small.png" in done.stderr
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tiny)
+    done = run_cli("ssim", str(tiny), str(tiny))
+    assert done.returncode == 2
+    assert f"{tiny}: image of shape (5, 5) is smaller than the 7x7 SSIM window" in done.stderr
 
 
 def test_demo_runs_and_finds_the_copy() -> None:

@@ -78,6 +78,18 @@ def _image_stats(x, z, mu, var, s1, s2, sq_row):  # pragma: no cover - jit
     return (hi - lo) * inv_std if std > 0.0 else 0.0
 
 
+def _scratch(n_chunks: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+    """One scratch array per shape with a leading chunk axis, allocated before the parallel
+    region: large allocations inside it are freed by several threads at once, and the page
+    unmapping that follows is slower than the kernels themselves (seen: 3x on 224 px)."""
+    return [np.empty((n_chunks, *shape)) for shape in shapes]
+
+
+def _n_chunks(n_items: int) -> int:
+    """Work is split into one contiguous chunk per thread (the items cost the same)."""
+    return max(1, min(n_items, numba.get_num_threads()))
+
+
 @njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
 def _stats_kernel(x, s1, s2, rows, z, mu, var, drange):  # pragma: no cover - jit
     n = x.shape[0]
@@ -85,13 +97,6 @@ def _stats_kernel(x, s1, s2, rows, z, mu, var, drange):  # pragma: no cover - ji
     for c in prange(n_chunks):
         for k in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             drange[k] = _image_stats(x[k], z[k], mu[k], var[k], s1[c], s2[c], rows[c])
-
-
-def _scratch(n_chunks: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
-    """One scratch array per shape with a leading chunk axis, allocated before the parallel
-    region: large allocations inside it are freed by several threads at once, and the page
-    unmapping that follows is slower than the kernels themselves (seen: 3x on 224 px)."""
-    return [np.empty((n_chunks, *shape)) for shape in shapes]
 
 
 def compute_stats(stack: np.ndarray) -> ImageStats:
@@ -103,16 +108,25 @@ def compute_stats(stack: np.ndarray) -> ImageStats:
     mu = np.empty((n, hv, wv))
     var = np.empty((n, hv, wv))
     drange = np.empty(n)
-    s1, s2, rows = _scratch(min(n, numba.get_num_threads()), (h, wv), (h, wv), (w,))
+    s1, s2, rows = _scratch(_n_chunks(n), (h, wv), (h, wv), (w,))
     _stats_kernel(x, s1, s2, rows, z, mu, var, drange)
     return ImageStats(z=z, mu=mu, var=var, drange=drange)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _band_sum(za, mua, vara, zb, mub, varb, c1, c2, y0, y1, hsum, row):  # pragma: no cover - jit
-    """Sum of the SSIM map over valid rows ``y0:y1`` of one pair (``hsum``, ``row``: scratch)."""
+def _pair_sum(za, mua, vara, ra, zb, mub, varb, rb, y0, y1, hsum, row):  # pragma: no cover - jit
+    """Sum of one pair's SSIM map over valid rows ``y0:y1`` (``hsum``, ``row``: scratch).
+
+    ``data_range`` is the first image's range, or the second's if the first is constant; two
+    constant images have identical (empty) structure and a map of ones.
+    """
     w = za.shape[1]
     wv = w - WIN + 1
+    drange = ra if ra > 0.0 else rb
+    if drange == 0.0:
+        return float((y1 - y0) * wv)
+    c1 = (K1 * drange) ** 2
+    c2 = (K2 * drange) ** 2
     # Cross term: 7-tap sums of za * zb along the rows the band needs, then down the columns.
     for r in range(y0, y1 + WIN - 1):
         for x in range(w):
@@ -138,45 +152,51 @@ def _band_sum(za, mua, vara, zb, mub, varb, c1, c2, y0, y1, hsum, row):  # pragm
     return acc
 
 
-@njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _pair_range(ra, rb):  # pragma: no cover - jit
-    """``data_range`` of a pair: the first image's, or the second's if the first is constant."""
-    return ra if ra > 0.0 else rb
-
-
 @njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
-def _matrix_kernel(za, mua, vara, ra, zb, mub, varb, rb, tile, band, out):  # pragma: no cover - jit
+def _matrix_kernel(za, mua, vara, ra, zb, mub, varb, rb, tile, band, hsums, rows, accs, out):  # pragma: no cover - jit
     na, h, w = za.shape
     nb = zb.shape[0]
     hv = h - WIN + 1
     wv = w - WIN + 1
     n_ti = (na + tile - 1) // tile
     n_tj = (nb + tile - 1) // tile
-    for t in prange(n_ti * n_tj):
-        i0 = (t // n_tj) * tile
-        j0 = (t % n_tj) * tile
-        i1 = min(i0 + tile, na)
-        j1 = min(j0 + tile, nb)
-        hsum = np.empty((band + WIN - 1, wv))
-        row = np.empty(w)
-        acc = np.zeros((tile, tile))
-        for y0 in range(0, hv, band):
-            y1 = min(y0 + band, hv)
+    n_tiles = n_ti * n_tj
+    n_chunks = hsums.shape[0]
+    for c in prange(n_chunks):
+        acc = accs[c]
+        for t in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
+            i0 = (t // n_tj) * tile
+            j0 = (t % n_tj) * tile
+            i1 = min(i0 + tile, na)
+            j1 = min(j0 + tile, nb)
+            acc[:, :] = 0.0
+            for y0 in range(0, hv, band):
+                y1 = min(y0 + band, hv)
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        acc[i - i0, j - j0] += _pair_sum(
+                            za[i], mua[i], vara[i], ra[i], zb[j], mub[j], varb[j], rb[j],
+                            y0, y1, hsums[c], rows[c],
+                        )
             for i in range(i0, i1):
                 for j in range(j0, j1):
-                    drange = _pair_range(ra[i], rb[j])
-                    if drange > 0.0:
-                        acc[i - i0, j - j0] += _band_sum(
-                            za[i], mua[i], vara[i], zb[j], mub[j], varb[j],
-                            (K1 * drange) ** 2, (K2 * drange) ** 2, y0, y1, hsum, row,
-                        )
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                # Both images constant: identical (empty) structure, defined as 1.
-                if _pair_range(ra[i], rb[j]) > 0.0:
                     out[i, j] = acc[i - i0, j - j0] / (hv * wv)
-                else:
-                    out[i, j] = 1.0
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
+def _indexed_pairs_kernel(za, mua, vara, ra, zb, mub, varb, rb, ia, ib, hsums, rows, out):  # pragma: no cover - jit
+    n = ia.shape[0]
+    hv, wv = mua.shape[1:]
+    n_chunks = hsums.shape[0]
+    for c in prange(n_chunks):
+        for k in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            i = ia[k]
+            j = ib[k]
+            total = _pair_sum(
+                za[i], mua[i], vara[i], ra[i], zb[j], mub[j], varb[j], rb[j], 0, hv,
+                hsums[c], rows[c],
+            )
+            out[k] = total / (hv * wv)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
@@ -192,35 +212,8 @@ def _raw_pairs_kernel(xa, xb, ia, ib, zs, mus, vars_, s1, s2, rows, out):  # pra
         for k in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             ra = _image_stats(xa[ia[k]], za, mua, vara, s1[c], s2[c], rows[c])
             rb = _image_stats(xb[ib[k]], zb, mub, varb, s1[c], s2[c], rows[c])
-            drange = _pair_range(ra, rb)
-            if drange > 0.0:
-                total = _band_sum(
-                    za, mua, vara, zb, mub, varb, (K1 * drange) ** 2, (K2 * drange) ** 2,
-                    0, hv, s1[c], rows[c],
-                )
-                out[k] = total / (hv * wv)
-            else:
-                out[k] = 1.0  # both images constant, as in _matrix_kernel
-
-
-@njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
-def _indexed_pairs_kernel(za, mua, vara, ra, zb, mub, varb, rb, ia, ib, hsums, rows, out):  # pragma: no cover - jit
-    n = ia.shape[0]
-    hv, wv = mua.shape[1:]
-    n_chunks = hsums.shape[0]
-    for c in prange(n_chunks):
-        for k in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            i = ia[k]
-            j = ib[k]
-            drange = _pair_range(ra[i], rb[j])
-            if drange > 0.0:
-                total = _band_sum(
-                    za[i], mua[i], vara[i], zb[j], mub[j], varb[j],
-                    (K1 * drange) ** 2, (K2 * drange) ** 2, 0, hv, hsums[c], rows[c],
-                )
-                out[k] = total / (hv * wv)
-            else:
-                out[k] = 1.0  # both images constant, as in _matrix_kernel
+            total = _pair_sum(za, mua, vara, ra, zb, mub, varb, rb, 0, hv, s1[c], rows[c])
+            out[k] = total / (hv * wv)
 
 
 TILE = 4
@@ -230,14 +223,22 @@ BAND_BYTES = 3 << 19
 tuned on a 2 MiB-L2 Xeon: 1.5 MiB beat 0.5 and 1 MiB by 3-10%)."""
 
 
+def _indices(ia: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ia, dtype=np.int64)
+
+
 def matrix_cpu(a: ImageStats, b: ImageStats) -> np.ndarray:
     """SSIM of every pair ``(a[i], b[j])`` on the CPU, float64 of shape (len(a), len(b))."""
     h, w = a.z.shape[1:]
     wv = w - WIN + 1
     per_row = 8 * (w + 2 * wv)  # one row of z, mu and var
     band = int(min(h - WIN + 1, max(8, BAND_BYTES // (2 * TILE * per_row) - (WIN - 1))))
+    n_tiles = -(-len(a) // TILE) * -(-len(b) // TILE)
+    hsums, rows, accs = _scratch(_n_chunks(n_tiles), (band + WIN - 1, wv), (w,), (TILE, TILE))
     out = np.empty((len(a), len(b)), dtype=np.float64)
-    _matrix_kernel(a.z, a.mu, a.var, a.drange, b.z, b.mu, b.var, b.drange, TILE, band, out)
+    _matrix_kernel(
+        a.z, a.mu, a.var, a.drange, b.z, b.mu, b.var, b.drange, TILE, band, hsums, rows, accs, out
+    )
     return out
 
 
@@ -247,10 +248,9 @@ def indexed_pairs_cpu(a: ImageStats, b: ImageStats, ia: np.ndarray, ib: np.ndarr
     if ia.shape[0] == 0:
         return out
     h, w = a.z.shape[1:]
-    hsums, rows = _scratch(min(ia.shape[0], numba.get_num_threads()), (h, w - WIN + 1), (w,))
+    hsums, rows = _scratch(_n_chunks(ia.shape[0]), (h, w - WIN + 1), (w,))
     _indexed_pairs_kernel(
-        a.z, a.mu, a.var, a.drange, b.z, b.mu, b.var, b.drange,
-        np.ascontiguousarray(ia, dtype=np.int64), np.ascontiguousarray(ib, dtype=np.int64),
+        a.z, a.mu, a.var, a.drange, b.z, b.mu, b.var, b.drange, _indices(ia), _indices(ib),
         hsums, rows, out,
     )
     return out
@@ -270,13 +270,9 @@ def raw_pairs_cpu(xa: np.ndarray, xb: np.ndarray, ia: np.ndarray, ib: np.ndarray
     h, w = xa.shape[1:]
     hv, wv = h - WIN + 1, w - WIN + 1
     scratch = _scratch(
-        min(ia.shape[0], numba.get_num_threads()),
-        (2, h, w), (2, hv, wv), (2, hv, wv), (h, wv), (h, wv), (w,),
+        _n_chunks(ia.shape[0]), (2, h, w), (2, hv, wv), (2, hv, wv), (h, wv), (h, wv), (w,)
     )
-    _raw_pairs_kernel(
-        xa, xb, np.ascontiguousarray(ia, dtype=np.int64), np.ascontiguousarray(ib, dtype=np.int64),
-        *scratch, out,
-    )
+    _raw_pairs_kernel(xa, xb, _indices(ia), _indices(ib), *scratch, out)
     return out
 
 

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ._cpu import compute_stats, cpu_threads, indexed_pairs_cpu, matrix_cpu, raw_pairs_cpu
 from ._stats import ImageStats, check_image, check_pair
-from ._torch import TorchStats, pairs_torch
 
-Device = Union[Literal["auto", "cpu", "cuda"], str, torch.device]
+if TYPE_CHECKING:  # torch is imported only when a torch device or backend is used
+    import torch
+
+    from ._torch import TorchStats
+
+Device = Union[Literal["auto", "cpu", "cuda"], str, "torch.device"]
 Backend = Literal["auto", "numba", "torch"]
 Images = Union[np.ndarray, Sequence[np.ndarray]]
+BACKENDS = ("auto", "numba", "torch")
 
 DEFAULT_MAX_MEMORY = 512 * 2**20
 """Bytes of per-image statistics held at once by ``ssim_matrix`` / ``ssim_pairs``."""
@@ -37,53 +41,76 @@ PROGRESS_MIN_PAIRS = 200_000
 
 def resolve_device(device: Device = "auto") -> torch.device:
     """``auto`` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    import torch
+
     if isinstance(device, torch.device):
         dev = device
     elif device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda") from None
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
     return dev
 
 
 class _Runner:
-    """Runs pair batches on one device with one backend."""
+    """Runs blocks of pairs on one device with one backend."""
 
     def __init__(self, device: Device, backend: Backend, num_threads: int | None) -> None:
-        self.device = resolve_device(device)
-        if backend == "auto":
-            backend = "torch" if self.device.type == "cuda" else "numba"
-        if backend == "numba" and self.device.type != "cpu":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        # The numba backend needs no torch: it is imported only to resolve other devices.
+        self.device: torch.device | None = None
+        if backend == "torch" or (backend == "auto" and device != "cpu"):
+            self.device = resolve_device(device)
+        elif device not in ("auto", "cpu") and resolve_device(device).type != "cpu":
             raise ValueError("the numba backend runs on the CPU only")
+        if backend == "auto":
+            cuda = self.device is not None and self.device.type == "cuda"
+            backend = "torch" if cuda else "numba"
         self.backend = backend
         self.num_threads = num_threads
 
     def stats(self, images: list[np.ndarray]) -> ImageStats | TorchStats:
         with cpu_threads(self.num_threads):
             stats = compute_stats(np.stack(images))
-        return TorchStats(stats, self.device) if self.backend == "torch" else stats
+        if self.backend == "torch":
+            from ._torch import TorchStats
+
+            return TorchStats(stats, self.device)
+        return stats
 
     def indexed_pairs(
         self, a: list[np.ndarray], b: list[np.ndarray], ia: np.ndarray, ib: np.ndarray
     ) -> np.ndarray:
         """SSIM of ``(a[ia[k]], b[ib[k]])`` for checked same-size images."""
         if self.backend == "torch":
+            from ._torch import pairs_torch
+
             return pairs_torch(self.stats(a), self.stats(b), ia, ib, self.device)
         with cpu_threads(self.num_threads):
             if len(a) + len(b) < len(ia):
                 # Images are reused across pairs: compute their statistics once.
-                return indexed_pairs_cpu(compute_stats(np.stack(a)), compute_stats(np.stack(b)), ia, ib)
+                sa, sb = compute_stats(np.stack(a)), compute_stats(np.stack(b))
+                return indexed_pairs_cpu(sa, sb, ia, ib)
             return raw_pairs_cpu(np.stack(a), np.stack(b), ia, ib)
 
-    def matrix(self, a, b) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def matrix(self, a: ImageStats | TorchStats, b: ImageStats | TorchStats) -> np.ndarray:
         """SSIM of every pair of two blocks of statistics, (len(a), len(b))."""
         if self.backend == "torch":
+            from ._torch import pairs_torch
+
             ia, ib = np.meshgrid(np.arange(len(a.z)), np.arange(len(b.z)), indexing="ij")
             return pairs_torch(a, b, ia.ravel(), ib.ravel(), self.device).reshape(ia.shape)
+        assert isinstance(a, ImageStats) and isinstance(b, ImageStats)
         with cpu_threads(self.num_threads):
             return matrix_cpu(a, b)
 
@@ -102,18 +129,18 @@ def _as_list(images: Images, name: str) -> list[np.ndarray]:
 
 
 def _common_shape(images: list[np.ndarray], name: str) -> tuple[int, int]:
+    """The one size of a set; the first image is fully checked, the rest by shape here and
+    by value when their block is processed."""
     if not images:
         raise ValueError(f"{name}: empty set of images")
-    shape = images[0].shape
+    first = check_image(images[0], f"{name}[0]")
     for k, im in enumerate(images):
-        if im.shape != shape:
+        if im.shape != first.shape:
             raise ValueError(
-                f"{name}[{k}]: shape {im.shape} differs from {name}[0] {shape}; "
+                f"{name}[{k}]: shape {im.shape} differs from {name}[0] {first.shape}; "
                 "all images of a set must have one size (resize them first)"
             )
-    if len(shape) != 2:
-        check_image(images[0], f"{name}[0]")  # raises the precise error
-    return shape  # type: ignore[return-value]
+    return first.shape  # type: ignore[return-value]
 
 
 def _checked(images: list[np.ndarray], start: int, name: str) -> list[np.ndarray]:
@@ -163,7 +190,8 @@ def ssim_pairs(
 ) -> np.ndarray:
     """Reference SSIM of each pair ``(a[k], b[k])``.
 
-    Pairs may differ in size from one another; the two images of a pair may not.
+    Pairs may differ in size from one another; the two images of a pair may not. When the
+    same array object appears in several pairs its statistics are computed once.
 
     Args:
         a: first images (each pair's ``data_range`` comes from these).
@@ -195,9 +223,9 @@ def ssim_pairs(
         groups.setdefault(x.shape, []).append(k)
     with _progress(len(la), progress, "ssim pairs") as bar:
         for shape, members in groups.items():
-            if len(shape) != 2:
-                check_image(la[members[0]], f"a[{members[0]}]")
-            per_block = max(1, min(PAIRS_BLOCK, max_memory // (2 * ImageStats.bytes_per_image(shape[-2:]))))
+            check_image(la[members[0]], f"a[{members[0]}]")  # shape errors before sizing
+            per_pair = 2 * ImageStats.bytes_per_image(shape)  # type: ignore[arg-type]
+            per_block = max(1, min(PAIRS_BLOCK, max_memory // per_pair))
             for s in range(0, len(members), per_block):
                 idx = members[s : s + per_block]
                 ua, ia = _unique(la, idx, "a")
@@ -217,8 +245,8 @@ def ssim_against(
 ) -> np.ndarray:
     """Reference SSIM of one image ``a`` against each of ``images`` (all of ``a``'s size).
 
-    The query-against-many case (a registration search, one synthetic image against a set):
-    nothing per image is kept, so memory stays at one block of images.
+    The query-against-many case (a registration search, one synthetic image against a set);
+    memory stays at one block of images.
     """
     a64 = check_image(a, "a")
     items = _as_list(images, "images")
@@ -258,24 +286,17 @@ def ssim_matrix(
     runner = _Runner(device, backend, num_threads)
     n, m = len(la), len(lb)
     out = np.empty((n, m), dtype=np.float64)
-    per_image = ImageStats.bytes_per_image(shape)
-    budget = max(2, max_memory // per_image)
+    budget = max(2, max_memory // ImageStats.bytes_per_image(shape))
     # Keep all of b resident when it fits in half the budget; otherwise tile both sides.
     block_b = m if m <= budget // 2 else max(1, budget // 2)
     block_a = max(1, budget - block_b)
     with _progress(n * m, progress, "ssim matrix") as bar:
-        cached_b: dict[int, ImageStats | TorchStats] = {}
+        resident_b = runner.stats(_checked(lb, 0, "b")) if block_b == m else None
         for i0 in range(0, n, block_a):
             sa = runner.stats(_checked(la[i0 : i0 + block_a], i0, "a"))
-            na = len(sa.z)
             for j0 in range(0, m, block_b):
-                if j0 in cached_b:
-                    sb = cached_b[j0]
-                else:
-                    sb = runner.stats(_checked(lb[j0 : j0 + block_b], j0, "b"))
-                    if block_b == m:
-                        cached_b[j0] = sb
-                nb = len(sb.z)
+                sb = resident_b if resident_b is not None else runner.stats(_checked(lb[j0 : j0 + block_b], j0, "b"))
+                na, nb = len(sa.z), len(sb.z)
                 out[i0 : i0 + na, j0 : j0 + nb] = runner.matrix(sa, sb)
                 bar.update(na * nb)
     return out

@@ -6,10 +6,10 @@ translations, then a finer grid around the best point:
 
 - coarse: 4 flips x angles -15..15 deg in 5 deg steps (7) x shifts -4..4 px in 2 px steps
   (5 x 5) = 700 candidates;
-- fine, at the best flip: best angle +-4 deg in 1 deg steps (9) x best shift +-1 px (3 x 3)
-  = 81 candidates.
+- fine, at the best flip: best angle +-4 deg in 1 deg steps (9, never beyond +-15) x best
+  shift +-1 px (3 x 3) = 81 candidates at most.
 
-That is 781 SSIM evaluations and 37 image rotations per pair (bilinear, edge values repeated
+That is at most 781 SSIM evaluations and 37 image rotations per pair (bilinear, edge values repeated
 outside the image): about 0.16 s per 128 x 128 pair and 0.5 s per 224 x 224 pair on 2 CPU
 cores, some 200 plain SSIMs' worth (``benchmarks/ssim_speed.py``, docs/performance.md).
 The identity is on the grid, so ``registered_ssim(a, b) >= ssim(a, b)`` always.
@@ -30,7 +30,12 @@ FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, T
 
 @dataclass(frozen=True)
 class SearchGrid:
-    """The rigid search space of ``register`` (angles in degrees, shifts in pixels)."""
+    """The rigid search space of ``register`` (angles in degrees, shifts in pixels).
+
+    Coarse angles are the multiples of ``angle_step`` within +-``max_angle`` and coarse shifts
+    the multiples of ``shift_step`` within +-``max_shift``, so the identity is always on the
+    grid. The fine stage never leaves +-``max_angle``.
+    """
 
     max_angle: float = 15.0
     angle_step: float = 5.0
@@ -40,19 +45,36 @@ class SearchGrid:
     fine_angle_step: float = 1.0
     fine_shift_span: int = 1
 
-    def coarse_angles(self) -> np.ndarray:
-        n = int(round(self.max_angle / self.angle_step))
-        return np.arange(-n, n + 1) * self.angle_step
+    def __post_init__(self) -> None:
+        for name in ("angle_step", "fine_angle_step", "shift_step"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SearchGrid.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_angle", "max_shift", "fine_angle_span", "fine_shift_span"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SearchGrid.{name} must be >= 0, got {getattr(self, name)}")
+
+    def coarse_angles(self) -> list[float]:
+        n = int(np.floor(self.max_angle / self.angle_step + 1e-9))
+        return [float(k * self.angle_step) for k in range(-n, n + 1)]
 
     def coarse_shifts(self) -> list[tuple[int, int]]:
-        r = range(-self.max_shift, self.max_shift + 1, self.shift_step)
+        n = self.max_shift // self.shift_step
+        r = [k * self.shift_step for k in range(-n, n + 1)]
         return [(dy, dx) for dy in r for dx in r]
 
+    def fine_angles(self, centre: float) -> list[float]:
+        n = int(np.floor(self.fine_angle_span / self.fine_angle_step + 1e-9))
+        angles = [centre + k * self.fine_angle_step for k in range(-n, n + 1)]
+        return [float(a) for a in angles if abs(a) <= self.max_angle + 1e-9]
+
+    def fine_shifts(self, centre: tuple[int, int]) -> list[tuple[int, int]]:
+        r = range(-self.fine_shift_span, self.fine_shift_span + 1)
+        return [(centre[0] + dy, centre[1] + dx) for dy in r for dx in r]
+
     def n_evaluations(self) -> int:
-        n_fine_angles = 2 * int(round(self.fine_angle_span / self.fine_angle_step)) + 1
-        n_fine_shifts = (2 * self.fine_shift_span + 1) ** 2
+        """SSIM evaluations per pair, at most (fine angles past max_angle are skipped)."""
         coarse = len(FLIPS) * len(self.coarse_angles()) * len(self.coarse_shifts())
-        return coarse + n_fine_angles * n_fine_shifts
+        return coarse + len(self.fine_angles(0.0)) * len(self.fine_shifts((0, 0)))
 
 
 @dataclass(frozen=True)
@@ -71,13 +93,9 @@ class Alignment:
     aligned: np.ndarray = field(repr=False)
 
 
-def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Integer translation with edge values repeated into the uncovered border."""
-    h, w = image.shape
-    pad = max(abs(dy), abs(dx))
-    if pad == 0:
-        return image
-    padded = np.pad(image, pad, mode="edge")
+def _shifted(padded: np.ndarray, pad: int, shape: tuple[int, int], dy: int, dx: int) -> np.ndarray:
+    """Integer translation as a view into an image edge-padded by ``pad >= |dy|, |dx|``."""
+    h, w = shape
     return padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
 
 
@@ -99,7 +117,11 @@ def apply_alignment(
     image: np.ndarray, flip: tuple[bool, bool], angle: float, shift: tuple[int, int]
 ) -> np.ndarray:
     """Flip, rotate and shift ``image`` as described in ``Alignment``."""
-    return _shift(_rotate(_flip(check_image(image), flip), angle), *shift)
+    moved = _rotate(_flip(check_image(image), flip), angle)
+    pad = max(abs(shift[0]), abs(shift[1]))
+    return np.ascontiguousarray(
+        _shifted(np.pad(moved, pad, mode="edge"), pad, moved.shape, *shift)
+    )
 
 
 def _best(
@@ -111,37 +133,33 @@ def _best(
     images: list[np.ndarray] = []
     padded: dict[tuple[tuple[bool, bool], float], np.ndarray] = {}
     pad = max(max(abs(dy), abs(dx)) for _, _, (dy, dx) in candidates)
-    h, w = b.shape
     for flip, angle, (dy, dx) in candidates:
         key = (flip, angle)
         if key not in padded:
             # Pad each rotated image once; every shift is then a view into it.
             padded[key] = np.pad(_rotate(_flip(b, flip), angle), pad, mode="edge")
-        images.append(padded[key][pad - dy : pad - dy + h, pad - dx : pad - dx + w])
+        images.append(_shifted(padded[key], pad, b.shape, dy, dx))
     scores = ssim_against(a, images, device=device)
     k = int(np.argmax(scores))
     return float(scores[k]), candidates[k], images[k]
 
 
 def register(
-    a: np.ndarray, b: np.ndarray, *, grid: SearchGrid = SearchGrid(), device: Device = "cpu"
+    a: np.ndarray, b: np.ndarray, *, grid: SearchGrid = SearchGrid(), device: Device = "auto"
 ) -> Alignment:
     """Search the rigid alignment of ``b`` that maximises the reference SSIM against ``a``."""
     a64, b64 = check_pair(a, b)
     coarse = [
-        (flip, float(angle), shift)
+        (flip, angle, shift)
         for flip in FLIPS
         for angle in grid.coarse_angles()
         for shift in grid.coarse_shifts()
     ]
     score, (flip, angle, shift), aligned = _best(a64, b64, coarse, device)
-    n = int(round(grid.fine_angle_span / grid.fine_angle_step))
-    s = grid.fine_shift_span
     fine = [
-        (flip, float(angle + k * grid.fine_angle_step), (shift[0] + dy, shift[1] + dx))
-        for k in range(-n, n + 1)
-        for dy in range(-s, s + 1)
-        for dx in range(-s, s + 1)
+        (flip, fine_angle, fine_shift)
+        for fine_angle in grid.fine_angles(angle)
+        for fine_shift in grid.fine_shifts(shift)
     ]
     fine_score, best, fine_aligned = _best(a64, b64, fine, device)
     if fine_score > score:
@@ -150,7 +168,7 @@ def register(
 
 
 def registered_ssim(
-    a: np.ndarray, b: np.ndarray, *, grid: SearchGrid = SearchGrid(), device: Device = "cpu"
+    a: np.ndarray, b: np.ndarray, *, grid: SearchGrid = SearchGrid(), device: Device = "auto"
 ) -> float:
     """Best reference SSIM of ``a`` against rigid re-alignments of ``b`` (see module doc)."""
     return register(a, b, grid=grid, device=device).score

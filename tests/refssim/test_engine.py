@@ -223,6 +223,31 @@ def test_bad_sets_name_the_offending_image() -> None:
         ssim_matrix(good[0], good)
 
 
+def test_tiny_images_and_unknown_backends_are_clear_errors() -> None:
+    tiny = [np.ones((2, 8)), np.ones((2, 8))]
+    with pytest.raises(ValueError, match=r"a\[0\]: image of shape \(2, 8\) is smaller"):
+        ssim_matrix(tiny, tiny)
+    with pytest.raises(ValueError, match=r"a\[0\]: image of shape \(2, 8\) is smaller"):
+        ssim_pairs(tiny, tiny)
+    good = [np.random.default_rng(7).random((16, 16))]
+    for backend in ("cuda", "Torch", ""):
+        with pytest.raises(ValueError, match="unknown backend"):
+            ssim_matrix(good, good, backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown device|unsupported device"):
+        ssim_matrix(good, good, device="tpu")
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        ssim_matrix(good, good, num_threads=0)
+
+
+def test_huge_finite_values_are_rescaled_not_overflowed() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.random((20, 20)), rng.random((20, 20))
+    want = ssim(a, b)
+    assert want < 0.5
+    with np.errstate(over="ignore"):
+        assert ssim(a * 1e300, b * 1e300) == pytest.approx(want, abs=1e-9)
+
+
 def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     images = [np.random.default_rng(5).random((16, 16)) for _ in range(4)]
     ssim_matrix(images, images, device="cpu", progress=True)
