@@ -4,8 +4,9 @@ One interface (`base.ImageReader`), one module per format, picked by suffix:
 
 - 2D files (PNG, JPEG, TIFF, BMP) via Pillow, as float32 grayscale; multi-page TIFF
   is a stack (`pillow`).
-- NIfTI via nibabel in RAS orientation (`nifti`); DICOM files and series folders via
-  pydicom (`dicom`); NumPy .npy / .npz (`npy`).
+- NIfTI via nibabel (`nifti`) and DICOM files and series folders via pydicom
+  (`dicom`, any suffix with the 'DICM' marker), both in closest-canonical RAS
+  orientation (`orient`); NumPy .npy / .npz (`npy`).
 
 Volumes become 2D slices as a `SliceSpec` says. Every image has an id such as
 ``sub-01/T1w.nii.gz#axis2:85``, ``arrays.npz#key`` or ``patient1/series3#axis2:10``

@@ -1,14 +1,24 @@
 """DICOM files and series folders, read with pydicom.
 
-- A series (files in one folder sharing a SeriesInstanceUID) is one volume, slices
-  stacked along axis 2 in the order of ImagePositionPatient projected on the slice
-  normal (row x column direction of ImageOrientationPatient), ascending, which is
-  inferior -> superior for axial slices; InstanceNumber when positions are missing.
-- Each slice keeps its stored (rows, columns) layout and gets its own
-  RescaleSlope / RescaleIntercept (or Modality LUT) applied, so values are in real units.
-- A series of one file is a 2D image named by its file; a multi-frame file is a
-  volume with the frames along axis 2 (in stored frame order). Colour images become
-  luminance; MONOCHROME1 images keep their stored values (not inverted).
+- A series (files in one folder sharing a SeriesInstanceUID) is one volume. Its
+  slices are ordered by ImagePositionPatient projected on the slice normal (row x
+  column direction of ImageOrientationPatient), or by InstanceNumber when positions
+  are missing. Every file of the folder must be readable: an unreadable one could be a
+  slice of the series, so the series is refused rather than stacked with a hole; a gap
+  in the slice positions (a file missing mid-series) only warns.
+- Like NIfTI, volumes come in closest-canonical RAS orientation (see `orient`), from
+  the voxel-to-patient affine built of ImageOrientationPatient, PixelSpacing and the
+  positions of the first and last slice. A single-frame file is reoriented as a
+  one-slice volume and squeezed to 2D, so it equals the matching slice of its series
+  (a sagittal file gives a (y, z) image, a coronal one (x, z)).
+- Without ImageOrientationPatient (or, for a series, ImagePositionPatient) the stored
+  layout is kept: (rows, columns) with slices stacked along axis 2. A multi-frame file
+  also keeps it, with the frames along axis 2 in stored frame order, as its geometry
+  lives in per-frame functional groups that are not read here.
+- Each slice gets its own RescaleSlope / RescaleIntercept (or Modality LUT) applied,
+  so values are in real units. A series of one file is a 2D image named by its file.
+  Colour images become luminance; MONOCHROME1 images are negated, so that bright is
+  high as in MONOCHROME2 (the stored range is not restored: values become <= 0).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import numpy as np
 
 from .base import ImageReader, Item
 from .errors import ReadError
+from .dicom_series import frames, order_series, orientation, warn_if_gaps
+from .orient import canonical_shape, to_canonical
 from .pixels import as_image, image_shape, luminance
 
 SUFFIXES = (".dcm", ".dicom")
@@ -63,15 +75,11 @@ def _dcmread(path: Path, pixels: bool) -> Any:
         raise ReadError(path, f"not a readable DICOM file: {exc}") from exc
 
 
-def _frames(ds: Any) -> int:
-    return int(ds.get("NumberOfFrames") or 1)
-
-
 def _shape(ds: Any, path: Path) -> tuple[int, ...]:
     """Shape that `_pixels` will return for one file: (rows, cols[, frames])."""
     if "Rows" not in ds or "Columns" not in ds:
         raise ReadError(path, "DICOM file without image pixels (no Rows/Columns)")
-    shape = (int(ds.Rows), int(ds.Columns)) + ((_frames(ds),) if _frames(ds) > 1 else ())
+    shape = (int(ds.Rows), int(ds.Columns)) + ((frames(ds),) if frames(ds) > 1 else ())
     return image_shape(shape, path)
 
 
@@ -114,7 +122,7 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
             # MONOCHROME1 shows low values bright; negate so that bright is high in every
             # file (a fixed map, so the slices of a series stay comparable).
             array = -np.asarray(array, dtype=np.float64)
-    if _frames(ds) > 1:
+    if frames(ds) > 1:
         array = np.moveaxis(array, 0, -1)  # frames go to axis 2, like a series
     return as_image(array, path)
 
@@ -126,51 +134,6 @@ def _modality_lut(array: np.ndarray, ds: Any) -> np.ndarray:
     except ImportError:
         from pydicom.pixel_data_handlers.util import apply_modality_lut
     return apply_modality_lut(array, ds)
-
-
-def _vector(ds: Any, keyword: str, size: int) -> np.ndarray | None:
-    """Return a numeric multi-valued tag, or None when missing or malformed."""
-    value = ds.get(keyword)
-    try:
-        vector = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return vector if vector.shape == (size,) and np.isfinite(vector).all() else None
-
-
-def _ordered(series: list[tuple[Path, Any]], where: Path) -> list[tuple[Path, Any]]:
-    """Sort the files of one series into slice order (see module docstring).
-
-    Raises:
-        ReadError: mixed sizes or orientations, or repeated positions (a 4D series).
-    """
-    if any(_frames(ds) > 1 for _, ds in series):
-        raise ReadError(where, "series mixes multi-frame files with others, cannot stack it")
-    sizes = {(ds.get("Rows"), ds.get("Columns")) for _, ds in series}
-    if len(sizes) > 1:
-        raise ReadError(where, f"slices differ in size {sorted(sizes)}, cannot stack them")
-    orientations = [_vector(ds, "ImageOrientationPatient", 6) for _, ds in series]
-    positions = [_vector(ds, "ImagePositionPatient", 3) for _, ds in series]
-    if all(o is not None for o in orientations) and all(p is not None for p in positions):
-        if not all(np.allclose(o, orientations[0], atol=1e-4) for o in orientations):
-            raise ReadError(where, "slices have different orientations (a localizer?), cannot stack them")
-        normal = np.cross(orientations[0][:3], orientations[0][3:])
-        keys = [float(normal @ p) for p in positions]
-        what = "slice positions"
-    else:
-        try:
-            keys = [float(ds.InstanceNumber) for _, ds in series]
-        except (AttributeError, TypeError, ValueError):
-            raise ReadError(where, "slices have neither ImagePositionPatient nor InstanceNumber to order them") from None
-        what = "InstanceNumbers"
-    if len(np.unique(np.round(keys, 3))) < len(keys):
-        raise ReadError(
-            where,
-            f"{len(keys)} files share {len(np.unique(np.round(keys, 3)))} distinct {what}: "
-            "a 4D series (time points, echoes, b-values) is not supported",
-        )
-    order = np.argsort(keys, kind="stable")
-    return [series[i] for i in order]
 
 
 class FolderProbe(NamedTuple):
@@ -192,6 +155,25 @@ def dicom_files(folder: Path) -> list[Path]:
     )
 
 
+def _file_shape(path: Path, ds: Any) -> tuple[int, ...]:
+    """Shape that `read` returns for one file, from its header."""
+    return canonical_shape(_shape(ds, path), orientation([(path, ds)], path), path)
+
+
+def _no_dicom(folder: Path) -> ReadError:
+    return ReadError(folder, "is a folder without DICOM files; expected an image file or a DICOM series folder")
+
+
+def _incomplete(failed: list[ReadError], where: Path) -> ReadError:
+    """The error for a series whose folder holds files that cannot be read."""
+    names = ", ".join(Path(error.path).name for error in failed)
+    return ReadError(
+        where,
+        f"cannot read {len(failed)} DICOM file(s) of the folder: {names} ({failed[0].reason}); "
+        "one may be a slice of this series, so it is not stacked without them",
+    )
+
+
 class DicomReader(ImageReader):
     """Single DICOM files and series folders."""
 
@@ -201,54 +183,71 @@ class DicomReader(ImageReader):
 
     def probe(self, path: Path) -> list[Item]:
         if path.is_dir():
-            found = self.probe_folder(path, dicom_files(path))
-            # Bad files beside good series are a scan's to report; here only the
+            files = dicom_files(path)
+            if not files:
+                raise _no_dicom(path)
+            found = self.probe_folder(path, files)
+            # Bad files beside good items are a scan's to report; here only the
             # absence of any image is an error.
             if not found.items:
                 raise found.errors[0] if found.errors else ReadError(path, "folder holds no DICOM images")
             return found.items
-        return [Item(path, None, _shape(_dcmread(path, pixels=False), path))]
+        return [Item(path, None, _file_shape(path, _dcmread(path, pixels=False)))]
 
     def probe_folder(self, folder: Path, files: Iterable[Path]) -> FolderProbe:
         """Group a folder's DICOM files into items, collecting failures instead of raising.
 
         Items come sorted by id (lone files by name, series by UID); DICOM objects
         that hold no image (DICOMDIR, reports) are listed apart, not as errors.
+        Any unreadable file fails every multi-file series of the folder.
         """
-        headers, errors = self._headers(files, pixels=False)
-        volumes, lone, not_images = _group(headers)
-        items = []
+        headers, failed = self._headers(files, pixels=False)
+        volumes, lone, not_images, broken = _group(headers)
+        failed += broken
+        items, errors = [], []
         for path, ds in lone:
             try:
-                items.append(Item(path, None, _shape(ds, path)))
+                items.append(Item(path, None, _file_shape(path, ds)))
             except ReadError as exc:
-                errors.append(exc)
+                errors.append(exc)  # a lone file is no series' slice
         for uid, series in volumes.items():
             member = uid if len(volumes) > 1 else None
             where = folder / uid if member else folder
             try:
-                ordered = _ordered(series, where)
-                rows, cols = _shape(ordered[0][1], ordered[0][0])
-                items.append(Item(folder, member, (rows, cols, len(ordered))))
+                if failed:
+                    raise _incomplete(failed, where)
+                files_in_order = order_series(series, where).files
+                first, ds = files_in_order[0]
+                stored = _shape(ds, first) + (len(files_in_order),)
+                shape = canonical_shape(stored, orientation(files_in_order, where), where)
+                items.append(Item(folder, member, shape))
             except ReadError as exc:
                 errors.append(exc)
-        return FolderProbe(items, errors, not_images)
+        return FolderProbe(items, errors + failed, not_images)
 
     def read(self, path: Path, member: str | None = None) -> np.ndarray:
         if not path.is_dir():
             if member is not None:
                 raise ReadError(path, f"a DICOM file has no series member {member!r}")
-            return _pixels(_dcmread(path, pixels=True), path)
-        headers, _ = self._headers(dicom_files(path), pixels=True)  # scan reports bad files
-        volumes, _, _ = _group(headers)
+            ds = _dcmread(path, pixels=True)
+            return to_canonical(_pixels(ds, path), orientation([(path, ds)], path), path)
+        files = dicom_files(path)
+        if not files:
+            raise _no_dicom(path)
+        headers, failed = self._headers(files, pixels=True)
+        volumes, _, _, broken = _group(headers)
+        where = path / member if member else path
+        if failed + broken:
+            raise _incomplete(failed + broken, where)
         if member is None and len(volumes) != 1:
             uids = ", ".join(sorted(volumes)) or "none"
             raise ReadError(path, f"folder holds {len(volumes)} multi-file DICOM series ({uids}); name one as '<folder>/<SeriesInstanceUID>'")
         if member is not None and member not in volumes:
-            raise ReadError(path / member, "no multi-file DICOM series with this SeriesInstanceUID in the folder")
-        where = path / member if member else path
-        series = _ordered(volumes[member] if member else next(iter(volumes.values())), where)
-        return np.stack([_pixels(ds, file) for file, ds in series], axis=2)
+            raise ReadError(where, "no multi-file DICOM series with this SeriesInstanceUID in the folder")
+        series = order_series(volumes[member] if member else next(iter(volumes.values())), where)
+        warn_if_gaps(series, where)
+        stack = np.stack([_pixels(ds, file) for file, ds in series.files], axis=2)
+        return to_canonical(stack, orientation(series.files, where), where)
 
     @staticmethod
     def _headers(files: Iterable[Path], pixels: bool) -> tuple[list[tuple[Path, Any]], list[ReadError]]:
@@ -261,21 +260,31 @@ class DicomReader(ImageReader):
         return headers, errors
 
 
+def _is_image_class(ds: Any) -> bool:
+    """True when the SOP class is an image storage class (MR Image Storage and so on)."""
+    meta = getattr(ds, "file_meta", None)
+    sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    return "Image Storage" in str(getattr(sop, "name", ""))
+
+
 def _group(
     headers: list[tuple[Path, Any]],
-) -> tuple[dict[str, list[tuple[Path, Any]]], list[tuple[Path, Any]], list[Path]]:
+) -> tuple[dict[str, list[tuple[Path, Any]]], list[tuple[Path, Any]], list[Path], list[ReadError]]:
     """Split files into multi-file series (by SeriesInstanceUID, sorted), lone image
-    files, and files that hold no image at all."""
+    files, files that hold no image at all, and image files without pixels (broken)."""
     by_uid: dict[str, list[tuple[Path, Any]]] = {}
-    lone, not_images = [], []
+    lone, not_images, broken = [], [], []
     for path, ds in headers:
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if "Rows" not in ds:
-            not_images.append(path)
+            if _is_image_class(ds):  # pydicom reads a truncated header without complaint
+                broken.append(ReadError(path, "DICOM image file without Rows/Columns (truncated header?)"))
+            else:
+                not_images.append(path)
         elif UID_PATTERN.fullmatch(uid):
             by_uid.setdefault(uid, []).append((path, ds))
         else:
             lone.append((path, ds))  # without a usable UID a file cannot join a series
     volumes = {uid: files for uid, files in sorted(by_uid.items()) if len(files) > 1}
     lone += [files[0] for files in by_uid.values() if len(files) == 1]
-    return volumes, sorted(lone, key=lambda pair: pair[0]), not_images
+    return volumes, sorted(lone, key=lambda pair: pair[0]), not_images, broken

@@ -26,6 +26,16 @@ def slice_id(name: str, axis: int, index: int) -> str:
     return f"{name}#axis{axis}:{index}"
 
 
+def check_slice(shape: tuple[int, ...], axis: int, index: int, where: str | Path) -> None:
+    """Raise ReadError unless an array of `shape` is 3D and has slice `index` along `axis`."""
+    if len(shape) != 3:
+        raise ReadError(where, f"is 2D (shape {tuple(shape)}), it has no slices")
+    if not 0 <= axis < 3:
+        raise ReadError(where, f"no axis {axis}: the volume has 3 axes (0, 1, 2), shape {tuple(shape)}")
+    if not 0 <= index < shape[axis]:
+        raise ReadError(where, f"slice index {index} out of range: axis {axis} has {shape[axis]} slices")
+
+
 def absolute(path: str | Path) -> Path:
     """Return `path` made absolute and normalised, without resolving symlinks."""
     return Path(os.path.abspath(os.path.expanduser(path)))
@@ -104,10 +114,8 @@ def resolve_id(root: str | Path, image_id: str) -> ImageRef:
                 image_id,
                 f"is a 3D volume of shape {item.shape}; name a slice as '#axis{loc.reader.default_axis}:N'",
             )
-    elif not item.is_volume:
-        raise ReadError(image_id, f"is 2D (shape {item.shape}), it has no slices")
-    elif axis > 2 or index >= item.shape[axis]:
-        raise ReadError(image_id, f"slice index out of range: the volume has shape {item.shape}")
+    else:
+        check_slice(item.shape, axis, index, image_id)
     name = loc.reader.item_name(relative_name(loc.path, root_path), loc.member)
     full = name if axis is None or index is None else slice_id(name, axis, index)
     return ImageRef(full, loc.path, loc.member, axis, index)

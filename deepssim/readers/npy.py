@@ -1,9 +1,12 @@
 """NumPy arrays: ``.npy`` (one array) and ``.npz`` (one item per member array).
 
-A 2D array is an image, a 3D array a stack of images along axis 0 (the layout
-``np.stack(images)`` gives). Headers are parsed without loading the data, so a scan
-of large arrays stays cheap. Arrays are loaded with ``allow_pickle=False``: opening an
-array file must never run code.
+A 2D array is an image. A 3D array whose last axis has 3 or 4 entries, (H, W, 3) or
+(H, W, 4), is a colour image: its luminance 0.299 R + 0.587 G + 0.114 B (the 4th
+channel, alpha, ignored). Any other 3D array is a stack of images along axis 0 (the
+layout ``np.stack(images)`` gives); so a stack of 3 or 4 images must be saved with the
+images first, shape (3, H, W), and its W must not be 3 or 4. Headers are parsed without
+loading the data, so a scan of large arrays stays cheap. Arrays are loaded with
+``allow_pickle=False``: opening an array file must never run code.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from .base import ImageReader, Item
 from .errors import ReadError
-from .pixels import as_image, check_dtype, image_shape
+from .pixels import as_image, check_dtype, image_shape, luminance
 
 _NPY = ".npy"
 
@@ -29,10 +32,22 @@ def _header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
-def _item(path: Path, member: str | None, shape: tuple[int, ...], dtype: np.dtype) -> Item:
-    where = f"{path}#{member}" if member is not None else path
+def _dims(shape: tuple[int, ...], dtype: np.dtype, where: str | Path) -> tuple[tuple[int, ...], bool]:
+    """Return the checked stored shape and whether its last axis holds RGB(A) channels."""
     check_dtype(dtype, where)
-    return Item(path, member, image_shape(shape, where))
+    dims = image_shape(shape, where)
+    return dims, len(dims) == 3 and dims[-1] in (3, 4)  # see module docstring
+
+
+def _item(path: Path, member: str | None, shape: tuple[int, ...], dtype: np.dtype) -> Item:
+    dims, colour = _dims(shape, dtype, f"{path}#{member}" if member is not None else path)
+    return Item(path, member, dims[:2] if colour else dims)
+
+
+def _image(array: np.ndarray, where: str | Path) -> np.ndarray:
+    """Return a loaded array as a float32 image or stack, colour as luminance."""
+    dims, colour = _dims(array.shape, array.dtype, where)
+    return as_image(luminance(array.reshape(dims)) if colour else array, where)
 
 
 def _require_file(path: Path) -> None:
@@ -41,7 +56,7 @@ def _require_file(path: Path) -> None:
 
 
 class NpyReader(ImageReader):
-    """`.npy` files: a 2D image or a 3D stack."""
+    """`.npy` files: a 2D image, an (H, W, 3|4) colour image or a 3D stack."""
 
     name = "NumPy .npy"
     suffixes = (_NPY,)
@@ -67,7 +82,7 @@ class NpyReader(ImageReader):
             array = np.load(path, allow_pickle=False)
         except Exception as exc:
             raise ReadError(path, f"not a readable .npy file: {exc}") from exc
-        return as_image(array, path)
+        return _image(array, path)
 
 
 class NpzReader(ImageReader):
@@ -105,7 +120,7 @@ class NpzReader(ImageReader):
             raise
         except Exception as exc:
             raise ReadError(path, f"not a readable .npz file: {exc}") from exc
-        return as_image(array, f"{path}#{key}")
+        return _image(array, f"{path}#{key}")
 
     @staticmethod
     def _member(path: Path, keys: list[str], member: str | None) -> str:

@@ -7,7 +7,8 @@ Mode handling (alpha is always ignored):
 - ``RGB``, ``RGBA``, ``P`` (via its palette) and other colour modes: luminance
   0.299 R + 0.587 G + 0.114 B computed in float, not Pillow's 8-bit ``convert("L")``.
 
-16-bit RGB PNG is decoded by Pillow at 8 bits per channel: reading one warns.
+16-bit PNG with colour or alpha (colour types 2, 4 and 6: RGB, grey + alpha, RGBA) is
+decoded by Pillow at 8 bits per channel: reading one warns.
 A multi-page TIFF is a stack with the pages along axis 0; other multi-frame files
 (animated PNG, MPO JPEG) give their first frame.
 """
@@ -73,17 +74,21 @@ def _grey(img: Image.Image) -> np.ndarray:
     return luminance(np.asarray(img.convert("RGBA" if mode == "PA" else "RGB")))
 
 
-def _warn_if_16bit_colour_png(img: Image.Image, path: Path) -> None:
-    """Pillow decodes 16-bit RGB(A) PNG at 8 bits per channel; say so rather than hide it."""
-    # IHDR: bit depth at byte 24, colour type at byte 25 (2 = RGB, 6 = RGBA).
+#: PNG colour types that Pillow decodes at 8 bits per channel when 16-bit.
+_PNG_8BIT_TYPES = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}
+
+
+def _warn_if_16bit_png_truncated(img: Image.Image, path: Path) -> None:
+    """Pillow decodes 16-bit RGB, grey+alpha and RGBA PNG at 8 bits per channel; say so."""
+    # IHDR: bit depth at byte 24, colour type at byte 25.
     if img.format != "PNG":
         return
     with open(path, "rb") as fh:
         header = fh.read(26)
-    if len(header) == 26 and header[24] == 16 and header[25] in (2, 6):
+    if len(header) == 26 and header[24] == 16 and header[25] in _PNG_8BIT_TYPES:
         warnings.warn(
-            f"{path}: 16-bit colour PNG read at 8 bits per channel (a Pillow limitation); "
-            "save it as 16-bit grayscale PNG, TIFF or .npy to keep full precision",
+            f"{path}: 16-bit {_PNG_8BIT_TYPES[header[25]]} PNG read at 8 bits per channel (a Pillow "
+            "limitation); save it as 16-bit grayscale PNG without alpha, TIFF or .npy to keep full precision",
             stacklevel=3,
         )
 
@@ -111,7 +116,7 @@ class PillowReader(ImageReader):
         if member is not None:
             raise ReadError(path, f"an image file has no member {member!r}")
         with _opened(path) as img:
-            _warn_if_16bit_colour_png(img, path)
+            _warn_if_16bit_png_truncated(img, path)
             try:
                 frames = [_grey(frame) for frame in _frames(img)]
             except Exception as exc:

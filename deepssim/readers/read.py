@@ -50,12 +50,14 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_volume(path: str | Path) -> np.ndarray:
     """Return one 3D float32 volume.
 
-    NIfTI comes in closest-canonical RAS orientation (axis 2 inferior -> superior),
-    a DICOM series folder stacked along axis 2 in slice order, npy/npz stacks and
-    multi-page TIFF with their images along axis 0.
+    NIfTI files and DICOM series folders come in closest-canonical RAS orientation
+    (axis 2 inferior -> superior; a DICOM series without orientation tags, or a
+    multi-frame file, stacked along axis 2), npy/npz stacks and multi-page TIFF with
+    their images along axis 0.
 
     Raises:
-        ReadError: unreadable input, a 2D image, or 4D data.
+        ReadError: unreadable input, a 2D image, 4D data, or a DICOM series folder
+            with a file that cannot be read.
     """
     data, ref, _ = _read_item(path)
     if ref.axis is not None:

@@ -1,5 +1,5 @@
 """Which reader handles a path: by suffix, or by the 'DICM' marker for DICOM files
-that have no suffix (or a numeric one, as in ``IM0001.12``)."""
+whose suffix no reader claims (none, ``IM0001.12``, Siemens ``.IMA``...)."""
 
 from __future__ import annotations
 
@@ -23,20 +23,14 @@ _BY_SUFFIX = sorted(
 )
 
 
-def _may_be_dicom(path: Path) -> bool:
-    suffix = path.suffix
-    return suffix == "" or suffix[1:].isdigit()
-
-
 def detect_reader(path: Path) -> ImageReader | None:
     """Return the reader for a file, or None when it is not a supported image file."""
     name = path.name.lower()
     for suffix, reader in _BY_SUFFIX:
         if name.endswith(suffix):
             return reader
-    if _may_be_dicom(path) and has_dicom_magic(path):
-        return DICOM
-    return None
+    # DICOM files come with any name; a 132-byte read of the marker tells them apart.
+    return DICOM if has_dicom_magic(path) else None
 
 
 def reader_for(path: Path) -> ImageReader:
@@ -51,6 +45,10 @@ def reader_for(path: Path) -> ImageReader:
         raise ReadError(path, "file not found")
     reader = detect_reader(path)
     if reader is None:
-        kind = f"suffix '{path.suffix}'" if path.suffix else "file without suffix (and no DICOM 'DICM' marker)"
-        raise ReadError(path, f"unsupported {kind}; supported: {', '.join(SUPPORTED_SUFFIXES)} and DICOM without suffix")
+        kind = f"suffix '{path.suffix}'" if path.suffix else "file without suffix"
+        raise ReadError(
+            path,
+            f"unsupported {kind}; supported: {', '.join(SUPPORTED_SUFFIXES)}, and DICOM files "
+            "of any name (found by their 'DICM' marker, which this file lacks)",
+        )
     return reader

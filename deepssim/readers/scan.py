@@ -53,12 +53,12 @@ class ScanResult:
 _Source = tuple[ImageReader, Path, list[Path]]
 
 
-def _sources(root: Path, base: Path, ignored: list[str]) -> list[_Source]:
+def _sources(root: Path, ignored: list[Path]) -> list[_Source]:
     """List what to probe under `root` in walk order; unsupported files go to `ignored`."""
     if root.is_file():
         reader = detect_reader(root)
         if reader is None:
-            ignored.append(str(relative_name(root, base)))
+            ignored.append(root)
             return []
         return [(reader, root, [])]
     sources: list[_Source] = []
@@ -70,7 +70,7 @@ def _sources(root: Path, base: Path, ignored: list[str]) -> list[_Source]:
             path = here / filename
             reader = detect_reader(path)
             if reader is None:
-                ignored.append(str(relative_name(path, base)))
+                ignored.append(path)
             elif reader is DICOM:
                 dicom_files.append(path)  # series are grouped per folder below
             else:
@@ -80,17 +80,25 @@ def _sources(root: Path, base: Path, ignored: list[str]) -> list[_Source]:
     return sources
 
 
-def _probe(source: _Source, base: Path, ignored: list[str]) -> tuple[list[Item], list[ReadError]]:
+def _probe(source: _Source, ignored: list[Path]) -> tuple[list[Item], list[ReadError]]:
     """Probe one source; DICOM objects without an image join `ignored`."""
     reader, path, dicom_files = source
     if dicom_files:
         found = DICOM.probe_folder(path, dicom_files)
-        ignored += [str(relative_name(p, base)) for p in found.not_images]
+        ignored += found.not_images
         return found.items, found.errors
     try:
         return reader.probe(path), []
     except ReadError as exc:
         return [], [exc]
+
+
+def _base(root: Path, items: list[Item]) -> Path:
+    """Return the folder ids are relative to: `root`, or its parent when `root` is a
+    file or itself one DICOM series, so that the id names it (never '.')."""
+    if root.is_file() or any(item.path == root and item.member is None for item in items):
+        return root.parent
+    return root
 
 
 def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False) -> ScanResult:
@@ -100,7 +108,8 @@ def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False
     Unreadable files become entries of `errors` instead of stopping the scan.
 
     Args:
-        root: A folder, or a single file (ids are then relative to its folder).
+        root: A folder, or a single file or a folder that is itself one DICOM series
+            (ids are then relative to its parent folder and start with its name).
         spec: Which slices of each volume become refs.
         progress: Show a progress bar on stderr.
 
@@ -110,14 +119,17 @@ def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False
     root_path = absolute(root)
     if not root_path.exists():
         raise ReadError(root_path, "file or folder not found")
-    base = root_path.parent if root_path.is_file() else root_path
-    ignored: list[str] = []
-    keyed: list[tuple[str, int, list[ImageRef]]] = []
+    ignored: list[Path] = []
     errors: list[ReadError] = []
-    for source in tqdm(_sources(root_path, base, ignored), desc="scanning", unit="file", file=sys.stderr, disable=not progress):
-        reader = source[0]
-        items, failed = _probe(source, base, ignored)
+    probed: list[tuple[ImageReader, list[Item]]] = []
+    for source in tqdm(_sources(root_path, ignored), desc="scanning", unit="file", file=sys.stderr, disable=not progress):
+        items, failed = _probe(source, ignored)
         errors += failed
+        probed.append((source[0], items))
+    base = _base(root_path, [item for _, items in probed for item in items])
+    keyed: list[tuple[str, int, list[ImageRef]]] = []
+    reading = tqdm(probed, desc="reading volumes", unit="file", file=sys.stderr, disable=not (progress and spec.skip_empty))
+    for reader, items in reading:
         for order, item in enumerate(items):
             rel = relative_name(item.path, base)
             name = reader.item_name(rel, item.member)
@@ -130,4 +142,4 @@ def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False
     keyed.sort(key=lambda entry: entry[:2])
     refs = [ref for _, _, item_refs in keyed for ref in item_refs]
     errors.sort(key=lambda error: str(error.path))
-    return ScanResult(refs, errors, base, sorted(ignored))
+    return ScanResult(refs, errors, base, sorted(str(relative_name(path, base)) for path in ignored))

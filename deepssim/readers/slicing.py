@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import ImageReader, Item
 from .errors import ReadError
-from .ids import slice_id
+from .ids import check_slice, slice_id
 from .spec import ImageRef, SliceSpec
 
 #: A pixel is foreground when it exceeds vmin + EMPTY_LEVEL * (vmax - vmin) of its volume.
@@ -71,7 +71,7 @@ def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -
     `default_axis` only shapes the hint given when a volume is named without a slice.
 
     Raises:
-        ReadError: a slice of 2D data, no slice of 3D data, or an index out of range.
+        ReadError: a slice of 2D data, no slice of 3D data, or an axis or index out of range.
     """
     if ref.axis is None:
         if data.ndim != 2:
@@ -81,10 +81,6 @@ def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -
                 f"'#axis{default_axis}:N' (N < {data.shape[default_axis]}) or use read_slices",
             )
         return data
-    if data.ndim != 3:
-        raise ReadError(where, f"is 2D (shape {data.shape}), it has no slices")
     assert ref.index is not None
-    count = data.shape[ref.axis]
-    if not 0 <= ref.index < count:
-        raise ReadError(where, f"slice index {ref.index} out of range: axis {ref.axis} has {count} slices")
+    check_slice(data.shape, ref.axis, ref.index, where)  # before indexing: '#axis5:1' is no IndexError
     return np.ascontiguousarray(np.take(data, ref.index, axis=ref.axis))

@@ -16,8 +16,9 @@ class SliceSpec:
 
     Attributes:
         axis: Slicing axis 0, 1 or 2; None means the format's default: 2 for NIfTI and
-            DICOM (axial for NIfTI, which is read in RAS orientation; the stacking axis
-            of a DICOM series), 0 for npy/npz stacks and multi-page TIFF.
+            DICOM (axial, as both are read in RAS orientation; the stacking axis of a
+            DICOM series without orientation tags), 0 for npy/npz stacks and
+            multi-page TIFF.
         select: "center" (index n // 2), "all", a Python slice "START:STOP[:STEP]"
             ("40:120", "::4", "10:50:2", negative values count from the end) or a single
             index "N".

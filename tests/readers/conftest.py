@@ -87,7 +87,9 @@ def write_dicom() -> DicomWriter:
 def dicom_series(tmp_path: Path, write_dicom: DicomWriter) -> tuple[Path, np.ndarray]:
     """A 5-slice axial series written in shuffled file order, one file without suffix.
 
-    Returns the folder and the volume expected in slice order (rows, cols, slices).
+    Returns the folder and the volume expected in RAS: each stored (rows, cols) slice
+    transposed and flipped in both axes (rows run posterior, columns left, as in a
+    standard axial DICOM), slices ascending in z.
     """
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 4000, size=(6, 7, 5), dtype=np.uint16)
@@ -98,4 +100,4 @@ def dicom_series(tmp_path: Path, write_dicom: DicomWriter) -> tuple[Path, np.nda
     names = ["a.dcm", "b.dcm", "IM0005", "d.dcm", "e.dcm"]
     for k, (name, j) in enumerate(zip(names, order)):
         write_dicom(folder / name, volume[:, :, j], position=(1.5, -2.0, 3.0 * j - 2), instance=5 - k)
-    return folder, volume.astype(np.float32)
+    return folder, np.ascontiguousarray(volume.transpose(1, 0, 2)[::-1, ::-1], dtype=np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepssim.readers import ReadError, SliceSpec, load_ref, read_image, read_slices, read_volume, resolve_id, scan
+from deepssim.readers import ImageRef, ReadError, SliceSpec, load_ref, read_image, read_slices, read_volume, resolve_id, scan
 
 
 def _png(path: Path) -> Path:
@@ -112,7 +112,7 @@ def test_slice_index_out_of_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ReadError, match=r"slice index 4 out of range: axis 0 has 4 slices"):
         read_image("vol.npy#axis0:4")
-    with pytest.raises(ReadError, match=r"vol\.npy#axis2:9: slice index out of range"):
+    with pytest.raises(ReadError, match=r"vol\.npy#axis2:9: slice index 9 out of range: axis 2 has 6 slices"):
         resolve_id(tmp_path, "vol.npy#axis2:9")
     with pytest.raises(ReadError, match=r"slice index 7 out of range for 6 slices along axis 2"):
         read_slices("vol.npy", SliceSpec.parse("7", axis=2))
@@ -145,3 +145,25 @@ def test_missing_numeric_name_is_not_a_series(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ReadError, match=r"12\.5: file not found"):
         read_image("12.5")
+
+
+def test_axis_above_2_is_a_read_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nib = pytest.importorskip("nibabel")
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 6), dtype=np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    has_3_axes = r"v\.nii\.gz#axis5:1: no axis 5: the volume has 3 axes"
+    with pytest.raises(ReadError, match=has_3_axes):
+        read_image("v.nii.gz#axis5:1")
+    with pytest.raises(ReadError, match=has_3_axes):
+        resolve_id(tmp_path, "v.nii.gz#axis5:1")
+    with pytest.raises(ReadError, match="the volume has 3 axes"):
+        load_ref(ImageRef("v.nii.gz#axis5:1", tmp_path / "v.nii.gz", None, 5, 1))
+
+
+def test_folder_without_dicom_where_an_image_is_expected(tmp_path: Path) -> None:
+    (tmp_path / "pngs").mkdir()
+    _png(tmp_path / "pngs" / "a.png")
+    expected = r"pngs: is a folder without DICOM files; expected an image file or a DICOM series folder"
+    for reader in (read_image, read_volume, read_slices):
+        with pytest.raises(ReadError, match=expected):
+            reader(tmp_path / "pngs")

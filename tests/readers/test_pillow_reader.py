@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,13 @@ def test_sixteen_bit_png_keeps_full_precision(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), values.astype(np.float32))
 
 
-def _write_png_rgb16(path: Path, rgb: np.ndarray) -> None:
-    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+#: PNG colour type by channel count: grey, grey+alpha, RGB, RGBA.
+_PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def _write_png16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG of (H, W) or (H, W, C) pixels written by hand (Pillow cannot write
+    16-bit colour or alpha)."""
     import struct
     import zlib
 
@@ -95,9 +101,10 @@ def _write_png_rgb16(path: Path, rgb: np.ndarray) -> None:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[r].astype(">u2").tobytes() for r in range(h))
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    pixels = pixels.reshape(pixels.shape[:2] + (-1,))
+    h, w, channels = pixels.shape
+    raw = b"".join(b"\x00" + pixels[r].astype(">u2").tobytes() for r in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
@@ -106,12 +113,28 @@ def _write_png_rgb16(path: Path, rgb: np.ndarray) -> None:
 
 def test_sixteen_bit_colour_png_warns_about_precision(tmp_path: Path) -> None:
     rgb = (RGB8.astype(np.uint16) * 257).astype(np.uint16)
-    _write_png_rgb16(tmp_path / "rgb16.png", rgb)
-    with pytest.warns(UserWarning, match=r"rgb16\.png: 16-bit colour PNG read at 8 bits"):
+    _write_png16(tmp_path / "rgb16.png", rgb)
+    with pytest.warns(UserWarning, match=r"rgb16\.png: 16-bit RGB PNG read at 8 bits"):
         image = read_image(tmp_path / "rgb16.png")
     assert image.shape == (9, 11)
     # Pillow keeps the high byte of each channel.
     np.testing.assert_allclose(image, lum(rgb >> 8), atol=1e-3)
+
+
+def test_sixteen_bit_grey_alpha_png_warns_about_precision(tmp_path: Path) -> None:
+    grey = RNG.integers(0, 65536, size=(9, 11), dtype=np.uint16)
+    _write_png16(tmp_path / "la16.png", np.dstack([grey, ALPHA.astype(np.uint16) * 257]))
+    with pytest.warns(UserWarning, match=r"la16\.png: 16-bit grey\+alpha PNG read at 8 bits"):
+        image = read_image(tmp_path / "la16.png")
+    np.testing.assert_allclose(image, (grey >> 8).astype(np.float32), atol=1e-3)
+
+
+def test_sixteen_bit_grey_png_reads_without_warning(tmp_path: Path) -> None:
+    grey = RNG.integers(0, 65536, size=(9, 11), dtype=np.uint16)
+    _write_png16(tmp_path / "grey16.png", grey)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_image(tmp_path / "grey16.png"), grey.astype(np.float32))
 
 
 def test_real_jpeg_mode_l(shared_data: Path) -> None:

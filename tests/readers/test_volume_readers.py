@@ -137,3 +137,37 @@ def test_npz_members_are_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         read_volume("arrays.npz")
     with pytest.raises(ReadError, match=r"npz has no array 'nope'"):
         read_image("arrays.npz#nope")
+
+
+CORONAL = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine"),
+    [((30, 40), CORONAL), ((30, 40, 1), CORONAL), ((30, 1, 40), np.eye(4)), ((1, 30, 40), np.eye(4))],
+)
+def test_nifti_plane_with_inner_singleton_is_2d(tmp_path: Path, shape: tuple[int, ...], affine: np.ndarray) -> None:
+    data = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    path = _save_nifti(tmp_path / "plane.nii.gz", data, affine)
+    # Every case is a plane whose axes already run R and S (or A and S): no flip.
+    np.testing.assert_array_equal(read_image(path), data.reshape(30, 40))
+    [ref] = scan(tmp_path).refs  # the header-only probe agrees
+    assert (ref.id, ref.axis, ref.index) == ("plane.nii.gz", None, None)
+    with pytest.raises(ReadError, match=r"plane\.nii\.gz: is 2D \(shape \(30, 40\)\)"):
+        read_volume(path)
+
+
+def test_npy_last_axis_of_3_or_4_is_colour(tmp_path: Path) -> None:
+    rgba = np.random.default_rng(4).integers(0, 256, size=(5, 6, 4), dtype=np.uint8)
+    rgb = rgba[..., :3].astype(np.float64)
+    expected = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+    np.save(tmp_path / "rgb.npy", rgba[..., :3])
+    np.save(tmp_path / "rgba.npy", rgba)  # alpha ignored
+    np.savez(tmp_path / "c.npz", rgb=rgba[..., :3])
+    np.save(tmp_path / "stack.npy", np.moveaxis(rgba[..., :3], 2, 0))  # 3 slices, saved slices first
+    for name in ("rgb.npy", "rgba.npy", "c.npz"):
+        np.testing.assert_allclose(read_image(tmp_path / name), expected, rtol=0, atol=1e-4)
+    result = scan(tmp_path, SliceSpec.parse("all"))
+    assert [ref.id for ref in result.refs] == ["c.npz#rgb", "rgb.npy", "rgba.npy"] + [f"stack.npy#axis0:{i}" for i in range(3)]
+    for ref, image in result.load():
+        assert image.shape == (5, 6)
