@@ -1,22 +1,16 @@
-"""The ``deepssim`` command: a thin layer over the Python API.
-
-Results go to stdout (plain, or JSON with ``--json``); progress and errors go to stderr.
-"""
+"""``deepssim ssim`` and ``deepssim demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
-
-from . import __version__
 
 
 def _cmd_ssim(args: argparse.Namespace) -> int:
-    from .readers import read_image
-    from .refssim import check_image, register, ssim
+    from ..readers import read_image
+    from ..refssim import check_image, register, ssim
 
     a = check_image(read_image(args.a), args.a)
     b = check_image(read_image(args.b), args.b)
@@ -43,7 +37,7 @@ def _cmd_ssim(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -53,14 +47,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deepssim",
-        description="Audit synthetic medical images for memorized training data.",
-    )
-    parser.add_argument("--version", action="version", version=f"deepssim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ssim",
         help="reference SSIM of two images",
@@ -93,18 +80,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     p.add_argument("--json", action="store_true", help="print the results as a JSON object (the narrative goes to stderr)")
     p.set_defaults(func=_cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"deepssim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Embedding throughput from files on disk versus the raw network forward on tensors in memory.
+
+Same model, same batch size, same images, same process. "files" is what ``deepssim embed``
+does: scan a folder, read each file (JPEG decode, grayscale), resize, normalise, forward; the
+reading and resizing of the next batch run in a worker thread while the network computes.
+"raw" is only the network forward on already normalised tensors. The ratio says how much of
+the network's speed the whole path keeps (target: >= 85%).
+
+    python benchmarks/embed_speed.py                       # fast-preset network, 512 images
+    python benchmarks/embed_speed.py --backbone resnet18 --size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepssim.model import Embedder, ModelConfig, Preprocess, load_model, save_model
+from deepssim.model.files import embed_folder
+from deepssim.training import get_preset
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=512, help="images")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--backbone", default=None, help="default: the fast preset's")
+    parser.add_argument("--size", type=int, default=None, help="default: the fast preset's")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} not found: this benchmark reads ../shared/data in place")
+    fast = get_preset("fast")
+    config = fast.model if args.backbone is None else ModelConfig(backbone=args.backbone)
+    preprocess = Preprocess(size=args.size or fast.preprocess.size, intensity=fast.preprocess.intensity)
+
+    with open(DATA / "manifest.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    paths = [DATA / r["path"] for r in rows[:: max(1, len(rows) // args.n)][: args.n]]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for k, path in enumerate(paths):  # links, not copies: the data stays where it is
+            (folder / f"{k:05d}.jpg").symlink_to(path)
+        torch.manual_seed(0)
+        save_model(Path(tmp) / "model", Embedder(config).eval(), preprocess)
+        model = load_model(Path(tmp) / "model", device="cpu")
+
+        _, first = embed_folder(model, folder, batch_size=args.batch_size)  # warm-up
+        t_files = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            ids, emb = embed_folder(model, folder, batch_size=args.batch_size)
+            t_files = min(t_files, time.perf_counter() - t0)
+
+        from deepssim.readers import read_image
+
+        resized = np.stack([preprocess.resize(read_image(folder / i)) for i in ids])
+        tensors = preprocess.normalize(torch.from_numpy(resized))
+        t_raw = float("inf")
+        with torch.no_grad():
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                out = [model.network(tensors[s : s + args.batch_size])
+                       for s in range(0, len(tensors), args.batch_size)]
+                t_raw = min(t_raw, time.perf_counter() - t0)
+        raw = torch.cat(out).numpy()
+    n = len(ids)
+    print(f"# embedding throughput, {n} JPEG files, backbone {config.backbone}, {preprocess.size} px, "
+          f"batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print()
+    print("| path | images/s | share of raw |")
+    print("|---|---|---|")
+    print(f"| raw network forward (tensors in memory) | {n / t_raw:,.0f} | 100% |")
+    print(f"| deepssim embed (files on disk) | {n / t_files:,.0f} | {100 * t_raw / t_files:.0f}% |")
+    print(f"\nmax |embedding difference| between the two paths: {np.abs(raw - emb).max():.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""``deepssim train``, ``deepssim embed`` and ``deepssim score``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..training import get_preset, train
+
+    overrides = {
+        "epochs": args.epochs,
+        "max_minutes": args.max_minutes,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "n_train_pairs": args.n_train_pairs,
+        "n_val_pairs": args.n_val_pairs,
+        "max_images": args.max_images,
+        "families": args.families,
+        "val_families": args.val_families,
+        "preprocess__size": args.image_size,
+        "preprocess__intensity": args.intensity,
+        "model__backbone": args.backbone,
+        "model__pooling": args.pooling,
+        "model__flip_symmetric": args.flip_symmetric,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.pretrained is not None:
+        overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
+    config = get_preset(args.preset).with_overrides(**overrides)
+    result = train(args.images, args.out, config, device=args.device, resume=args.resume,
+                   progress=not args.no_progress)
+    summary = {"model": str(result.model_dir), "stopped_by": result.stopped_by, "best": result.best}
+    print(json.dumps(summary, indent=2) if args.json else
+          f"model written to {result.model_dir} (validation MAE perturbed "
+          f"{result.best['val_perturbed_mae']:.4f}, r {result.best['val_perturbed_r']:.3f})")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from ..model import load_model
+    from ..model.files import embed_folder, save_embeddings
+    from ..readers import SliceSpec
+
+    model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
+    spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
+    ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
+                            skip_unreadable=args.skip_unreadable)
+    save_embeddings(args.out, ids, emb, model)
+    print(f"{len(ids)} embeddings of dimension {emb.shape[1]} written to {args.out}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from ..model import load_model
+    from ..model.files import score_pairs_csv, write_csv
+
+    model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
+    header, rows = score_pairs_csv(model, args.pairs, args.root, batch_size=args.batch_size)
+    text = write_csv(args.out, header, rows)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        print(f"{len(rows)} scored pairs written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="model folder (or a TorchScript file, see below)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="allow loading the authors' TorchScript checkpoint (it can run code)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a DeepSSIM model on images (no labels needed)",
+        description="Self-supervised training: cos(embeddings) learns the SSIM of image pairs "
+                    "as if aligned. Flags override the preset's values.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--preset", default="fast", choices=["fast", "paper", "plus"])
+    p.add_argument("--image-size", type=int, help="images are resized to S x S")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop training after M minutes")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
+    p.add_argument("--pooling", choices=["avg", "gem"])
+    p.add_argument("--pretrained",
+                   help="imagenet (torchvision weights API), a weights file, or none")
+    p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,
+                   help="average features over the four flips (exact flip invariance)")
+    p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
+    p.add_argument("--n-train-pairs", type=int)
+    p.add_argument("--n-val-pairs", type=int)
+    p.add_argument("--max-images", type=int, help="use a random subset of at most N images")
+    p.add_argument("--families", type=_csv_list, help="near-copy generators for training pairs")
+    p.add_argument("--val-families", type=_csv_list, help="generators for validation pairs")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="embed every image of a folder into an .npz file")
+    _model_options(p)
+    p.add_argument("--images", required=True, help="folder (or file) of images")
+    p.add_argument("--out", required=True, help="output .npz (ids, embeddings)")
+    p.add_argument("--slices", default="center", help="for volumes: center, all, START:STOP[:STEP]")
+    p.add_argument("--axis", type=int, help="slicing axis (default: the format's)")
+    p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="embed what can be read instead of stopping at unreadable files")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("score", help="DeepSSIM score of the pairs listed in a CSV file")
+    _model_options(p)
+    p.add_argument("--pairs", required=True, help="CSV with columns real,synthetic (others kept)")
+    p.add_argument("--root", required=True, help="folder the paths in the CSV are relative to")
+    p.add_argument("--out", help="output CSV (default: stdout)")
+    p.set_defaults(func=_cmd_score)

@@ -1,0 +1,144 @@
+"""Using a trained model: ``load_model``, ``DeepSSIMModel.embed``, ``score_pairs``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..refssim import resolve_device
+from .checkpoint import DEFAULT_THRESHOLDS, ModelFolderError, load_network, sha256_file
+from .preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+TORCHSCRIPT_SIZE = 224
+"""Input size assumed for the authors' TorchScript checkpoint (z-scored, 3 channels)."""
+PROGRESS_MIN_IMAGES = 2000
+
+
+class DeepSSIMModel:
+    """A loaded embedder with its preprocessing; ``cos(embed(a), embed(b))`` is the score."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        preprocess: Preprocess,
+        config: dict[str, Any],
+        device: str | torch.device = "auto",
+        checksum: str = "",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.preprocess = preprocess
+        self.config = config
+        self.checksum = checksum
+        self.thresholds: tuple[float, float] = tuple(config.get("thresholds", DEFAULT_THRESHOLDS))  # type: ignore[assignment]
+
+    @torch.no_grad()
+    def embed_batch(self, resized: np.ndarray) -> np.ndarray:
+        """Embeddings (B, D) float32 of already resized images (B, S, S)."""
+        x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32)).to(self.device)
+        out = self.network(self.preprocess.normalize(x))
+        return torch.nn.functional.normalize(out.float(), dim=1).cpu().numpy()
+
+    def embed(
+        self,
+        images: Iterable[np.ndarray],
+        *,
+        batch_size: int = 64,
+        progress: bool | None = None,
+        total: int | None = None,
+    ) -> np.ndarray:
+        """L2-normalised float32 embeddings (N, D) of 2D images (any size, resized here).
+
+        Images are resized in a background thread while the network runs on the previous
+        batch. Results do not depend on ``batch_size`` (eval mode).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if total is None and isinstance(images, Sequence):
+            total = len(images)
+        show = (total or 0) >= PROGRESS_MIN_IMAGES if progress is None else progress
+        batches = _batches(iter(images), batch_size, self.preprocess.resize)
+        chunks: list[np.ndarray] = []
+        with tqdm(total=total, unit="img", desc="embed", disable=not show, file=sys.stderr) as bar:
+            for resized in _prefetch(batches):
+                chunks.append(self.embed_batch(resized))
+                bar.update(len(resized))
+        if not chunks:
+            dim = int(self.config.get("model", {}).get("embedding_dim", 0))
+            return np.empty((0, dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> float:
+        """DeepSSIM score of one pair."""
+        e = self.embed([a, b])
+        return float(e[0] @ e[1])
+
+
+def _batches(
+    images: Iterator[np.ndarray], size: int, resize: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[np.ndarray]:
+    while True:
+        batch = [resize(im) for _, im in zip(range(size), images)]
+        if not batch:
+            return
+        yield np.stack(batch)
+
+
+def _prefetch(batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield the batches of ``batches`` while the next one is prepared in a worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, batches, None)
+        while True:
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = pool.submit(next, batches, None)
+            yield batch
+
+
+def load_model(
+    path: str | Path, *, device: str | torch.device = "auto", trust_torchscript: bool = False
+) -> DeepSSIMModel:
+    """Load a deepssim model folder, or (only with ``trust_torchscript=True``) the authors'
+    TorchScript file ``best_model_jit.pt``, which can run arbitrary code when loaded."""
+    path = Path(path)
+    if path.is_file() and path.suffix in (".pt", ".pth", ".jit"):
+        if not trust_torchscript:
+            raise ModelFolderError(
+                f"{path}: a TorchScript file can execute code when loaded; pass "
+                "--trust-torchscript (trust_torchscript=True) if you trust its source"
+            )
+        network = torch.jit.load(str(path), map_location="cpu")
+        preprocess = Preprocess(size=TORCHSCRIPT_SIZE, intensity="zscore", channels=3)
+        config = {"format": "torchscript", "path": str(path), "preprocess": preprocess.to_dict(),
+                  "thresholds": list(DEFAULT_THRESHOLDS)}
+        log.warning("loaded TorchScript model %s (trusted by the caller)", path)
+        return DeepSSIMModel(network, preprocess, config, device, sha256_file(path))
+    network, preprocess, config = load_network(path)
+    return DeepSSIMModel(network, preprocess, config, device, config.get("weights_sha256", ""))
+
+
+def score_pairs(
+    model: DeepSSIMModel,
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """DeepSSIM score (cosine of embeddings) of each ``(a, b)`` pair, float32 (P,)."""
+    if not pairs:
+        return np.empty(0, dtype=np.float32)
+    flat = [im for pair in pairs for im in pair]
+    emb = model.embed(flat, batch_size=batch_size, progress=progress)
+    return np.einsum("pd,pd->p", emb[0::2], emb[1::2]).astype(np.float32)

@@ -1,0 +1,100 @@
+"""File-level scoring: embeddings of a folder to ``.npz``, scores of a pairs CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..readers import ReadError, SliceSpec, read_image, scan
+from .api import DeepSSIMModel
+from .checkpoint import atomic_write_bytes
+
+
+def embed_folder(
+    model: DeepSSIMModel,
+    root: str | Path,
+    *,
+    slices: SliceSpec = SliceSpec(),
+    batch_size: int = 64,
+    progress: bool | None = None,
+    skip_unreadable: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """Ids and float32 embeddings of every image under ``root``.
+
+    Raises:
+        ReadError: unreadable files, listed by name (unless ``skip_unreadable``), or none found.
+    """
+    result = scan(root, slices, progress=bool(progress))
+    if result.errors and not skip_unreadable:
+        listed = "; ".join(str(e) for e in result.errors[:10])
+        raise ReadError(Path(root), f"{len(result.errors)} unreadable file(s): {listed}")
+    if not result.refs:
+        raise ReadError(Path(root), "no readable image found")
+    ids = [ref.id for ref in result.refs]
+    images = (image for _, image in result.load())
+    return ids, model.embed(images, batch_size=batch_size, progress=progress, total=len(ids))
+
+
+def save_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray, model: DeepSSIMModel) -> None:
+    """``ids`` (str) + ``embeddings`` (float32) + the model checksum, written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=embeddings.astype(np.float32),
+             model_sha256=np.array(model.checksum))
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def read_pairs_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a pairs CSV with at least the columns ``real`` and ``synthetic``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pairs file not found")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        missing = {"real", "synthetic"} - set(header)
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                             f"found {', '.join(header) or 'none'}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: no pairs")
+    return header, rows
+
+
+def score_pairs_csv(
+    model: DeepSSIMModel, pairs_csv: str | Path, root: str | Path, *, batch_size: int = 64,
+    progress: bool | None = None,
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once.
+
+    Raises:
+        ReadError: naming every missing or unreadable image (nothing is scored as 0).
+    """
+    header, rows = read_pairs_csv(pairs_csv)
+    root = Path(root)
+    names = sorted({row[col] for row in rows for col in ("real", "synthetic")})
+    missing = [n for n in names if not (root / n.split("#", 1)[0]).exists()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ReadError(root, f"{len(missing)} image(s) named in {pairs_csv} not found: {shown}")
+    images = (read_image(root / name) for name in names)
+    emb = model.embed(images, batch_size=batch_size, progress=progress, total=len(names))
+    index = {name: k for k, name in enumerate(names)}
+    for row in rows:
+        row["score"] = f"{float(emb[index[row['real']]] @ emb[index[row['synthetic']]]):.6f}"
+    return [*header, "score"] if "score" not in header else header, rows
+
+
+def write_csv(path: str | Path | None, header: list[str], rows: list[dict[str, str]]) -> str:
+    """The CSV text; also written atomically to ``path`` when given."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if path is not None:
+        atomic_write_bytes(Path(path), text.encode())
+    return text

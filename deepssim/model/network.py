@@ -1,0 +1,201 @@
+"""The Siamese embedder: a backbone, a pooling, the paper's projection head.
+
+``cos(embed(a), embed(b))`` is the DeepSSIM score; embeddings are L2-normalised. Backbones
+are torchvision's ``convnext_base`` (the paper), ``convnext_tiny`` (DeepSSIM++), ``resnet18``
+and ``resnet50``, plus ``small``, a compact CNN of ours for CPU training. Each is split into a
+stem and four stages so that pooling, freezing and layer-wise learning rates work the same
+way for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
+Pooling = Literal["avg", "gem"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild an embedder (stored in ``config.json``).
+
+    ``pretrained``: None (random initialisation), ``"imagenet"`` (torchvision's weights API:
+    a checksummed download unless already cached) or a path to a local weights file.
+    ``flip_symmetric``: average the pooled features of the four flips of the input, so the
+    score is exactly invariant to flips of either image.
+    """
+
+    backbone: str = "resnet18"
+    pooling: Pooling = "avg"
+    embedding_dim: int = 256
+    hidden_dim: int = 512
+    dropout: float = 0.33
+    gem_p: float = 3.0
+    flip_symmetric: bool = False
+    frozen_stages: int = 0
+    width: int = 32
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
+        if self.pooling not in ("avg", "gem"):
+            raise ValueError(f"unknown pooling {self.pooling!r}: avg or gem")
+        if not 0 <= self.frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**data)
+
+
+def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _small(width: int) -> tuple[nn.Module, list[nn.Module], list[int]]:
+    """A compact VGG-style CNN for CPU training; like ResNet's, its stem reduces by 4."""
+    channels = [width, 2 * width, 4 * width, 8 * width]
+    stem = nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(2),
+    )
+    stages = [_conv_block(width, channels[0], 1)]
+    stages += [_conv_block(channels[k - 1], channels[k], 2) for k in range(1, 4)]
+    return stem, stages, channels
+
+
+def _split(model: nn.Module, name: str) -> tuple[nn.Module, list[nn.Module], list[int]]:
+    """Stem, four stages and their output channels of a torchvision ResNet or ConvNeXt."""
+    if name.startswith("resnet"):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+        last_bn = [getattr(s[-1], "bn3", None) or s[-1].bn2 for s in stages]
+        return stem, stages, [bn.num_features for bn in last_bn]
+    # ConvNeXt: features = [stem, stage1, down2, stage2, down3, stage3, down4, stage4]
+    f = model.features
+    stages = [f[1], nn.Sequential(f[2], f[3]), nn.Sequential(f[4], f[5]), nn.Sequential(f[6], f[7])]
+    channels = [f[2][0].normalized_shape[0], f[4][0].normalized_shape[0],
+                f[6][0].normalized_shape[0], f[6][1].out_channels]
+    return f[0], stages, channels
+
+
+def _imagenet_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
+    """State dict of the torchvision model ``name`` from the weights API or a local file."""
+    if pretrained == "imagenet":
+        import torchvision
+
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        log.info("loading ImageNet weights %s (torchvision weights API, hash-checked)", weights)
+        return weights.get_state_dict(progress=True, check_hash=True)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weights file not found")
+    log.info("loading backbone weights from %s", path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (p = 1: average, p -> inf: max)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1)
+        return pooled.pow(1.0 / self.p).flatten(1)
+
+
+class Embedder(nn.Module):
+    """Backbone stages -> pooling -> BatchNorm1d -> Linear -> GELU -> Dropout -> Linear."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.backbone == "small":
+            if config.pretrained:
+                raise ValueError("the 'small' backbone has no pretrained weights")
+            stem, stages, channels = _small(config.width)
+            log.info("backbone small (width %d): random initialisation", config.width)
+        else:
+            import torchvision
+
+            model = torchvision.models.get_model(config.backbone, weights=None)
+            if config.pretrained:
+                model.load_state_dict(_imagenet_state(config.backbone, config.pretrained))
+            else:
+                log.info("backbone %s: random initialisation (no pretrained weights asked for)",
+                         config.backbone)
+            stem, stages, channels = _split(model, config.backbone)
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        if config.pooling == "gem":
+            # Multi-scale GeM (DeepSSIM++): the last two stages, concatenated.
+            self.pools = nn.ModuleList([GeM(config.gem_p), GeM(config.gem_p)])
+            features = channels[-2] + channels[-1]
+        else:
+            self.pools = nn.ModuleList()
+            features = channels[-1]
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features),
+            nn.Linear(features, config.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_dim, config.embedding_dim),
+        )
+        # The paper freezes the early stages of its ImageNet backbone.
+        frozen = [self.stem, *self.stages[: config.frozen_stages]] if config.frozen_stages else []
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of network input (B, C, S, S)."""
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        if self.config.pooling == "gem":
+            return torch.cat([pool(m) for pool, m in zip(self.pools, maps[-2:])], dim=1)
+        return F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings (B, embedding_dim) of network input (B, C, S, S)."""
+        if self.config.flip_symmetric:
+            b = x.shape[0]
+            flips = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
+            feats = self.features(flips).reshape(4, b, -1).mean(dim=0)
+        else:
+            feats = self.features(x)
+        # The head and the normalisation stay in float32 under mixed precision: the score is
+        # a cosine that must resolve differences of 0.01.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.normalize(self.head(feats.float()), dim=1)

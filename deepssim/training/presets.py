@@ -1,0 +1,130 @@
+"""Training configurations: the ``paper``, ``plus`` and ``fast`` presets, overridable field by field."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..model.network import ModelConfig
+from ..model.preprocess import Preprocess
+from .augment import PerturbConfig
+
+ALL_FAMILIES = ("noise", "blur", "elastic", "intensity", "resample", "mix", "texture")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (recorded in the model's ``config.json``).
+
+    Attributes:
+        epochs: passes over the training pairs (the run may stop earlier at ``max_minutes``).
+        n_train_pairs / n_val_pairs: pairs built (and cached) from the training / validation
+            images; validation images never appear in training pairs.
+        families: near-copy generator families for training pairs; ``val_families`` for the
+            validation pairs (defaults to ``families``; hold one out to test generalisation).
+        layer_decay: layer-wise learning-rate decay (DeepSSIM++): the head gets ``lr``, each
+            earlier stage ``layer_decay`` times the next one's. None: one learning rate.
+        registered_targets: targets are ``registered_ssim`` (DeepSSIM++) instead of ``ssim``.
+        cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
+            CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
+            autocast is always on. Evaluation and embedding always run in float32.
+    """
+
+    preset: str = "fast"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    epochs: int = 40
+    max_minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    layer_decay: float | None = None
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    n_train_pairs: int = 20_000
+    n_val_pairs: int = 2_000
+    val_fraction: float = 0.1
+    max_images: int | None = None
+    families: tuple[str, ...] = ALL_FAMILIES
+    val_families: tuple[str, ...] | None = None
+    copy_fraction: float = 0.5
+    registered_targets: bool = False
+    cpu_bf16: bool = False
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        return cls(
+            **{
+                **data,
+                "model": ModelConfig.from_dict(data["model"]),
+                "preprocess": Preprocess.from_dict(data["preprocess"]),
+                "perturb": PerturbConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in data["perturb"].items()}),
+                "families": tuple(data["families"]),
+                "val_families": tuple(data["val_families"]) if data.get("val_families") else None,
+            }
+        )
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with top-level fields replaced; ``model__x`` / ``preprocess__x`` /
+        ``perturb__x`` replace a nested field (the CLI's flags map onto these)."""
+        nested: dict[str, dict[str, Any]] = {"model": {}, "preprocess": {}, "perturb": {}}
+        top: dict[str, Any] = {}
+        for key, value in overrides.items():
+            part, sep, name = key.partition("__")
+            if sep:
+                nested[part][name] = value
+            else:
+                top[key] = value
+        for part, values in nested.items():
+            if values:
+                top[part] = replace(getattr(self, part), **values)
+        return replace(self, **top)
+
+
+PAPER_PERTURB = PerturbConfig(p_flip0=0.33, p_flip1=0.33, p_rotate=0.33, max_degrees=10.0,
+                              p_gamma=0.33, gamma_range=(0.5, 1.5))
+
+PRESETS: dict[str, TrainConfig] = {
+    # The WACV paper: ConvNeXt-Base from ImageNet, early stages frozen, avg pooling.
+    "paper": TrainConfig(
+        preset="paper",
+        model=ModelConfig(backbone="convnext_base", pooling="avg", dropout=0.33,
+                          frozen_stages=2, pretrained="imagenet"),
+        preprocess=Preprocess(size=224, intensity="zscore"),
+        perturb=PAPER_PERTURB,
+        epochs=40, batch_size=32, lr=1e-3, weight_decay=1e-3,
+    ),
+    # DeepSSIM++: ConvNeXt-Tiny, multi-scale GeM, layer-wise LR decay, registered targets.
+    "plus": TrainConfig(
+        preset="plus",
+        model=ModelConfig(backbone="convnext_tiny", pooling="gem", gem_p=3.0, dropout=0.1,
+                          pretrained="imagenet"),
+        preprocess=Preprocess(size=224, intensity="zscore"),
+        perturb=PAPER_PERTURB,
+        epochs=65, batch_size=32, lr=1e-3, weight_decay=1e-3, layer_decay=0.3,
+        registered_targets=True, n_train_pairs=10_000,
+    ),
+    # What trains in about 10 minutes on a 2-core CPU (benchmarks/train_fast.py).
+    "fast": TrainConfig(
+        preset="fast",
+        model=ModelConfig(backbone="small", width=32, pooling="avg", dropout=0.1),
+        preprocess=Preprocess(size=128, intensity="rank"),
+        perturb=PerturbConfig(p_flip0=0.5, p_flip1=0.5, p_rotate=0.8, max_degrees=10.0,
+                              p_gamma=0.8, gamma_range=(0.5, 1.5)),
+        epochs=1000, max_minutes=10.0, batch_size=64, lr=2e-3, weight_decay=1e-4,
+        n_train_pairs=40_000, n_val_pairs=2_000, max_images=3000, cpu_bf16=True,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,374 @@
+"""Self-supervised DeepSSIM training: pairs with SSIM targets, perturbed sides, MSE on cosine.
+
+The run writes into its output folder: the best model (``model.safetensors`` +
+``config.json``), ``metrics.csv`` (one row per evaluation), TensorBoard events when the
+``tensorboard`` package is installed, the cached pair sets (``cache/``), and
+``train_state.pt`` (weights, optimizer, schedule and random states) for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..model.checkpoint import save_model
+from ..model.network import Embedder
+from ..model.preprocess import Preprocess
+from ..readers import ReadError, scan
+from ..refssim import resolve_device
+from .augment import Perturb
+from .pairs import PairSet, build_pairs
+from .presets import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE = "train_state.pt"
+METRICS = "metrics.csv"
+EVAL_SEED = 1234
+"""Seed of the validation perturbations: every evaluation sees the same perturbed pairs."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    best: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "epochs"
+    val_pairs: PairSet | None = None
+
+
+def load_images(
+    inputs: Sequence[str | Path], preprocess: Preprocess, progress: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """All images under ``inputs`` (folders or files, any readable format), resized.
+
+    Raises:
+        ReadError: naming every unreadable file, or when no image is found.
+    """
+    ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    errors: list[ReadError] = []
+    for root in inputs:
+        result = scan(root, progress=progress)
+        errors += result.errors
+        for ref, image in result.load(progress=progress):
+            ids.append(f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id)
+            arrays.append(preprocess.resize(image))
+    if errors:
+        listed = "; ".join(str(e) for e in errors[:10])
+        raise ReadError(Path(str(inputs[0])), f"{len(errors)} unreadable file(s): {listed}")
+    if not arrays:
+        raise ReadError(Path(str(inputs[0])), "no readable image found")
+    return np.stack(arrays), ids
+
+
+def fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
+    """SHA-256 of the image ids and their resized pixels: names the training data."""
+    digest = hashlib.sha256()
+    for image_id in ids:
+        digest.update(image_id.encode() + b"\0")
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
+
+
+def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Train / validation indices, keeping byte-identical images on one side (real data sets
+    hold exact duplicates; split apart they would leak validation images into training)."""
+    keys = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
+    groups: dict[str, list[int]] = {}
+    for k, key in enumerate(keys):
+        groups.setdefault(key, []).append(k)
+    order = rng.permutation(len(groups))
+    members = list(groups.values())
+    n_val = max(1, int(round(val_fraction * len(groups))))
+    val = np.sort(np.concatenate([members[g] for g in order[:n_val]]))
+    train = np.sort(np.concatenate([members[g] for g in order[n_val:]]))
+    if len(train) < 2 or len(val) < 2:
+        raise ValueError(f"too few distinct images ({len(groups)}) to split into training and validation")
+    return train, val
+
+
+def _cached_pairs(
+    cache: Path, key: dict[str, Any], images: np.ndarray, n_pairs: int, families: Sequence[str],
+    config: TrainConfig, seed: int, progress: bool,
+) -> PairSet:
+    """Build the pairs once per data and settings; later runs and resumes reuse the file."""
+    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
+    path = cache / f"pairs-{name}.npz"
+    if path.is_file():
+        try:
+            return PairSet.load(path)
+        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+            log.warning("%s: unreadable pair cache (%s), rebuilding", path, exc)
+    pairs = build_pairs(
+        images, n_pairs, families=families, rng=np.random.default_rng(seed),
+        copy_fraction=config.copy_fraction, registered=config.registered_targets, progress=progress,
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    pairs.save(path)
+    return pairs
+
+
+def _param_groups(network: Embedder, config: TrainConfig) -> list[dict[str, Any]]:
+    """One group, or layer-wise decayed learning rates: head, stage 4, ..., stage 1, stem."""
+    if config.layer_decay is None:
+        return [{"params": [p for p in network.parameters() if p.requires_grad], "lr": config.lr}]
+    layers = [[*network.head.parameters(), *network.pools.parameters()]]
+    layers += [list(stage.parameters()) for stage in reversed(network.stages)]
+    layers.append(list(network.stem.parameters()))
+    return [
+        {"params": [p for p in params if p.requires_grad], "lr": config.lr * config.layer_decay**depth}
+        for depth, params in enumerate(layers)
+        if any(p.requires_grad for p in params)
+    ]
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then cosine decay to 2% of the base rate; ``progress`` in [0, 1]."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    t = (progress - warmup) / max(1e-9, 1.0 - warmup)
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def embed_pairs(
+    network: Embedder, preprocess: Preprocess, images: np.ndarray, a: np.ndarray, b: np.ndarray,
+    perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
+) -> torch.Tensor:
+    """Cosine scores of pairs (images[a], images[b]); each side perturbed independently."""
+    xa = torch.from_numpy(images[a]).to(device)
+    xb = torch.from_numpy(images[b]).to(device)
+    if perturb is not None:
+        xa = perturb(xa, generator)
+        xb = perturb(xb, generator)
+    x = preprocess.normalize(torch.cat([xa, xb])).contiguous(memory_format=torch.channels_last)
+    emb = network(x)
+    ea, eb = emb[: len(a)], emb[len(a):]
+    return (ea * eb).sum(dim=1)
+
+
+@torch.no_grad()
+def evaluate(
+    network: Embedder, preprocess: Preprocess, pairs: PairSet, perturb: Perturb | None,
+    device: torch.device, batch_size: int = 128,
+) -> dict[str, float]:
+    """MSE, MAE and Pearson r of the scores against the targets (eval mode)."""
+    was_training = network.training
+    network.eval()
+    generator = torch.Generator(device="cpu").manual_seed(EVAL_SEED)
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        sl = slice(start, start + batch_size)
+        scores.append(embed_pairs(network, preprocess, pairs.images, pairs.a[sl], pairs.b[sl],
+                                  perturb, generator, device).float().cpu())
+    network.train(was_training)
+    s = torch.cat(scores).numpy().astype(np.float64)
+    t = pairs.target.astype(np.float64)
+    r = float(np.corrcoef(s, t)[0, 1]) if s.std() > 0 and t.std() > 0 else float("nan")
+    return {"mse": float(np.mean((s - t) ** 2)), "mae": float(np.mean(np.abs(s - t))), "r": r}
+
+
+class _Logs:
+    """metrics.csv, and TensorBoard when its package is installed."""
+
+    def __init__(self, folder: Path, resume: bool) -> None:
+        self.path = folder / METRICS
+        self.fresh = not (resume and self.path.is_file())
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb: Any = SummaryWriter(str(folder / "tensorboard"))
+        except ImportError:
+            self.tb = None
+            log.info("TensorBoard logs are off (pip install tensorboard to get them); "
+                     "metrics go to %s", self.path)
+
+    def write(self, row: dict[str, float]) -> None:
+        new = self.fresh or not self.path.is_file()
+        with open(self.path, "w" if self.fresh else "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        self.fresh = False
+        if self.tb is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step"):
+                    self.tb.add_scalar(key, value, int(row["step"]))
+            self.tb.flush()
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a DeepSSIM embedder on the images under ``inputs``; the best model (by validation
+    MSE on perturbed pairs) is written to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    images, ids = load_images(inputs, config.preprocess, progress=progress)
+    if config.max_images is not None and len(images) > config.max_images:
+        keep = np.sort(rng.choice(len(images), config.max_images, replace=False))
+        images, ids = images[keep], [ids[k] for k in keep]
+    data_print = fingerprint(images, ids)
+    train_idx, val_idx = split_groups(images, config.val_fraction, rng)
+    log.info("%d images (%d train, %d validation), fingerprint %s",
+             len(images), len(train_idx), len(val_idx), data_print[:12])
+
+    common = {"data": data_print, "size": config.preprocess.size, "resize": config.preprocess.resize_policy,
+              "copy_fraction": config.copy_fraction, "registered": config.registered_targets,
+              "seed": config.seed, "val_fraction": config.val_fraction}
+    cache = out / "cache"
+    train_pairs = _cached_pairs(cache, {**common, "part": "train", "n": config.n_train_pairs,
+                                        "families": config.families},
+                                images[train_idx], config.n_train_pairs, config.families, config,
+                                config.seed, progress)
+    val_families = config.val_families or config.families
+    val_pairs = _cached_pairs(cache, {**common, "part": "val", "n": config.n_val_pairs,
+                                      "families": val_families},
+                              images[val_idx], config.n_val_pairs, val_families, config,
+                              config.seed + 1, progress)
+
+    # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
+    network = Embedder(config.model).to(dev, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(_param_groups(network, config), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    perturb = Perturb(config.perturb)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    steps_per_epoch = max(1, len(train_pairs) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    epoch, step, elapsed_before = 0, 0, 0.0
+    best: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    state_path = out / STATE
+    if resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"{state_path}: nothing to resume (no earlier run in {out})")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["config"] != config.to_dict() or state["data"] != data_print:
+            raise ValueError(f"{state_path}: the earlier run used other settings or data; "
+                             "resume with the same command")
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
+        epoch, step, elapsed_before = state["epoch"], state["step"], state["elapsed"]
+        best, history = state["best"], state["history"]
+        log.info("resuming %s at epoch %d, step %d", out, epoch, step)
+
+    logs = _Logs(out, resume)
+    use_amp = dev.type == "cuda" or config.cpu_bf16
+    if dev.type == "cpu" and config.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("cpu_bf16 is on but this CPU has no native bfloat16: training will be slow")
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    t0 = time.perf_counter() - elapsed_before
+    stopped_by = "epochs"
+    # With a time budget the step count is unknown: the bar then counts steps and time only.
+    bar = tqdm(total=None if budget else total_steps, initial=step, unit="step",
+               desc=f"train (budget {config.max_minutes:g} min)" if budget else "train",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    network.train()
+    while epoch < config.epochs:
+        order = torch.randperm(len(train_pairs), generator=generator).numpy()
+        running = 0.0
+        for k in range(steps_per_epoch):
+            elapsed = time.perf_counter() - t0
+            if budget is not None and elapsed >= budget:
+                stopped_by = "max_minutes"
+                break
+            frac = max(step / total_steps, elapsed / budget if budget else 0.0)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * _lr_factor(frac, config.warmup_fraction)
+            batch = order[k * config.batch_size : (k + 1) * config.batch_size]
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                scores = embed_pairs(network, config.preprocess, train_pairs.images,
+                                     train_pairs.a[batch], train_pairs.b[batch], perturb,
+                                     generator, dev)
+            target = torch.from_numpy(train_pairs.target[batch]).to(dev)
+            loss = torch.nn.functional.mse_loss(scores.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            running += loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / (k + 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        else:
+            epoch += 1
+        row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
+                                time.perf_counter() - t0, running / max(1, k + 1), logs)
+        history.append(row)
+        if not best or row["val_perturbed_mse"] < best["val_perturbed_mse"]:
+            best = row
+            save_model(out, network, config.preprocess, _model_extra(config, data_print, len(images), best))
+        _save_state(state_path, {
+            "config": config.to_dict(), "data": data_print, "network": network.state_dict(),
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch, "step": step, "elapsed": time.perf_counter() - t0,
+            "best": best, "history": history,
+        })
+        if stopped_by == "max_minutes":
+            break
+    bar.close()
+    log.info("stopped by %s after %d steps; best validation MSE (perturbed) %.4f at step %d",
+             stopped_by, step, best["val_perturbed_mse"], int(best["step"]))
+    return TrainResult(model_dir=out, best=best, history=history, stopped_by=stopped_by,
+                       val_pairs=val_pairs)
+
+
+def _evaluate_and_log(
+    network: Embedder, config: TrainConfig, val_pairs: PairSet, perturb: Perturb,
+    dev: torch.device, epoch: int, step: int, elapsed: float, train_loss: float, logs: _Logs,
+) -> dict[str, float]:
+    clean = evaluate(network, config.preprocess, val_pairs, None, dev)
+    perturbed = evaluate(network, config.preprocess, val_pairs, perturb, dev)
+    row = {"epoch": epoch, "step": step, "elapsed_s": round(elapsed, 1), "train_mse": train_loss}
+    row.update({f"val_clean_{k}": v for k, v in clean.items()})
+    row.update({f"val_perturbed_{k}": v for k, v in perturbed.items()})
+    logs.write(row)
+    log.info("epoch %d step %d: train MSE %.4f, validation MAE clean %.4f / perturbed %.4f, "
+             "r perturbed %.3f", epoch, step, train_loss, clean["mae"], perturbed["mae"], perturbed["r"])
+    return row
+
+
+def _model_extra(config: TrainConfig, data_print: str, n_images: int, best: dict[str, float]) -> dict[str, Any]:
+    return {
+        "preset": config.preset,
+        "training": config.to_dict(),
+        "training_data": {"fingerprint": data_print, "n_images": n_images},
+        "validation": best,
+    }

@@ -1,0 +1,67 @@
+"""The embedder: shapes, norms, invariances, freezing; every backbone builds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepssim.model import BACKBONES, Embedder, ModelConfig
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("pooling", ["avg", "gem"])
+def test_every_backbone_and_pooling_gives_unit_embeddings(backbone: str, pooling: str) -> None:
+    torch.manual_seed(0)
+    net = Embedder(ModelConfig(backbone=backbone, pooling=pooling, embedding_dim=16, width=8)).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 16)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_flip_symmetric_embedding_is_exactly_flip_invariant() -> None:
+    torch.manual_seed(0)
+    net = Embedder(ModelConfig(backbone="small", width=8, flip_symmetric=True)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        for flipped in (x.flip(-1), x.flip(-2), x.flip(-1, -2)):
+            torch.testing.assert_close(net(flipped), ref, atol=1e-5, rtol=0)
+
+
+def test_eval_embeddings_do_not_depend_on_the_batch() -> None:
+    torch.manual_seed(0)
+    net = Embedder(ModelConfig(backbone="small", width=8)).eval()
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[2:4], net(x[2:4]), atol=1e-5, rtol=0)
+
+
+def test_frozen_stages_have_no_gradients() -> None:
+    net = Embedder(ModelConfig(backbone="resnet18", frozen_stages=2))
+    assert not any(p.requires_grad for p in net.stem.parameters())
+    assert not any(p.requires_grad for p in net.stages[1].parameters())
+    assert all(p.requires_grad for p in net.stages[2].parameters())
+
+
+def test_bad_configs_and_missing_weights(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown backbone"):
+        ModelConfig(backbone="vit")
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(pooling="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        Embedder(ModelConfig(backbone="small", pretrained="imagenet"))
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        Embedder(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "none.pth")))
+
+
+def test_local_pretrained_file_is_loaded(tmp_path) -> None:
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = torchvision.models.resnet18(weights=None)
+    save_file(source.state_dict(), str(tmp_path / "r18.safetensors"))
+    net = Embedder(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "r18.safetensors")))
+    torch.testing.assert_close(net.stem[0].weight, source.conv1.weight)
+    torch.testing.assert_close(net.stages[3][1].conv2.weight, source.layer4[1].conv2.weight)

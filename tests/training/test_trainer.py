@@ -1,0 +1,134 @@
+"""Training end to end on tiny data: outputs, determinism, resume, bad input, the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import deepssim.training.trainer as trainer
+from deepssim.model import Preprocess, load_model, score_pairs
+from deepssim.model.network import ModelConfig
+from deepssim.readers import ReadError
+from deepssim.training import TrainConfig, evaluate, get_preset, train
+
+
+def _blobs(seed: int, size: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    image = np.zeros((size, size))
+    for _ in range(4):
+        cy, cx, s = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
+        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return (255 * image / image.max()).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train-data")
+    for k in range(24):
+        Image.fromarray(_blobs(k)).save(root / f"img{k:02d}.png")
+    return root
+
+
+TINY = TrainConfig(
+    preset="test",
+    model=ModelConfig(backbone="small", width=8, embedding_dim=16, hidden_dim=32, dropout=0.1),
+    preprocess=Preprocess(size=32, intensity="rank"),
+    epochs=2, batch_size=16, n_train_pairs=64, n_val_pairs=24, val_fraction=0.25, seed=7,
+)
+
+
+def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> None:
+    result = train([data], tmp_path / "m", TINY, device="cpu", progress=False)
+    out = result.model_dir
+    assert {"model.safetensors", "config.json", "metrics.csv", "train_state.pt"} <= {
+        p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == "test" and config["training"]["n_train_pairs"] == 64
+    assert config["training_data"]["n_images"] == 24 and len(config["training_data"]["fingerprint"]) == 64
+    assert config["validation"]["val_perturbed_mse"] == result.best["val_perturbed_mse"]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch,step,elapsed_s,train_mse")
+    # The saved model scores the validation pairs exactly as training evaluated them.
+    model = load_model(out, device="cpu")
+    pairs = result.val_pairs
+    scores = score_pairs(model, [(pairs.images[i], pairs.images[j]) for i, j in zip(pairs.a, pairs.b)])
+    best_clean = evaluate(model.network, model.preprocess, pairs, None, model.device)
+    assert best_clean["mse"] == pytest.approx(float(np.mean((scores - pairs.target) ** 2)), abs=1e-6)
+    assert best_clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
+
+
+def test_same_seed_same_model(data: Path, tmp_path: Path) -> None:
+    a = train([data], tmp_path / "a", TINY, device="cpu", progress=False)
+    b = train([data], tmp_path / "b", TINY, device="cpu", progress=False)
+    assert a.best == {**b.best, "elapsed_s": a.best["elapsed_s"]}
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = train([data], tmp_path / "full", TINY, device="cpu", progress=False)
+    save = trainer._save_state
+
+    def save_then_crash(path: Path, state: dict) -> None:
+        save(path, state)
+        raise KeyboardInterrupt("simulated interruption after epoch 1")
+
+    monkeypatch.setattr(trainer, "_save_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train([data], tmp_path / "cut", TINY, device="cpu", progress=False)
+    monkeypatch.setattr(trainer, "_save_state", save)
+    resumed = train([data], tmp_path / "cut", TINY, device="cpu", resume=True, progress=False)
+    assert resumed.best["step"] == full.best["step"]
+    assert resumed.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
+    assert len((tmp_path / "cut" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_bad_input(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReadError, match="no readable image"):
+        train([tmp_path / "empty"], tmp_path / "m", TINY, device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train([data], tmp_path / "new", TINY, device="cpu", resume=True, progress=False)
+    train([data], tmp_path / "m2", TINY.with_overrides(epochs=1), device="cpu", progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train([data], tmp_path / "m2", TINY, device="cpu", resume=True, progress=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.png").write_bytes(b"not a png")
+    Image.fromarray(_blobs(0)).save(broken / "good.png")
+    with pytest.raises(ReadError, match="bad.png"):
+        train([broken], tmp_path / "m3", TINY, device="cpu", progress=False)
+
+
+def test_presets_and_overrides() -> None:
+    paper = get_preset("paper")
+    assert paper.model.backbone == "convnext_base" and paper.lr == 1e-3 and paper.batch_size == 32
+    assert paper.perturb.p_flip0 == 0.33 and paper.model.pretrained == "imagenet"
+    plus = get_preset("plus")
+    assert plus.model.pooling == "gem" and plus.layer_decay == 0.3 and plus.registered_targets
+    fast = get_preset("fast").with_overrides(epochs=3, model__width=16, preprocess__size=64)
+    assert (fast.epochs, fast.model.width, fast.preprocess.size) == (3, 16, 64)
+    assert TrainConfig.from_dict(fast.to_dict()) == fast
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
+
+
+def test_train_command(data: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deepssim", "-q", "train", str(data), "--out", str(tmp_path / "cli"),
+         "--image-size", "32", "--epochs", "1", "--n-train-pairs", "48", "--n-val-pairs", "16",
+         "--batch-size", "16", "--device", "cpu", "--no-progress", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["stopped_by"] == "epochs" and 0 <= summary["best"]["val_perturbed_mae"] <= 2
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
