@@ -24,6 +24,7 @@ import torch
 from deepssim.model import load_network
 from deepssim.refssim import resolve_device
 from deepssim.training import Perturb, PerturbConfig, evaluate, get_preset, train
+from deepssim.training.trainer import embed_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"
 HELD_OUT = ("resample", "mix")
@@ -80,6 +81,33 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, m in rows.items():
         print(f"| {name} | {m['mse']:.4f} | {m['mae']:.4f} | {m['r']:.3f} |")
+    print()
+    print("Benchmark-perturbed validation pairs by how the second image was made:")
+    print()
+    print("| pairs | n | MAE | mean error (score - SSIM) |")
+    print("|---|---|---|---|")
+    for name, n, mae, bias in by_family(network, preprocess, result.val_pairs, device):
+        print(f"| {name} | {n} | {mae:.4f} | {bias:+.4f} |")
+
+
+@torch.no_grad()
+def by_family(network, preprocess, pairs, device):  # type: ignore[no-untyped-def]
+    """MAE and mean signed error per generator family (benchmark perturbation, fixed seed)."""
+    network.eval()
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.cat([
+        embed_pairs(network, preprocess, pairs.images, pairs.a[s : s + 256], pairs.b[s : s + 256],
+                    Perturb(BENCHMARK_PERTURB), generator, device).float().cpu()
+        for s in range(0, len(pairs), 256)
+    ]).numpy()
+    err = scores - pairs.target
+    # "blur", "cross:blur" and "blur+noise" count under the family that made the copy.
+    family = [f if f == "random" else f.split(":")[-1].split("+")[0] for f in pairs.family]
+    out = []
+    for name in sorted(set(family)):
+        mask = [f == name for f in family]
+        out.append((name, int(sum(mask)), float(abs(err[mask]).mean()), float(err[mask].mean())))
+    return out
 
 
 if __name__ == "__main__":

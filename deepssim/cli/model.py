@@ -99,7 +99,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
-    p.add_argument("--pooling", choices=["avg", "gem"])
+    p.add_argument("--pooling", choices=["avg", "gem", "grid"])
     p.add_argument("--pretrained",
                    help="imagenet (torchvision weights API), a weights file, or none")
     p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,

@@ -21,7 +21,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
-Pooling = Literal["avg", "gem"]
+Pooling = Literal["avg", "gem", "grid"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class ModelConfig:
     a checksummed download unless already cached) or a path to a local weights file.
     ``flip_symmetric``: average the pooled features of the four flips of the input, so the
     score is exactly invariant to flips of either image.
+    ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
+    last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
+    things are (SSIM compares images position by position).
     """
 
     backbone: str = "resnet18"
@@ -43,13 +46,14 @@ class ModelConfig:
     flip_symmetric: bool = False
     frozen_stages: int = 0
     width: int = 32
+    grid: int = 4
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
-        if self.pooling not in ("avg", "gem"):
-            raise ValueError(f"unknown pooling {self.pooling!r}: avg or gem")
+        if self.pooling not in ("avg", "gem", "grid"):
+            raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem or grid")
         if not 0 <= self.frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
 
@@ -107,8 +111,16 @@ def _imagenet_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
         import torchvision
 
         weights = torchvision.models.get_model_weights(name).DEFAULT
-        log.info("loading ImageNet weights %s (torchvision weights API, hash-checked)", weights)
-        return weights.get_state_dict(progress=True, check_hash=True)
+        log.info("loading ImageNet weights %s (torchvision weights API, hash-checked; cached in "
+                 "%s)", weights, torch.hub.get_dir())
+        try:
+            return weights.get_state_dict(progress=True, check_hash=True)
+        except OSError as exc:  # URLError and friends: no network, proxy, disk full
+            raise OSError(
+                f"could not get the ImageNet weights of {name} from {weights.url} ({exc}); "
+                "put the file in the torch hub cache, pass a local weights file as pretrained, "
+                "or train from scratch (pretrained none)"
+            ) from None
     path = Path(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
@@ -160,6 +172,9 @@ class Embedder(nn.Module):
             # Multi-scale GeM (DeepSSIM++): the last two stages, concatenated.
             self.pools = nn.ModuleList([GeM(config.gem_p), GeM(config.gem_p)])
             features = channels[-2] + channels[-1]
+        elif config.pooling == "grid":
+            self.pools = nn.ModuleList()
+            features = channels[-1] * config.grid * config.grid
         else:
             self.pools = nn.ModuleList()
             features = channels[-1]
@@ -185,6 +200,8 @@ class Embedder(nn.Module):
             maps.append(x)
         if self.config.pooling == "gem":
             return torch.cat([pool(m) for pool, m in zip(self.pools, maps[-2:])], dim=1)
+        if self.config.pooling == "grid":
+            return F.adaptive_avg_pool2d(maps[-1], self.config.grid).flatten(1)
         return F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

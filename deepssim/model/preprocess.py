@@ -8,9 +8,12 @@ Two steps, shared by training and embedding so that they cannot drift apart:
    SSIM targets are computed on these resized images, perturbations are applied to them.
 2. ``Preprocess.normalize`` (torch, per batch): per-image intensity normalisation, then the
    grayscale channel repeated to ``channels``. ``zscore`` is the paper's ``(x - mean) / std``;
-   ``rank`` first maps each pixel to the fraction of the image's pixels <= it (histogram
-   equalisation), which makes the input invariant to any monotonic intensity change such as
-   a gamma curve, then z-scores that.
+   ``rank`` first maps each pixel to the fraction of the image's pixels in its intensity bin or
+   below (histogram equalisation over ``RANK_BINS`` bins between the image's min and max),
+   which makes the input invariant, up to that binning, to any monotonic intensity change
+   such as a gamma curve, then z-scores that. With ``network_size`` set, the normalised batch is then
+   resized (bilinear, anti-aliased) to that size: targets and perturbations stay at ``size``
+   while the network runs on fewer pixels.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+RANK_BINS = 4096
+"""Intensity bins of the ``rank`` normalisation (a histogram is O(pixels); a sort is not)."""
 ResizePolicy = Literal["stretch", "pad"]
 Intensity = Literal["zscore", "rank"]
 
@@ -34,10 +40,13 @@ class Preprocess:
     resize_policy: ResizePolicy = "stretch"
     intensity: Intensity = "zscore"
     channels: int = 3
+    network_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.size < 16:
             raise ValueError(f"Preprocess.size must be >= 16, got {self.size}")
+        if self.network_size is not None and not 16 <= self.network_size <= self.size:
+            raise ValueError(f"Preprocess.network_size must be in 16..size, got {self.network_size}")
         if self.resize_policy not in ("stretch", "pad"):
             raise ValueError(f"unknown resize policy {self.resize_policy!r}: stretch or pad")
         if self.intensity not in ("zscore", "rank"):
@@ -50,7 +59,7 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        return cls(**data)
+        return cls(**{"network_size": None, **data})
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """One 2D image as float32 ``size x size``."""
@@ -84,11 +93,24 @@ class Preprocess:
             raise ValueError(f"expected (B, S, S) or (B, 1, S, S) images, got {tuple(batch.shape)}")
         flat = x.reshape(x.shape[0], -1)
         if self.intensity == "rank":
-            ordered, _ = torch.sort(flat, dim=1)
-            # Ties share the highest rank, so a flat background maps to one value.
-            flat = torch.searchsorted(ordered, flat.contiguous(), right=True).float() / flat.shape[1]
+            flat = _equalize(flat)
         mean = flat.mean(dim=1, keepdim=True)
         std = flat.std(dim=1, unbiased=False, keepdim=True)
         flat = (flat - mean) / torch.where(std > 0, std, torch.ones_like(std))
         out = flat.reshape(x.shape)[:, None]
+        if self.network_size is not None and self.network_size != self.size:
+            out = F.interpolate(out, size=(self.network_size, self.network_size), mode="bilinear",
+                                antialias=True, align_corners=False)
         return out.expand(-1, self.channels, -1, -1).contiguous()
+
+
+def _equalize(flat: torch.Tensor) -> torch.Tensor:
+    """Per row: the fraction of the row's values in the same bin or a lower one."""
+    b, n = flat.shape
+    lo = flat.amin(dim=1, keepdim=True)
+    span = (flat.amax(dim=1, keepdim=True) - lo).clamp(min=1e-12)
+    bins = ((flat - lo) / span * (RANK_BINS - 1)).round().long()
+    offsets = torch.arange(b, device=flat.device)[:, None] * RANK_BINS
+    counts = torch.bincount((bins + offsets).ravel(), minlength=b * RANK_BINS)
+    cdf = counts.reshape(b, RANK_BINS).cumsum(dim=1).float() / n
+    return cdf.gather(1, bins)

@@ -195,7 +195,7 @@ class _Logs:
             self.tb: Any = SummaryWriter(str(folder / "tensorboard"))
         except ImportError:
             self.tb = None
-            log.info("TensorBoard logs are off (pip install tensorboard to get them); "
+            log.info("TensorBoard logs are off (pip install \"deepssim[tensorboard]\" to get them); "
                      "metrics go to %s", self.path)
 
     def write(self, row: dict[str, float]) -> None:

@@ -9,7 +9,7 @@ from deepssim.model import BACKBONES, Embedder, ModelConfig
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("pooling", ["avg", "gem"])
+@pytest.mark.parametrize("pooling", ["avg", "gem", "grid"])
 def test_every_backbone_and_pooling_gives_unit_embeddings(backbone: str, pooling: str) -> None:
     torch.manual_seed(0)
     net = Embedder(ModelConfig(backbone=backbone, pooling=pooling, embedding_dim=16, width=8)).eval()

@@ -55,6 +55,8 @@ def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> 
     assert config["validation"]["val_perturbed_mse"] == result.best["val_perturbed_mse"]
     lines = (out / "metrics.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch,step,elapsed_s,train_mse")
+    pytest.importorskip("tensorboard")
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # The saved model scores the validation pairs exactly as training evaluated them.
     model = load_model(out, device="cpu")
     pairs = result.val_pairs
