@@ -29,6 +29,7 @@ from .refssim import (
 
 __all__ = [
     "Alignment",
+    "DeepSSIMModel",
     "ImageRef",
     "ReadError",
     "ScanResult",
@@ -36,6 +37,7 @@ __all__ = [
     "SliceSpec",
     "__version__",
     "apply_alignment",
+    "load_model",
     "load_ref",
     "read_image",
     "read_slices",
@@ -44,9 +46,21 @@ __all__ = [
     "registered_ssim",
     "resolve_id",
     "scan",
+    "score_pairs",
     "ssim",
     "ssim_against",
     "ssim_matrix",
     "ssim_pairs",
     "zscore",
 ]
+
+_MODEL_API = ("DeepSSIMModel", "load_model", "score_pairs")
+
+
+def __getattr__(name: str) -> object:
+    # The model API needs torch (seconds to import); load it on first use only.
+    if name in _MODEL_API:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'deepssim' has no attribute {name!r}")

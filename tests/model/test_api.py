@@ -15,6 +15,14 @@ from deepssim.model.files import embed_folder, score_pairs_csv
 from deepssim.readers import ReadError
 
 
+def test_top_level_names() -> None:
+    import deepssim
+
+    assert deepssim.load_model is load_model and deepssim.score_pairs is score_pairs
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        deepssim.nope  # noqa: B018
+
+
 def test_embeddings_do_not_depend_on_batch_size(tiny_model_dir: Path) -> None:
     model = load_model(tiny_model_dir, device="cpu")
     rng = np.random.default_rng(2)
