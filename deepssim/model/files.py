@@ -28,11 +28,7 @@ def embed_folder(
         ReadError: unreadable files, listed by name (unless ``skip_unreadable``), or none found.
     """
     result = scan(root, slices, progress=bool(progress))
-    if result.errors and not skip_unreadable:
-        listed = "; ".join(str(e) for e in result.errors[:10])
-        raise ReadError(Path(root), f"{len(result.errors)} unreadable file(s): {listed}")
-    if not result.refs:
-        raise ReadError(Path(root), "no readable image found")
+    result.require_images(skip_unreadable)
     ids = [ref.id for ref in result.refs]
     images = (image for _, image in result.load())
     return ids, model.embed(images, batch_size=batch_size, progress=progress, total=len(ids))

@@ -48,6 +48,16 @@ class ScanResult:
         """
         return load_refs(self.refs if refs is None else refs, progress)
 
+    def require_images(self, skip_unreadable: bool = False) -> None:
+        """Raise ReadError listing the unreadable files (unless ``skip_unreadable``), or when
+        no image at all was found: what a command that needs the images does first."""
+        if self.errors and not skip_unreadable:
+            listed = "; ".join(str(e) for e in self.errors[:10])
+            more = f" (and {len(self.errors) - 10} more)" if len(self.errors) > 10 else ""
+            raise ReadError(self.root, f"{len(self.errors)} unreadable file(s): {listed}{more}")
+        if not self.refs:
+            raise ReadError(self.root, "no readable image found")
+
 
 # A unit of work: one file with its reader, or a folder's DICOM files.
 _Source = tuple[ImageReader, Path, list[Path]]

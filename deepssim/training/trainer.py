@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..model.checkpoint import save_model
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
-from ..readers import ReadError, scan
+from ..readers import scan
 from ..refssim import resolve_device
 from .augment import Perturb
 from .pairs import PairSet, build_pairs
@@ -62,18 +62,12 @@ def load_images(
     """
     ids: list[str] = []
     arrays: list[np.ndarray] = []
-    errors: list[ReadError] = []
     for root in inputs:
         result = scan(root, progress=progress)
-        errors += result.errors
+        result.require_images()
         for ref, image in result.load(progress=progress):
             ids.append(f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id)
             arrays.append(preprocess.resize(image))
-    if errors:
-        listed = "; ".join(str(e) for e in errors[:10])
-        raise ReadError(Path(str(inputs[0])), f"{len(errors)} unreadable file(s): {listed}")
-    if not arrays:
-        raise ReadError(Path(str(inputs[0])), "no readable image found")
     return np.stack(arrays), ids
 
 
@@ -213,6 +207,13 @@ class _Logs:
             self.tb.flush()
 
 
+def _cpu_has_bf16() -> bool:
+    try:  # a private oneDNN query; assume support where this torch build lacks it
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -290,7 +291,7 @@ def train(
 
     logs = _Logs(out, resume)
     use_amp = dev.type == "cuda" or config.cpu_bf16
-    if dev.type == "cpu" and config.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dev.type == "cpu" and config.cpu_bf16 and not _cpu_has_bf16():
         log.warning("cpu_bf16 is on but this CPU has no native bfloat16: training will be slow")
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     t0 = time.perf_counter() - elapsed_before
