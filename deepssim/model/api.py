@@ -46,8 +46,15 @@ class DeepSSIMModel:
     @torch.no_grad()
     def embed_batch(self, resized: np.ndarray) -> np.ndarray:
         """Embeddings (B, D) float32 of already resized images (B, S, S)."""
-        x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32)).to(self.device)
-        out = self.network(self.preprocess.normalize(x))
+        return self._forward(self._prepare(resized))
+
+    def _prepare(self, resized: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32))
+        return self.preprocess.normalize(x)
+
+    @torch.no_grad()
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        out = self.network(x.to(self.device))
         return torch.nn.functional.normalize(out.float(), dim=1).cpu().numpy()
 
     def embed(
@@ -68,12 +75,12 @@ class DeepSSIMModel:
         if total is None and isinstance(images, Sequence):
             total = len(images)
         show = (total or 0) >= PROGRESS_MIN_IMAGES if progress is None else progress
-        batches = _batches(iter(images), batch_size, self.preprocess.resize)
+        batches = (self._prepare(b) for b in _batches(iter(images), batch_size, self.preprocess.resize))
         chunks: list[np.ndarray] = []
         with tqdm(total=total, unit="img", desc="embed", disable=not show, file=sys.stderr) as bar:
-            for resized in _prefetch(batches):
-                chunks.append(self.embed_batch(resized))
-                bar.update(len(resized))
+            for x in _prefetch(batches):
+                chunks.append(self._forward(x))
+                bar.update(len(x))
         if not chunks:
             dim = int(self.config.get("model", {}).get("embedding_dim", 0))
             return np.empty((0, dim), dtype=np.float32)
