@@ -30,7 +30,7 @@ from ..model.preprocess import Preprocess
 from ..readers import scan
 from ..refssim import resolve_device
 from .augment import Perturb
-from .pairs import PairSet, build_pairs
+from .pairs import PairSet, build_pairs, split_by_image
 from .presets import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,13 @@ def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generat
     groups: dict[str, list[int]] = {}
     for k, key in enumerate(keys):
         groups.setdefault(key, []).append(k)
-    order = rng.permutation(len(groups))
     members = list(groups.values())
-    n_val = max(1, int(round(val_fraction * len(groups))))
-    val = np.sort(np.concatenate([members[g] for g in order[:n_val]]))
-    train = np.sort(np.concatenate([members[g] for g in order[n_val:]]))
+    train_groups, val_groups = split_by_image(len(members), val_fraction, rng)
+
+    def images_of(chosen: np.ndarray) -> np.ndarray:
+        return np.sort(np.concatenate([np.asarray(members[g]) for g in chosen] or [np.empty(0, int)]))
+
+    train, val = images_of(train_groups), images_of(val_groups)
     if len(train) < 2 or len(val) < 2:
         raise ValueError(f"too few distinct images ({len(groups)}) to split into training and validation")
     return train, val
