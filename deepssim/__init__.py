@@ -29,6 +29,7 @@ from .refssim import (
 
 __all__ = [
     "Alignment",
+    "AuditResult",
     "DeepSSIMModel",
     "ImageRef",
     "ReadError",
@@ -37,6 +38,7 @@ __all__ = [
     "SliceSpec",
     "__version__",
     "apply_alignment",
+    "audit",
     "load_model",
     "load_ref",
     "read_image",
@@ -55,12 +57,17 @@ __all__ = [
 ]
 
 _MODEL_API = ("DeepSSIMModel", "load_model", "score_pairs")
+_AUDIT_API = ("audit", "AuditResult")
 
 
 def __getattr__(name: str) -> object:
-    # The model API needs torch (seconds to import); load it on first use only.
+    # The model and audit APIs need torch (seconds to import); load them on first use only.
     if name in _MODEL_API:
         from . import model
 
         return getattr(model, name)
+    if name in _AUDIT_API:
+        from . import auditing
+
+        return getattr(auditing, name)
     raise AttributeError(f"module 'deepssim' has no attribute {name!r}")

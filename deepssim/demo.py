@@ -1,109 +1,99 @@
-"""The built-in example: the SSIM engine on a brain MRI that ships inside nibabel.
+"""The built-in example: the whole audit on a brain MRI cohort made from packaged data.
 
-It needs no user data and no network: nibabel's wheel carries a small T1-weighted brain
-volume (``tests/data/anatomical.nii``, 33 x 41 x 25 voxels of 2 mm). Its axial slices play a
-training set; a flipped, rotated, re-contrasted slice plays a memorized copy that plain SSIM
-misses and registered SSIM recovers.
+1. A cohort of "subjects" from nilearn's MNI152 template (``deepssim.cohort``).
+2. A memorization benchmark from it (``deepssim.benchmark``): a training set, and a synthetic
+   set with planted copies of training images (generator-like changes, then flipped, rotated,
+   re-contrasted as in ../shared/BENCHMARK.md) and novel images of unseen subjects; the oracle
+   (reference SSIM) says which synthetic images are copies.
+3. The ``fast`` DeepSSIM model trained on the training set only, for a few minutes.
+4. The audit, its report, and how many of the planted copies it found.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import ndimage
-
-from .readers import read_volume
-from .refssim import register, registered_ssim, resolve_device, ssim, ssim_matrix
-
-DEMO_SIZE = 128
+MARKER = ".deepssim-demo"
+"""File that marks a folder as the demo's own, so a rerun may replace its contents."""
 
 
-def builtin_volume_path() -> Path:
-    """Path of the example brain volume shipped with nibabel."""
-    import nibabel
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo's cohort, benchmark and training are."""
 
-    path = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the example volume is missing from this nibabel installation"
-        )
-    return path
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    return ndimage.zoom(image, (size / image.shape[0], size / image.shape[1]), order=1)
+    n_subjects: int = 60
+    slices_per_subject: int = 8
+    n_train: int = 240
+    n_synthetic: int = 160
+    n_train_pairs: int = 20_000
+    n_val_pairs: int = 1_000
 
 
-def perturbed_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A copy as a memorizing generator might emit it: gamma, a flip and a small rotation."""
-    lo, hi = float(image.min()), float(image.max())
-    unit = (image - lo) / (hi - lo)
-    gamma = rng.uniform(0.6, 1.4)
-    out = unit**gamma
-    out = out[:, ::-1]
-    return ndimage.rotate(out, rng.uniform(-10, 10), reshape=False, order=1, mode="nearest")
+def _prepare(out: Path) -> None:
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"{out}: exists and is not a deepssim demo folder; give another --out")
+    for part in ("cohort", "benchmark", "model", "audit", "cache"):
+        shutil.rmtree(out / part, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by 'deepssim demo'; its contents are replaced on a rerun\n")
 
 
-def run_demo(device: str = "auto", seed: int = 0, out: Any = print) -> dict[str, Any]:
-    """Run the example, print what it finds, and return the figures as a dict."""
-    path = builtin_volume_path()
-    volume = read_volume(path)
-    slices = [_resize(volume[:, :, k], DEMO_SIZE) for k in range(volume.shape[2])]
-    k = len(slices) // 2
-    copy = perturbed_copy(slices[k], np.random.default_rng(seed))
-    dev = resolve_device(device)
+def run_demo(
+    out: str | Path = "deepssim-demo",
+    *,
+    device: str = "auto",
+    train_minutes: float = 4.0,
+    seed: int = 0,
+    size: DemoSize = DemoSize(),
+    progress: bool = True,
+    say: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Run the example end to end, print what it finds, and return the figures."""
+    from .auditing import audit
+    from .benchmark import build_benchmark, read_audit_csv
+    from .benchmark.judge import judge_audit
+    from .cohort import SUBJECT_GROUP, make_cohort
+    from .training import get_preset, train
 
-    out(f"deepssim demo: {path.name} from nibabel, {len(slices)} axial slices "
-        f"resized to {DEMO_SIZE} x {DEMO_SIZE}")
-    same = ssim(slices[k], slices[k])
-    neighbour = ssim(slices[k], slices[k + 1])
-    plain = ssim(slices[k], copy)
+    out = Path(out)
+    _prepare(out)
     t0 = time.perf_counter()
-    alignment = register(slices[k], copy, device=dev)
-    t_reg = time.perf_counter() - t0
-    out(f"  ssim(slice {k}, slice {k})                    = {same:.4f}")
-    out(f"  ssim(slice {k}, slice {k + 1})                    = {neighbour:.4f}  (neighbouring slice)")
-    out(f"  ssim(slice {k}, perturbed copy of slice {k})  = {plain:.4f}  (plain SSIM misses the copy)")
-    out(f"  registered_ssim(same pair)                 = {alignment.score:.4f}  "
-        f"(flip axis0 {alignment.flip[0]}, axis1 {alignment.flip[1]}, rotate "
-        f"{alignment.angle:+.0f} deg, shift {alignment.shift}; "
-        f"{t_reg * 1e3:.0f} ms)")
+    cohort = make_cohort(out / "cohort", size.n_subjects, size.slices_per_subject, seed)
+    say(f"[1/4] cohort: {size.n_subjects} subjects x {size.slices_per_subject} axial slices from "
+        f"the MNI152 template (nilearn), in {cohort}")
+    bench = out / "benchmark"
+    build_benchmark([cohort], bench, n_train=size.n_train, n_synthetic=size.n_synthetic, size=128,
+                    group_by=SUBJECT_GROUP, seed=seed, progress=progress)
+    truth = read_audit_csv(bench)
+    n_planted = sum(row.is_copy for row in truth)
+    say(f"[2/4] benchmark: {size.n_train} training images, {len(truth)} synthetic images of which "
+        f"{n_planted} are copies by the oracle (reference SSIM > 0.85), flipped / rotated / "
+        f"re-contrasted, in {bench}")
 
-    candidates = slices + [copy]
-    ssim_matrix(slices[:2], candidates[:2], device=dev, progress=False)  # compile / warm up
-    t0 = time.perf_counter()
-    matrix = ssim_matrix(slices, candidates, device=dev, progress=False)
-    t_mat = time.perf_counter() - t0
-    n_pairs = matrix.size
-    out(f"  ssim_matrix {len(slices)} x {len(candidates)} on {dev.type}: {n_pairs} pairs in "
-        f"{t_mat * 1e3:.1f} ms ({n_pairs / t_mat:,.0f} pairs/s)")
-    best = int(np.argmax(matrix[:, -1]))
-    t0 = time.perf_counter()
-    registered = np.array([registered_ssim(s, copy, device=dev) for s in slices])
-    t_all = time.perf_counter() - t0
-    best_registered = int(np.argmax(registered))
-    out(f"  nearest slice to the copy: plain SSIM says slice {best} ({matrix[best, -1]:.4f}), "
-        f"registered SSIM says slice {best_registered} ({registered[best_registered]:.4f}; "
-        f"{len(slices)} registrations in {t_all:.1f} s)")
-    out(f"  the copy was made from slice {k}: "
-        f"{'found' if best_registered == k else 'NOT found'} by registered SSIM")
-    return {
-        "volume": str(path),
-        "n_slices": len(slices),
-        "size": DEMO_SIZE,
-        "ssim_same": same,
-        "ssim_neighbour": neighbour,
-        "ssim_copy": plain,
-        "registered_ssim_copy": alignment.score,
-        "alignment": {"flip": list(alignment.flip), "angle_deg": alignment.angle,
-                      "shift_px": list(alignment.shift)},
-        "nearest_by_ssim": best,
-        "nearest_by_registered_ssim": best_registered,
-        "copy_source": k,
-        "matrix_pairs": n_pairs,
-        "matrix_pairs_per_second": n_pairs / t_mat,
-        "device": dev.type,
-    }
+    config = get_preset("fast").with_overrides(
+        max_minutes=train_minutes, n_train_pairs=size.n_train_pairs, n_val_pairs=size.n_val_pairs, seed=seed)
+    trained = train([bench / "train"], out / "model", config, device=device, progress=progress)
+    say(f"[3/4] model: 'fast' preset trained {train_minutes:g} min on the training images only "
+        f"(validation MAE {trained.best['val_perturbed_mae']:.3f}, r {trained.best['val_perturbed_r']:.3f})")
+
+    result = audit(bench / "train", bench / "synthetic", out / "model", device=device,
+                   cache_dir=out / "cache", progress=progress)
+    files = result.save(out / "audit", progress=progress)
+    found = judge_audit(((m.synthetic, m.train, m.label) for m in result.matches if m.rank == 1), truth, bench)
+    s = result.summary
+    say(f"[4/4] audit: {s['counts']['duplicate']} of {s['n_synthetic']} synthetic images flagged as "
+        f"duplicates (memorization rate {s['memorization_rate']:.1%}), {s['counts']['similar']} similar")
+    say(f"found {found.true_positives} of the {found.n_copies} planted copies "
+        f"(recall {found.recall:.0%}, precision {found.precision:.0%}; the source named correctly "
+        f"for {found.top1_correct} of {found.n_copies})")
+    say(f"report: {files['report']}   (matches.csv and summary.json beside it)")
+    elapsed = time.perf_counter() - t0
+    say(f"demo finished in {elapsed / 60:.1f} min")
+    return {"out": str(out), "report": str(files["report"]), "n_planted_copies": n_planted,
+            "detection": found.to_dict(), "summary": s, "validation": trained.best,
+            "seconds": round(elapsed, 1)}

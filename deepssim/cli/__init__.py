@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import basic, model
+from . import audit, basic, bench, model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     basic.add_commands(sub)
     model.add_commands(sub)
+    audit.add_commands(sub)
+    bench.add_commands(sub)
     return parser
 
 

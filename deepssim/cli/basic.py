@@ -1,10 +1,9 @@
-"""``deepssim ssim`` and ``deepssim demo``."""
+"""``deepssim ssim``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 
@@ -36,17 +35,6 @@ def _cmd_ssim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-
-    # With --json, stdout carries only the JSON object; the narrative goes to stderr.
-    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    report = run_demo(device=args.device, out=say)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    return 0
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ssim",
@@ -71,12 +59,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print a JSON object (with --registered: both values)"
     )
     p.set_defaults(func=_cmd_ssim)
-
-    p = sub.add_parser(
-        "demo",
-        help="run the built-in example (no user data needed)",
-        description="Runs the SSIM engine on a brain MRI volume that ships with nibabel.",
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    p.add_argument("--json", action="store_true", help="print the results as a JSON object (the narrative goes to stderr)")
-    p.set_defaults(func=_cmd_demo)

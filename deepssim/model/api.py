@@ -35,8 +35,10 @@ class DeepSSIMModel:
         config: dict[str, Any],
         device: str | torch.device = "auto",
         checksum: str = "",
+        path: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.path = path
         self.network = network.to(self.device).eval()
         self.preprocess = preprocess
         self.config = config
@@ -131,9 +133,9 @@ def load_model(
         config = {"format": "torchscript", "path": str(path), "preprocess": preprocess.to_dict(),
                   "thresholds": list(DEFAULT_THRESHOLDS)}
         log.warning("loaded TorchScript model %s (trusted by the caller)", path)
-        return DeepSSIMModel(network, preprocess, config, device, sha256_file(path))
+        return DeepSSIMModel(network, preprocess, config, device, sha256_file(path), str(path))
     network, preprocess, config = load_network(path)
-    return DeepSSIMModel(network, preprocess, config, device, config.get("weights_sha256", ""))
+    return DeepSSIMModel(network, preprocess, config, device, config.get("weights_sha256", ""), str(path))
 
 
 def score_pairs(

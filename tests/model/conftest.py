@@ -1,4 +1,4 @@
-"""A tiny random model folder and a few images for the model tests."""
+"""A few images for the model tests (the tiny model folder is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from deepssim.model import Embedder, ModelConfig, Preprocess, save_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    net = Embedder(ModelConfig(backbone="small", width=8, embedding_dim=16))
-    # A few training-mode passes so that BatchNorm statistics are not the defaults.
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.randn(8, 3, 32, 32))
-    save_model(folder, net.eval(), Preprocess(size=32), {"preset": "test"})
-    return folder
 
 
 @pytest.fixture

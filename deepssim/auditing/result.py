@@ -1,0 +1,141 @@
+"""What an audit found, and its files: ``matches.csv``, ``summary.json``, ``report.html``, the
+histogram PNG."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model.checkpoint import atomic_write_bytes
+from ..model.files import write_csv
+from ..readers import ImageRef, load_ref
+from .decide import Thresholds
+
+MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+REPORT_PAIRS = 48
+"""Pairs shown in the report's gallery by default: the most suspicious ones."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """One of the top-k training images of a synthetic image (rank 1 is the best).
+
+    ``score`` is the DeepSSIM score; ``verified_ssim`` the verified reference SSIM when the
+    pair was verified (it then decides ``label`` and the rank), else None.
+    """
+
+    synthetic: str
+    rank: int
+    train: str
+    score: float
+    label: str
+    exact_copy: bool = False
+    verified_ssim: float | None = None
+
+    def to_row(self) -> dict[str, str]:
+        return {"synthetic": self.synthetic, "rank": str(self.rank), "train": self.train,
+                "score": f"{self.score:.6f}", "class": self.label,
+                "exact_copy": "true" if self.exact_copy else "false",
+                "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}"}
+
+
+@dataclass
+class AuditResult:
+    """Every synthetic image's top-k training matches, its class, and the summary.
+
+    Attributes:
+        matches: Top-k matches of every synthetic image, by synthetic image then rank.
+        summary: The headline figures (also ``summary.json``).
+        synthetic_ids / train_ids: The images audited, in scan order.
+        best_scores: Best-match score per synthetic image.
+        best_train: Index into ``train_ids`` of each synthetic image's best match.
+        labels: Class per synthetic image, from its best match.
+        thresholds: The decision thresholds used.
+    """
+
+    matches: list[Match]
+    summary: dict[str, Any]
+    synthetic_ids: list[str]
+    train_ids: list[str]
+    best_scores: np.ndarray
+    best_train: np.ndarray
+    labels: np.ndarray
+    thresholds: Thresholds
+    synthetic_refs: list[ImageRef] = field(default_factory=list, repr=False)
+    train_refs: list[ImageRef] = field(default_factory=list, repr=False)
+
+    @property
+    def duplicates(self) -> list[Match]:
+        """Rank-1 matches classed ``duplicate``, most similar first."""
+        best = [m for m in self.matches if m.rank == 1 and m.label == "duplicate"]
+        return sorted(best, key=lambda m: (-m.score, m.synthetic))
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The matches as plain dicts (e.g. for ``pandas.DataFrame``)."""
+        return [asdict(m) for m in self.matches]
+
+    def to_pandas(self) -> Any:
+        """The matches as a ``pandas.DataFrame`` (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_rows()).rename(columns={"label": "class"})
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim``)
+        atomically."""
+        write_csv(path, MATCH_COLUMNS, [m.to_row() for m in self.matches])
+        return Path(path)
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the summary as JSON atomically."""
+        atomic_write_bytes(Path(path), (json.dumps(self.summary, indent=2) + "\n").encode())
+        return Path(path)
+
+    def histogram(self, path: str | Path) -> Path:
+        """Write the histogram of best-match scores with the thresholds as PNG."""
+        from .report import write_histogram_png
+
+        return write_histogram_png(self.best_scores, self.thresholds.pair, path,
+                                   title=f"Best-match scores of {len(self.best_scores)} synthetic images")
+
+    def gallery(self, max_pairs: int = REPORT_PAIRS) -> list[Any]:
+        """The ``max_pairs`` most suspicious pairs (highest best-match score) with their images."""
+        from .report import GalleryPair
+
+        order = np.lexsort((np.arange(len(self.best_scores)), -self.best_scores))[:max_pairs]
+        return [
+            GalleryPair(
+                synthetic=self.synthetic_ids[s], train=self.train_ids[int(self.best_train[s])],
+                score=float(self.best_scores[s]), label=str(self.labels[s]),
+                synthetic_image=load_ref(self.synthetic_refs[s]),
+                train_image=load_ref(self.train_refs[int(self.best_train[s])]),
+            )
+            for s in order
+        ]
+
+    def to_html(self, path: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> Path:
+        """Write the self-contained HTML report (headline, histogram, gallery of suspicious pairs)."""
+        from .report import write_report
+
+        if not self.synthetic_refs:
+            raise ValueError("this result has no image references (loaded from files?): no gallery")
+        return write_report(path, self.summary, self.best_scores, self.gallery(max_pairs), progress=progress)
+
+    def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
+        """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        files = {"matches": self.to_csv(out / "matches.csv"), "histogram": self.histogram(out / "histogram.png")}
+        files["report"] = self.to_html(out / "report.html", max_pairs=max_pairs, progress=progress)
+        timings = self.summary.setdefault("timings", {})
+        timings["report_s"] = round(time.perf_counter() - t0, 3)
+        timings["total_s"] = round(timings.get("total_s", 0.0) + timings["report_s"], 3)
+        self.summary["files"] = {k: v.name for k, v in files.items()} | {"summary": "summary.json"}
+        files["summary"] = self.to_json(out / "summary.json")
+        return files

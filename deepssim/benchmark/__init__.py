@@ -1,0 +1,31 @@
+"""Memorization benchmarks (BENCHMARK.md): build one from real images, read its files."""
+
+from .build import PERTURBATION, BenchmarkInfo, build_benchmark
+from .layout import (
+    DUPLICATE_THRESHOLD,
+    LABELS,
+    SIMILAR_THRESHOLD,
+    AuditTruth,
+    Pair,
+    classify,
+    clean_twin,
+    load_benchmark_info,
+    read_audit_csv,
+    read_pairs_csv,
+)
+
+__all__ = [
+    "DUPLICATE_THRESHOLD",
+    "LABELS",
+    "PERTURBATION",
+    "SIMILAR_THRESHOLD",
+    "AuditTruth",
+    "BenchmarkInfo",
+    "Pair",
+    "build_benchmark",
+    "classify",
+    "clean_twin",
+    "load_benchmark_info",
+    "read_audit_csv",
+    "read_pairs_csv",
+]

@@ -1,0 +1,225 @@
+"""``deepssim.audit`` end to end on tiny images with a tiny random model, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from deepssim.auditing import api as audit_api
+from deepssim import read_image
+from deepssim.auditing import audit
+from deepssim.model import ModelFolderError, load_model
+from deepssim.readers import ReadError
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    image = ndimage.gaussian_filter(rng.random(shape), 2.0)
+    return (255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
+
+
+@pytest.fixture
+def sets(tmp_path: Path) -> tuple[Path, Path]:
+    """8 training images (mixed sizes), 5 synthetic: a byte copy, a flipped copy, 3 new."""
+    rng = np.random.default_rng(0)
+    train, synth = tmp_path / "train", tmp_path / "synthetic"
+    (train / "sub").mkdir(parents=True)
+    synth.mkdir()
+    for k in range(8):
+        Image.fromarray(_smooth(rng, (40 + 2 * k, 36))).save(train / ("sub" if k % 2 else ".") / f"t{k}.png")
+    shutil.copy(train / "t2.png", synth / "exact.png")
+    Image.fromarray(np.asarray(Image.open(train / "t4.png"))[:, ::-1]).save(synth / "flipped.png")
+    for k in range(3):
+        Image.fromarray(_smooth(rng, (44, 44))).save(synth / f"new{k}.png")
+    return train, synth
+
+
+def test_audit_finds_the_exact_copy_and_fills_every_field(
+    sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    train, synth = sets
+    result = audit(train, synth, tiny_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    assert result.synthetic_ids == ["exact.png", "flipped.png", "new0.png", "new1.png", "new2.png"]
+    assert len(result.train_ids) == 8 and len(result.matches) == 5 * 3
+    by_synth = {}
+    for m in result.matches:
+        by_synth.setdefault(m.synthetic, []).append(m)
+    for rows in by_synth.values():
+        assert [m.rank for m in rows] == [1, 2, 3]
+        assert all(a.score >= b.score for a, b in zip(rows, rows[1:]))
+    exact = by_synth["exact.png"][0]
+    assert exact.train == "t2.png" and exact.score == 1.0 and exact.exact_copy and exact.label == "duplicate"
+    assert not any(m.exact_copy for m in result.matches if m.synthetic != "exact.png")
+    s = result.summary
+    assert s["n_train"] == 8 and s["n_synthetic"] == 5 and s["exact_copies"] == 1
+    assert sum(s["counts"].values()) == 5
+    assert s["memorization_rate"] == pytest.approx(s["counts"]["duplicate"] / 5)
+    lo, hi = s["memorization_rate_ci95"]
+    assert 0.0 <= lo <= s["memorization_rate"] <= hi <= 1.0
+    assert s["thresholds"] == {"different_max": 0.6, "duplicate_min": 0.85, "source": "model"}
+    assert s["model"]["sha256"] == json.loads((tiny_model_dir / "config.json").read_text())["weights_sha256"]
+    assert s["search"]["backend"] == "exact" and s["search"]["top_k"] == 3
+    # The byte copy has the content of a training image: embedded once, then a cache hit.
+    assert s["cache"]["misses"] == 12 and s["cache"]["hits"] == 1
+    assert {"scan_s", "embed_s", "search_s", "total_s"} <= set(s["timings"])
+    assert "t2.png" in [e["train"] for e in s["most_copied"]]
+    # Every score is the cosine of the model's own embeddings of the two files.
+    model = load_model(tiny_model_dir, device="cpu")
+    for m in by_synth["new1.png"]:
+        e = model.embed([read_image(synth / m.synthetic), read_image(train / m.train)])
+        assert m.score == pytest.approx(float(e[0] @ e[1]), abs=1e-5)
+
+
+def test_second_audit_reads_the_cache_and_gives_the_same_answer(
+    sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    train, synth = sets
+    first = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=tmp_path / "cache")
+    (synth / "more.png").write_bytes((train / "t6.png").read_bytes())
+    second = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=tmp_path / "cache")
+    # The new synthetic file has the content of a training image: a hit, not a miss.
+    assert second.summary["cache"] == {"folder": first.summary["cache"]["folder"], "hits": 14,
+                                       "misses": 0, "corrupt_shards": 0}
+    old = {(m.synthetic, m.rank): (m.train, m.score) for m in first.matches}
+    for m in second.matches:
+        if m.synthetic != "more.png":
+            assert old[(m.synthetic, m.rank)][0] == m.train
+            assert old[(m.synthetic, m.rank)][1] == pytest.approx(m.score, abs=1e-6)
+    nocache = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None)
+    assert nocache.summary["cache"] is None
+    np.testing.assert_allclose(nocache.best_scores, second.best_scores, atol=1e-5)
+
+
+def test_interrupted_audit_resumes_from_the_cache(
+    sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, synth = sets
+    monkeypatch.setattr(audit_api, "CHUNK", 3)
+    from deepssim.model.api import DeepSSIMModel
+
+    real_embed = DeepSSIMModel.embed
+    calls = {"n": 0}
+
+    def failing_embed(self, images, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the user's Ctrl-C in the middle of the training set
+        return real_embed(self, images, **kwargs)
+
+    monkeypatch.setattr(DeepSSIMModel, "embed", failing_embed)
+    with pytest.raises(KeyboardInterrupt):
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(DeepSSIMModel, "embed", real_embed)
+    resumed = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=tmp_path / "cache")
+    # Two chunks of 3 training images were cached before the stop; the byte copy of t2 (in them)
+    # is a hit too.
+    assert resumed.summary["cache"]["hits"] == 7
+
+
+def test_thresholds_from_flags_and_calibration(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, synth = sets
+    everything = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, thresholds=(-1.0, -1.0))
+    assert everything.summary["counts"] == {"different": 0, "similar": 0, "duplicate": 5}
+    assert everything.summary["memorization_rate"] == 1.0
+    calib = tmp_path / "calib.json"
+    calib.write_text(json.dumps({"thresholds": [0.999, 0.9999]}))
+    strict = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, calibration=calib)
+    assert strict.summary["thresholds"]["source"] == "calibration"
+    assert strict.summary["counts"]["duplicate"] >= 1  # the byte copy scores exactly 1
+
+
+def test_bad_inputs_are_named(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, synth = sets
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReadError, match=r"empty.*no readable image.*synthetic set"):
+        audit(train, empty, tiny_model_dir, device="cpu", cache_dir=None)
+    with pytest.raises(ReadError, match="not found"):
+        audit(tmp_path / "nope", synth, tiny_model_dir, device="cpu", cache_dir=None)
+    with pytest.raises(ModelFolderError, match="not a deepssim model folder"):
+        audit(train, synth, train, device="cpu", cache_dir=None)
+    broken = synth / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ReadError, match="broken.png"):
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None)
+    skipped = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, skip_unreadable=True)
+    assert skipped.summary["n_synthetic"] == 5
+    assert len(skipped.summary["skipped_unreadable"]) == 1 and "broken.png" in skipped.summary["skipped_unreadable"][0]
+
+
+def test_several_source_folders_get_prefixed_ids(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, synth = sets
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(synth / "new0.png", other / "x.png")
+    result = audit(train, [synth, other], tiny_model_dir, device="cpu", cache_dir=None, top_k=20)
+    assert "other/x.png" in result.synthetic_ids and "synthetic/new0.png" in result.synthetic_ids
+    assert len(result.matches) == 6 * 8  # top_k larger than the training set: all of it
+
+
+def test_save_writes_every_file(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, synth = sets
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=2)
+    files = result.save(tmp_path / "out", max_pairs=3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "histogram.png", "matches.csv", "report.html", "summary.json"]
+    with open(files["matches"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+    assert len(rows) == 10 and rows[0]["synthetic"] == "exact.png" and rows[0]["exact_copy"] == "true"
+    summary = json.loads(files["summary"].read_text())
+    assert summary["counts"] == result.summary["counts"] and "report_s" in summary["timings"]
+    html = files["report"].read_text()
+    assert "exact.png" in html and "t2.png" in html
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deepssim", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    train, synth = sets
+    out = tmp_path / "out"
+    done = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
+                   "--out", str(out), "--device", "cpu", "--cache", str(tmp_path / "c"), "--json",
+                   "--thresholds", "0.6,0.85", "--top-k", "2")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "flags"
+    assert (out / "report.html").is_file() and (out / "matches.csv").is_file()
+    plain = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
+                    "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    assert "memorization rate" in plain.stdout and "report:" in plain.stdout
+    bad = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(train),
+                  "--out", str(out), "--no-cache")
+    assert bad.returncode == 2 and f"{train}: no config.json; not a deepssim model folder" in bad.stderr
+    bad = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
+                  "--out", str(out), "--no-cache", "--thresholds", "0.9,0.1")
+    assert bad.returncode == 2 and "low <= high" in bad.stderr
+
+
+def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
+    train, synth = sets
+    # Thresholds that make every image suspicious, so every one is verified.
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8, verify=8,
+                   thresholds=(-1.0, -1.0))
+    flipped = [m for m in result.matches if m.synthetic == "flipped.png"]
+    # The random model cannot know the flipped image; verification finds its source anyway.
+    assert flipped[0].train == "t4.png" and flipped[0].verified_ssim == pytest.approx(1.0, abs=1e-6)
+    assert flipped[0].label == "duplicate"
+    assert all(m.verified_ssim is not None for m in flipped)
+    assert [m.verified_ssim for m in flipped] == sorted([m.verified_ssim for m in flipped], reverse=True)
+    new = [m for m in result.matches if m.synthetic == "new0.png" and m.rank == 1][0]
+    assert new.verified_ssim is not None and new.label == ("duplicate" if new.verified_ssim > 0.85 else
+                                                         "similar" if new.verified_ssim > 0.6 else "different")
+    assert result.summary["verify"]["synthetic_images"] == 4  # the byte copy needs no check
+    assert result.summary["verify"]["pairs"] == 4 * 8

@@ -1,0 +1,45 @@
+"""Verified SSIM: undoing flips, rotations and contrast changes before the reference SSIM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from deepssim import ssim
+from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_pairs
+from deepssim.training.augment import PerturbParams, apply_to_image
+
+
+def _brainish(seed: int, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random((size, size)), 2.0)
+    yy, xx = np.mgrid[:size, :size]
+    return (image * (((yy - 30) ** 2 + (xx - 34) ** 2) < 26**2)).astype(np.float32)
+
+
+def test_identity_is_on_the_grid() -> None:
+    a = _brainish(0)
+    assert verified_ssim(a, a, VerifyGrid(size=64)) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("flip0,flip1,degrees,gamma", [(True, False, 0.0, 1.0), (False, True, 7.0, 0.6),
+                                                        (True, True, -10.0, 1.5)])
+def test_a_perturbed_copy_is_recovered(flip0: bool, flip1: bool, degrees: float, gamma: float) -> None:
+    a = _brainish(1)
+    copy = apply_to_image(a, PerturbParams(np.array([flip0]), np.array([flip1]), np.array([degrees]),
+                                           np.array([gamma])))
+    grid = VerifyGrid(size=64)
+    got = verified_ssim(a, copy, grid)
+    assert got > 0.93  # two bilinear rotations blur a 64 px image a little
+    assert got >= ssim(a, copy)
+
+
+def test_unrelated_images_stay_low_and_pairs_agree() -> None:
+    a, b = _brainish(2), _brainish(3)
+    grid = VerifyGrid(size=64)
+    low = verified_ssim(a, b, grid)
+    assert ssim(a, b) <= low < 0.7
+    np.testing.assert_allclose(verify_pairs([(a, b), (a, a)], grid), [low, 1.0], atol=1e-9)
+    with pytest.raises(ValueError):
+        VerifyGrid(angle_step=0)
