@@ -25,6 +25,9 @@ class TrainConfig:
         layer_decay: layer-wise learning-rate decay (DeepSSIM++): the head gets ``lr``, each
             earlier stage ``layer_decay`` times the next one's. None: one learning rate.
         registered_targets: targets are ``registered_ssim`` (DeepSSIM++) instead of ``ssim``.
+        in_batch_pairs: extra pairs per image of each batch, formed between images of the
+            batch (their embeddings are already computed; only the SSIM targets are new).
+            0: off (the paper).
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.
@@ -50,6 +53,7 @@ class TrainConfig:
     val_families: tuple[str, ...] | None = None
     copy_fraction: float = 0.5
     registered_targets: bool = False
+    in_batch_pairs: int = 0
     cpu_bf16: bool = False
     seed: int = 42
 

@@ -28,7 +28,7 @@ from ..model.checkpoint import save_model
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import scan
-from ..refssim import resolve_device
+from ..refssim import resolve_device, ssim_pairs
 from .augment import Perturb
 from .pairs import PairSet, build_pairs, split_by_image
 from .presets import TrainConfig
@@ -142,20 +142,38 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+def embed_images(
+    network: Embedder, preprocess: Preprocess, images: np.ndarray, index: np.ndarray,
+    perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
+) -> torch.Tensor:
+    """Embeddings of images[index], each perturbed independently."""
+    x = torch.from_numpy(images[index]).to(device)
+    if perturb is not None:
+        x = perturb(x, generator)
+    return network(preprocess.normalize(x).contiguous(memory_format=torch.channels_last))
+
+
 def embed_pairs(
     network: Embedder, preprocess: Preprocess, images: np.ndarray, a: np.ndarray, b: np.ndarray,
     perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
 ) -> torch.Tensor:
     """Cosine scores of pairs (images[a], images[b]); each side perturbed independently."""
-    xa = torch.from_numpy(images[a]).to(device)
-    xb = torch.from_numpy(images[b]).to(device)
-    if perturb is not None:
-        xa = perturb(xa, generator)
-        xb = perturb(xb, generator)
-    x = preprocess.normalize(torch.cat([xa, xb])).contiguous(memory_format=torch.channels_last)
-    emb = network(x)
-    ea, eb = emb[: len(a)], emb[len(a):]
-    return (ea * eb).sum(dim=1)
+    emb = embed_images(network, preprocess, images, np.concatenate([a, b]), perturb, generator, device)
+    return (emb[: len(a)] * emb[len(a):]).sum(dim=1)
+
+
+def in_batch_pairs(
+    index: np.ndarray, per_image: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_image`` random partners for each position of a batch, among the other positions
+    that hold a different image: pairs whose embeddings are already computed, so they cost
+    only their SSIM targets. An audit takes the maximum over many such unrelated pairs, so
+    their errors matter more than their share of the training pairs says."""
+    n = len(index)
+    first = np.repeat(np.arange(n), per_image)
+    second = (first + 1 + torch.randint(0, n - 1, (len(first),), generator=generator).numpy()) % n
+    keep = index[first] != index[second]
+    return first[keep], second[keep]
 
 
 @torch.no_grad()
@@ -233,6 +251,9 @@ def train(
 ) -> TrainResult:
     """Train a DeepSSIM embedder on the images under ``inputs``; the best model (by validation
     MSE on perturbed pairs) is written to ``out_dir``."""
+    if config.in_batch_pairs and config.registered_targets:
+        raise ValueError("in_batch_pairs needs plain SSIM targets (registered targets are too slow "
+                         "to compute per step); set one of them off")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -315,12 +336,24 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(frac, config.warmup_fraction)
             batch = order[k * config.batch_size : (k + 1) * config.batch_size]
+            index = np.concatenate([train_pairs.a[batch], train_pairs.b[batch]])
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                scores = embed_pairs(network, config.preprocess, train_pairs.images,
-                                     train_pairs.a[batch], train_pairs.b[batch], perturb,
-                                     generator, dev)
+                emb = embed_images(network, config.preprocess, train_pairs.images, index, perturb,
+                                   generator, dev)
+            half = len(batch)
+            scores = (emb[:half] * emb[half:]).sum(dim=1)
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
             loss = torch.nn.functional.mse_loss(scores.float(), target)
+            if config.in_batch_pairs:
+                first, second = in_batch_pairs(index, config.in_batch_pairs, generator)
+                view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
+                extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
+                                   device=dev.type)
+                extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
+                # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,
+                # which are mostly unrelated images: neither regime drowns the other.
+                extra_loss = torch.nn.functional.mse_loss(extra_scores, torch.from_numpy(extra).float().to(dev))
+                loss = 0.5 * (loss + extra_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)

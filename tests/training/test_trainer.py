@@ -134,3 +134,19 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
     summary = json.loads(done.stdout)
     assert summary["stopped_by"] == "epochs" and 0 <= summary["best"]["val_perturbed_mae"] <= 2
     assert (tmp_path / "cli" / "model.safetensors").is_file()
+
+
+def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Path, tmp_path: Path) -> None:
+    import torch
+
+    index = np.array([3, 5, 3, 7, 9, 5])
+    first, second = trainer.in_batch_pairs(index, 4, torch.Generator().manual_seed(0))
+    assert len(first) == len(second) > 0 and (index[first] != index[second]).all()
+    assert set(first.tolist()) <= set(range(6)) and (first != second).all()
+    config = TINY.with_overrides(in_batch_pairs=2)
+    one = train([data], tmp_path / "a", config, device="cpu", progress=False)
+    two = train([data], tmp_path / "b", config, device="cpu", progress=False)
+    assert one.best["val_perturbed_mse"] == two.best["val_perturbed_mse"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="in_batch_pairs needs plain SSIM"):
+        train([data], tmp_path / "c", config.with_overrides(registered_targets=True), device="cpu", progress=False)
