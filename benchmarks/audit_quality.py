@@ -3,16 +3,17 @@
 The `fast` model is trained on the benchmark's `train/` only (10 CPU minutes by default);
 the audit runs `train/` against `synthetic/` (the perturbed synthetic images), and its
 decisions are judged against the oracle's `audit.csv`: precision and recall of the flagged
-copies, and top-1 source accuracy for the copies. Thresholds: the model's recorded ones
-(0.60 / 0.85, fixed), and a duplicate threshold calibrated for copy F1 on a second,
-independently built benchmark (`--val-bench`), audited with the same model.
+copies, and top-1 source accuracy for the copies. Rows: DeepSSIM scores alone, with the
+model's recorded thresholds (0.60 / 0.85, fixed) and with a duplicate threshold calibrated for
+copy F1 on a second, independently built benchmark (`--val-bench`); and, per `--verify K`,
+the audit that verifies the top K candidates (reference thresholds, and calibrated likewise).
 
     deepssim benchmark build --images ../shared/data/brain-tumor-mri/Training \
-        --out /tmp/deepssim-bench/brain128 --n-train 1000 --n-synthetic 500 --seed 0
+        --out /tmp/deepssim-bench/brain128nd --seed 0
     deepssim benchmark build --images ../shared/data/brain-tumor-mri/Training \
-        --out /tmp/deepssim-bench/brain128-val --n-train 1000 --n-synthetic 500 --seed 1
-    python benchmarks/audit_quality.py --bench /tmp/deepssim-bench/brain128 \
-        --val-bench /tmp/deepssim-bench/brain128-val
+        --out /tmp/deepssim-bench/brain128nd-val --seed 1
+    python benchmarks/audit_quality.py --bench /tmp/deepssim-bench/brain128nd \
+        --val-bench /tmp/deepssim-bench/brain128nd-val --verify 10
 """
 
 from __future__ import annotations
@@ -32,13 +33,37 @@ from deepssim.model import load_model
 from deepssim.training import get_preset, train
 
 
-def _audit_and_judge(bench: Path, model, thresholds: Thresholds | None, cache: Path):  # type: ignore[no-untyped-def]
+def _audit(bench: Path, model, thresholds: Thresholds | None, cache: Path, verify: int = 0):  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
-    result = audit(bench / "train", bench / "synthetic", model, thresholds=thresholds, cache_dir=cache)
-    seconds = time.perf_counter() - t0
+    result = audit(bench / "train", bench / "synthetic", model, top_k=max(5, verify), thresholds=thresholds,
+                   cache_dir=cache, verify=verify, progress=verify > 0)
+    return result, time.perf_counter() - t0
+
+
+def _best(result, verified: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Rank-1 score per synthetic image: the DeepSSIM cosine, or the verified SSIM (0 if unchecked)."""
+    first = {m.synthetic: m for m in result.matches if m.rank == 1}
+    if not verified:
+        return np.array([first[s].score for s in result.synthetic_ids])
+    return np.array([first[s].verified_ssim or 0.0 for s in result.synthetic_ids])
+
+
+def _judge(result, bench: Path, duplicate_min: float | None = None, verified: bool = False):  # type: ignore[no-untyped-def]
+    """Judge rank-1 decisions: the audit's own labels, or ``best > duplicate_min``."""
     truth = read_audit_csv(bench)
-    found = judge_audit(((m.synthetic, m.train, m.label) for m in result.matches if m.rank == 1), truth, bench)
-    return result, truth, found, seconds
+    first = [m for m in result.matches if m.rank == 1]
+    if duplicate_min is None:
+        labels = [m.label for m in first]
+    else:
+        best = dict(zip(result.synthetic_ids, _best(result, verified)))
+        labels = ["duplicate" if best[m.synthetic] > duplicate_min else "other" for m in first]
+    return truth, judge_audit(((m.synthetic, m.train, lab) for m, lab in zip(first, labels)), truth, bench)
+
+
+def _calibrate(result, bench: Path, verified: bool) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The duplicate threshold of best copy F1 on a validation benchmark's audit."""
+    copy = {folder_id(t.synthetic): t.is_copy for t in read_audit_csv(bench)}
+    return best_duplicate_threshold(_best(result, verified), [copy[s] for s in result.synthetic_ids])
 
 
 def main() -> None:
@@ -48,6 +73,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model folder (default: train one into --out/model)")
     parser.add_argument("--out", type=Path, default=Path("runs/audit_quality"))
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of the fast model")
+    parser.add_argument("--verify", type=int, nargs="*", default=[], metavar="K",
+                        help="also audit with verification of the top K candidates (one row per K)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a fast-preset field for training, e.g. lr=0.001")
     args = parser.parse_args()
@@ -66,27 +93,36 @@ def main() -> None:
     model = load_model(model_dir)
     cache = args.out / "cache"
     rows = []
-    result, truth, found, seconds = _audit_and_judge(args.bench, model, None, cache)
-    rows.append(("model's (fixed)", result.thresholds, found, seconds))
+    result, seconds = _audit(args.bench, model, None, cache)
+    truth, found = _judge(result, args.bench)
+    rows.append(("DeepSSIM, model's (fixed)", result.thresholds.duplicate_min, found, seconds))
     if args.val_bench is not None:
-        v_result, v_truth, _, _ = _audit_and_judge(args.val_bench, model, None, cache)
-        copy = {folder_id(t.synthetic): t.is_copy for t in v_truth}
-        labels = [copy[s] for s in v_result.synthetic_ids]
-        hi, f1 = best_duplicate_threshold(v_result.best_scores, labels)
-        calibrated = Thresholds(min(0.60, hi), hi, source="calibration", file=str(args.val_bench))
-        result, truth, found, seconds = _audit_and_judge(args.bench, model, calibrated, cache)
-        rows.append((f"calibrated on {args.val_bench.name} (val copy F1 {f1:.3f})", calibrated, found, seconds))
+        v_result, _ = _audit(args.val_bench, model, None, cache)
+        hi, f1 = _calibrate(v_result, args.val_bench, verified=False)
+        rows.append((f"DeepSSIM, calibrated on {args.val_bench.name} (val copy F1 {f1:.3f})", hi,
+                     _judge(result, args.bench, hi)[1], seconds))
+    for k in args.verify:
+        v_run, v_seconds = _audit(args.bench, model, None, cache, verify=k)
+        rows.append((f"DeepSSIM top-{k} + verification, reference (0.85)", 0.85, _judge(v_run, args.bench)[1],
+                     v_seconds))
+        if args.val_bench is not None:
+            v_val, _ = _audit(args.val_bench, model, None, cache, verify=k)
+            hi, f1 = _calibrate(v_val, args.val_bench, verified=True)
+            rows.append((f"DeepSSIM top-{k} + verification, calibrated on {args.val_bench.name} "
+                         f"(val copy F1 {f1:.3f})", hi, _judge(v_run, args.bench, hi, verified=True)[1], v_seconds))
     n_copy = sum(t.is_copy for t in truth)
     print()
     print(f"# audit of {args.bench}: {len(truth)} synthetic images (perturbed), "
           f"{result.summary['n_train']} training images, {n_copy} copies by the oracle")
     print(f"# model: {model_dir} ({train_note})")
     print()
-    print("| thresholds | duplicate > | flagged | precision | recall | F1 | top-1 source accuracy | audit seconds |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, t, f, sec in rows:
-        print(f"| {name} | {t.duplicate_min:.3f} | {f.n_flagged} | {f.precision:.3f} | {f.recall:.3f} | "
-              f"{f.f1:.3f} | {f.top1_accuracy:.3f} ({f.top1_correct}/{f.n_copies}) | {sec:.1f} |")
+    print("| thresholds | duplicate > | flagged | precision | recall | F1 | top-1 source accuracy | "
+          "top-1, source's group | audit seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, hi, f, sec in rows:
+        print(f"| {name} | {hi:.3f} | {f.n_flagged} | {f.precision:.3f} | {f.recall:.3f} | "
+              f"{f.f1:.3f} | {f.top1_accuracy:.3f} ({f.top1_correct}/{f.n_copies}) | "
+              f"{f.top1_group_accuracy:.3f} ({f.top1_group_correct}/{f.n_copies}) | {sec:.1f} |")
     best = result.best_scores
     is_copy = {folder_id(t.synthetic): t.is_copy for t in truth}
     copies = np.array([is_copy[s] for s in result.synthetic_ids])

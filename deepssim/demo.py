@@ -68,7 +68,7 @@ def run_demo(
         f"the MNI152 template (nilearn), in {cohort}")
     bench = out / "benchmark"
     build_benchmark([cohort], bench, n_train=size.n_train, n_synthetic=size.n_synthetic, size=128,
-                    group_by=SUBJECT_GROUP, seed=seed, progress=progress)
+                    group_by=SUBJECT_GROUP, near_duplicates=None, seed=seed, progress=progress)
     truth = read_audit_csv(bench)
     n_planted = sum(row.is_copy for row in truth)
     say(f"[2/4] benchmark: {size.n_train} training images, {len(truth)} synthetic images of which "

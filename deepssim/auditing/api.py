@@ -152,6 +152,7 @@ def audit(
     trust_torchscript: bool = False,
     verify: int = 0,
     verify_grid: VerifyGrid = VerifyGrid(),
+    verify_thresholds: Thresholds | tuple[float, float] | str | None = None,
 ) -> AuditResult:
     """Find, for every synthetic image, its ``top_k`` closest training images and its class.
 
@@ -171,7 +172,9 @@ def audit(
             (best score above the low threshold) with the reference SSIM after undoing flips,
             rotations and contrast changes (``verify.py``); the best verified candidate
             becomes rank 1 and its verified SSIM decides the class (reference thresholds
-            0.60 / 0.85). 0 (default): DeepSSIM scores only.
+            0.60 / 0.85, or ``verify_thresholds``). 0 (default): DeepSSIM scores only.
+        verify_thresholds: ``(low, high)`` or ``"low,high"`` for the verified SSIMs, e.g.
+            calibrated on a validation benchmark; default: the reference 0.60 / 0.85.
 
     Raises:
         ReadError: empty folders or unreadable files (unless ``skip_unreadable``).
@@ -184,6 +187,8 @@ def audit(
     net = model if isinstance(model, DeepSSIMModel) else load_model(
         model, device=device, trust_torchscript=trust_torchscript)
     chosen = resolve_thresholds(thresholds, calibration, net.config)
+    verify_chosen = REFERENCE_THRESHOLDS if verify_thresholds is None else resolve_thresholds(
+        verify_thresholds, None, {})
 
     t0 = time.perf_counter()
     train_set = collect(train, "training", slices, skip_unreadable, progress)
@@ -224,11 +229,11 @@ def audit(
         timings["verify_s"] = time.perf_counter() - t0
         verify_info = {"top": verify, "synthetic_images": int(len(suspicious)),
                        "pairs": int(np.isfinite(verified).sum() - exact.sum()),
-                       "thresholds": REFERENCE_THRESHOLDS.to_dict(), "grid": asdict(verify_grid)}
+                       "thresholds": verify_chosen.to_dict(), "grid": asdict(verify_grid)}
 
     pair_labels = classify(scores, chosen)
     checked = np.isfinite(verified)
-    pair_labels[checked] = classify(verified[checked], REFERENCE_THRESHOLDS)
+    pair_labels[checked] = classify(verified[checked], verify_chosen)
     labels = pair_labels[:, 0]
     matches = [
         Match(synth_set.ids[s], r + 1, train_set.ids[int(indices[s, r])], float(scores[s, r]),

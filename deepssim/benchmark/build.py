@@ -45,6 +45,8 @@ from ..refssim import ssim_matrix, ssim_pairs
 from ..training.augment import PerturbConfig, apply_to_image, draw_params
 from ..training.pairs import FAMILIES
 from ..training.trainer import load_images
+from .neardup import DEFAULT_THRESHOLD as NEAR_DUPLICATE_THRESHOLD
+from .neardup import near_duplicate_groups
 from .layout import (
     AUDIT_CSV,
     CLEAN_DIR,
@@ -188,9 +190,13 @@ def _train_names(ids: Sequence[str]) -> list[str]:
     return names
 
 
-def _group_images(ids: Sequence[str], stored: np.ndarray, group_by: str | None) -> np.ndarray:
+def _group_images(
+    ids: Sequence[str], stored: Sequence[np.ndarray], group_by: str | None,
+    near_duplicates: float | None = None, progress: bool = False,
+) -> np.ndarray:
     """A group number per image: images whose id gives the same ``group_by`` key share a
-    group, and so do pixel-identical images (byte-identical files are pixel-identical)."""
+    group, and so do pixel-identical images (byte-identical files are pixel-identical) and,
+    unless ``near_duplicates`` is None, near-duplicates (``neardup``)."""
     parent = list(range(len(ids)))
 
     def find(i: int) -> int:
@@ -220,6 +226,8 @@ def _group_images(ids: Sequence[str], stored: np.ndarray, group_by: str | None) 
                 keys.append(key)
         join(keys)
     join([hashlib.sha256(im.tobytes()).hexdigest() for im in stored])
+    if near_duplicates is not None:
+        join([str(g) for g in near_duplicate_groups(stored, near_duplicates, progress=progress)])
     roots = [find(i) for i in range(len(ids))]
     _, group = np.unique(roots, return_inverse=True)
     return group.astype(np.int64)
@@ -378,8 +386,10 @@ def _make_members(
 
 def _check_args(
     n_train: int, n_synthetic: int, size: int, families: Sequence[str], memorized_fraction: float,
-    group_by: str | None, n_hard: int, n_random: int,
+    group_by: str | None, n_hard: int, n_random: int, near_duplicates: float | None,
 ) -> None:
+    if near_duplicates is not None and not -1.0 < near_duplicates < 1.0:
+        raise ValueError(f"near_duplicates must be in (-1, 1) or None, got {near_duplicates}")
     if n_train < 1:
         raise ValueError(f"n_train must be >= 1, got {n_train}")
     if n_synthetic < 1:
@@ -439,6 +449,7 @@ def build_benchmark(
     n_synthetic: int = 500,
     size: int = 128,
     group_by: str | None = None,
+    near_duplicates: float | None = NEAR_DUPLICATE_THRESHOLD,
     families: Sequence[str] = tuple(FAMILIES),
     memorized_fraction: float = 0.5,
     seed: int = 0,
@@ -460,6 +471,9 @@ def build_benchmark(
             input folder); images with the same key (the first capture group if any, else
             the match) form one group, which goes wholly to train or to the non-members.
             Ids without a match are their own group. Pixel-identical images always share one.
+        near_duplicates: images whose near-duplicate similarity (``neardup``: same image up
+            to flips, rotation and monotone contrast) exceeds it share a group too, so that
+            a non-member has no twin in train; None keeps only pixel-identical images together.
         families: near-copy generators (``deepssim.training.pairs.FAMILIES``) to use.
         seed: everything random is drawn from it (same inputs and seed: same bytes).
         n_hard, n_random: hard-negative and random pairs per synthetic image.
@@ -472,7 +486,8 @@ def build_benchmark(
     """
     start = time.perf_counter()
     families = list(dict.fromkeys(families))
-    _check_args(n_train, n_synthetic, size, families, memorized_fraction, group_by, n_hard, n_random)
+    _check_args(n_train, n_synthetic, size, families, memorized_fraction, group_by, n_hard, n_random,
+                near_duplicates)
     out = Path(out).absolute()
     _check_out(out, overwrite)
     n_memorized = round(memorized_fraction * n_synthetic)
@@ -494,7 +509,7 @@ def build_benchmark(
     # The images as they will be stored (16-bit); groups and generators work on these.
     quantized = [to_uint16(im) for im in resized]
     del resized
-    group = _group_images(ids, quantized, group_by)
+    group = _group_images(ids, quantized, group_by, near_duplicates, progress)
     stored = [q.astype(np.float32) for q in quantized]
 
     rng = np.random.default_rng(seed)
@@ -566,6 +581,7 @@ def build_benchmark(
         )
         params = {
             "n_train": n_train, "n_synthetic": n_synthetic, "size": size, "group_by": group_by,
+            "near_duplicates": near_duplicates,
             "families": families, "memorized_fraction": memorized_fraction, "seed": seed,
             "n_hard": n_hard, "n_random": n_random,
             "memorized_classes": {k: {"share": s, "target_band": list(b)} for k, (s, b) in MEMORIZED_CLASSES.items()},
@@ -584,7 +600,8 @@ def build_benchmark(
                 "images_found": len(ids),
                 "groups": int(group.max()) + 1,
                 "grouping": ("regex " + repr(group_by) if group_by else "none")
-                + " + pixel-identical images",
+                + " + pixel-identical images"
+                + (f" + near-duplicates (> {near_duplicates})" if near_duplicates is not None else ""),
             },
             "calibration": {f: [round(float(v), 4) for v in c] for f, c in curves.items()},
             **info,

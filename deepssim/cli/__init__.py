@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import audit, basic, bench, model
+from . import audit, basic, bench, evaluate, model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_commands(sub)
     audit.add_commands(sub)
     bench.add_commands(sub)
+    evaluate.add_commands(sub)
     return parser
 
 

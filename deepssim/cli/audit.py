@@ -36,6 +36,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         slices=spec, cache_dir=None if args.no_cache else (args.cache or "default"),
         skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
         progress=not args.no_progress, trust_torchscript=args.trust_torchscript, verify=args.verify,
+        verify_thresholds=args.verify_thresholds,
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -90,6 +91,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="re-score the K best candidates of each suspicious synthetic image with the "
                         "reference SSIM after undoing flips, rotations and contrast (~0.1 s a pair); "
                         "the verified SSIM then decides the class")
+    p.add_argument("--verify-thresholds", metavar="LO,HI",
+                   help="thresholds for the verified SSIMs (default 0.60,0.85, the reference ones)")
     p.add_argument("--report-pairs", type=int, default=48, help="pairs shown in the report's gallery")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="allow loading the authors' TorchScript checkpoint (it can run code)")

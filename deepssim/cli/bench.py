@@ -13,6 +13,16 @@ def _families(parts: list[str] | None) -> tuple[str, ...] | None:
     return tuple(f.strip() for part in parts for f in part.split(",") if f.strip())
 
 
+def _near_duplicates(text: str) -> float | None:
+    """``--near-duplicates 0.97`` or ``--near-duplicates off``."""
+    if text.strip().lower() in ("off", "none", "no"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from ..benchmark import build_benchmark
 
@@ -21,13 +31,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
         "n_synthetic": args.n_synthetic,
         "size": args.size,
         "group_by": args.group_by,
+        "near_duplicates": args.near_duplicates,
         "families": _families(args.families),
         "memorized_fraction": args.memorized_fraction,
         "seed": args.seed,
         "n_hard": args.n_hard,
         "n_random": args.n_random,
     }
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None or k == "near_duplicates"}
     info = build_benchmark(args.images, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                            **options)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
@@ -60,6 +71,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", metavar="REGEX",
                    help="regular expression searched in each image id (relative path); its first "
                         "group (or the match) names the subject; subjects are never split")
+    p.add_argument("--near-duplicates", type=_near_duplicates, default=0.97, metavar="T|off",
+                   help="also keep near-duplicate images (same image up to flips, rotation and "
+                        "contrast; proxy similarity > T) in one group, so that no non-member has a "
+                        "twin in train (default 0.97; 'off': only pixel-identical images)")
     p.add_argument("--families", nargs="+", metavar="FAMILY",
                    help="near-copy generators (default all: noise blur elastic intensity resample mix texture)")
     p.add_argument("--memorized-fraction", type=float,

@@ -223,3 +223,15 @@ def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_di
                                                          "similar" if new.verified_ssim > 0.6 else "different")
     assert result.summary["verify"]["synthetic_images"] == 4  # the byte copy needs no check
     assert result.summary["verify"]["pairs"] == 4 * 8
+    assert result.summary["verify"]["thresholds"]["duplicate_min"] == 0.85
+
+
+def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
+    train, synth = sets
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=3, verify=3,
+                   thresholds=(-1.0, -1.0), verify_thresholds="0.2,0.3")
+    assert result.summary["verify"]["thresholds"]["duplicate_min"] == 0.3
+    for m in result.matches:
+        if m.verified_ssim is not None and not m.exact_copy:
+            assert m.label == ("duplicate" if m.verified_ssim > 0.3 else "similar" if m.verified_ssim > 0.2
+                               else "different")

@@ -32,8 +32,23 @@ def test_precision_recall_and_top1(tmp_path: Path) -> None:
     assert got.precision == pytest.approx(2 / 3) and got.recall == pytest.approx(2 / 3)
     assert got.f1 == pytest.approx(2 / 3)
     assert (got.top1_correct, got.top1_accuracy) == (2, pytest.approx(2 / 3))
+    assert got.top1_group_correct == 2  # no train.csv: no groups
     with pytest.raises(ValueError, match="s4.png.*not in the audit"):
         judge_audit(decisions[:3], truth, tmp_path)
+
+
+def test_top1_within_the_sources_group(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    for name in ("a.png", "a-mirrored.png", "b.png"):
+        (tmp_path / "train" / name).write_bytes(name.encode())
+    (tmp_path / "train.csv").write_text("train,origin_id,group\ntrain/a.png,a.jpg,7\n"
+                                        "train/a-mirrored.png,a-m.jpg,7\ntrain/b.png,b.jpg,8\n")
+    truth = [AuditTruth("synthetic/s1.png", "train/a.png", 0.95, True),
+             AuditTruth("synthetic/s2.png", "train/a.png", 0.92, True)]
+    got = judge_audit([("s1.png", "a-mirrored.png", "duplicate"), ("s2.png", "b.png", "duplicate")],
+                      truth, tmp_path)
+    assert (got.top1_correct, got.top1_group_correct) == (0, 1)
+    assert got.top1_group_accuracy == pytest.approx(0.5)
 
 
 def test_best_threshold_separates_and_matches_brute_force() -> None:
