@@ -26,10 +26,12 @@ MARKER = ".deepssim-demo"
 class DemoSize:
     """How big the demo's cohort, benchmark and training are."""
 
-    n_subjects: int = 60
-    slices_per_subject: int = 8
+    n_subjects: int = 160
+    slices_per_subject: int = 3
     n_train: int = 240
     n_synthetic: int = 160
+    verify: int = 10
+    """Candidates verified per suspicious synthetic image (``audit(verify=...)``)."""
     n_train_pairs: int = 20_000
     n_val_pairs: int = 1_000
 
@@ -81,8 +83,8 @@ def run_demo(
     say(f"[3/4] model: 'fast' preset trained {train_minutes:g} min on the training images only "
         f"(validation MAE {trained.best['val_perturbed_mae']:.3f}, r {trained.best['val_perturbed_r']:.3f})")
 
-    result = audit(bench / "train", bench / "synthetic", out / "model", device=device,
-                   cache_dir=out / "cache", progress=progress)
+    result = audit(bench / "train", bench / "synthetic", out / "model", device=device, top_k=max(5, size.verify),
+                   cache_dir=out / "cache", progress=progress, verify=size.verify)
     files = result.save(out / "audit", progress=progress)
     found = judge_audit(((m.synthetic, m.train, m.label) for m in result.matches if m.rank == 1), truth, bench)
     s = result.summary

@@ -9,7 +9,7 @@ import pytest
 from deepssim.demo import MARKER, DemoSize, run_demo
 
 TINY = DemoSize(n_subjects=14, slices_per_subject=3, n_train=18, n_synthetic=12,
-                n_train_pairs=256, n_val_pairs=64)
+                n_train_pairs=256, n_val_pairs=64, verify=3)
 
 
 def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ def audit(
     synth_set, synth_keys = _keep(synth_set, synth_keys, synth_pos)
 
     t0 = time.perf_counter()
-    found = search(synth_emb, train_emb, top_k, backend=backend, index=index, device=device, progress=progress)
+    # Verification looks at ``verify`` candidates even when fewer are reported.
+    found = search(synth_emb, train_emb, max(top_k, verify), backend=backend, index=index, device=device, progress=progress)
     timings["search_s"] = time.perf_counter() - t0
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
@@ -223,7 +224,7 @@ def audit(
     if verify > 0:
         t0 = time.perf_counter()
         suspicious = np.flatnonzero((scores[:, 0] > chosen.different_max) & ~exact)
-        scores, indices, verified = _verify(scores, indices, suspicious, min(verify, scores.shape[1]),
+        scores, indices, verified = _verify(scores, indices, suspicious, scores.shape[1],
                                             synth_set.refs, train_set.refs, verify_grid, progress)
         verified[exact, 0] = 1.0
         timings["verify_s"] = time.perf_counter() - t0
@@ -231,6 +232,7 @@ def audit(
                        "pairs": int(np.isfinite(verified).sum() - exact.sum()),
                        "thresholds": verify_chosen.to_dict(), "grid": asdict(verify_grid)}
 
+    scores, indices, verified = scores[:, :top_k], indices[:, :top_k], verified[:, :top_k]
     pair_labels = classify(scores, chosen)
     checked = np.isfinite(verified)
     pair_labels[checked] = classify(verified[checked], verify_chosen)
@@ -245,8 +247,10 @@ def audit(
     summary = _summary(net, chosen, train_set, synth_set, scores[:, 0], indices[:, 0], labels, exact,
                        found, top_k, cache, train_counts, synth_counts, timings)
     summary["verify"] = verify_info
+    deciding = np.where(checked[:, 0], verified[:, 0], scores[:, 0]) if verify > 0 else None
     return AuditResult(matches, summary, synth_set.ids, train_set.ids, scores[:, 0].copy(),
-                       indices[:, 0].copy(), labels, chosen, synth_set.refs, train_set.refs)
+                       indices[:, 0].copy(), labels, chosen, synth_set.refs, train_set.refs,
+                       deciding, verify_chosen if verify > 0 else None)
 
 
 def _keep(images: ImageSet, keys: list[str], positions: np.ndarray) -> tuple[ImageSet, list[str]]:

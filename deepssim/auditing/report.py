@@ -52,6 +52,7 @@ class GalleryPair:
         synthetic_image: The synthetic image as read, 2D, any size and intensity range.
         train_image: The training image as read, 2D; may differ in size from the synthetic one.
         rank: Rank of ``train`` among the synthetic image's matches (1 = best match).
+        verified_ssim: The pair's verified reference SSIM when it was verified, else None.
     """
 
     synthetic: str
@@ -61,12 +62,16 @@ class GalleryPair:
     synthetic_image: np.ndarray = field(repr=False)
     train_image: np.ndarray = field(repr=False)
     rank: int = 1
+    verified_ssim: float | None = None
 
 
 # -- histogram -------------------------------------------------------------------------------
 
 
-def _histogram_png(best_scores: np.ndarray, thresholds: tuple[float, float], title: str) -> bytes:
+def _histogram_png(
+    best_scores: np.ndarray, thresholds: tuple[float, float], title: str,
+    labels: np.ndarray | None = None, xlabel: str = "best-match DeepSSIM score",
+) -> bytes:
     # A Figure on an explicit Agg canvas needs no display and no backend switch: the
     # process-wide backend (matplotlib.use) and pyplot's figure list stay as the caller set them.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -74,12 +79,18 @@ def _histogram_png(best_scores: np.ndarray, thresholds: tuple[float, float], tit
 
     lo, hi = float(thresholds[0]), float(thresholds[1])
     scores = np.asarray(best_scores, dtype=np.float64).ravel()
-    scores = scores[np.isfinite(scores)]
-    parts = {
-        "different": scores[scores <= lo],
-        "similar": scores[(scores > lo) & (scores <= hi)],
-        "duplicate": scores[scores > hi],
-    }
+    if labels is not None:  # the classes as decided (e.g. by verification), not re-derived
+        classes = np.asarray(labels).ravel()
+        keep = np.isfinite(scores)
+        scores, classes = scores[keep], classes[keep]
+        parts = {k: scores[classes == k] for k in LABELS}
+    else:
+        scores = scores[np.isfinite(scores)]
+        parts = {
+            "different": scores[scores <= lo],
+            "similar": scores[(scores > lo) & (scores <= hi)],
+            "duplicate": scores[scores > hi],
+        }
     fig = Figure(figsize=(8, 3.4), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -105,7 +116,7 @@ def _histogram_png(best_scores: np.ndarray, thresholds: tuple[float, float], tit
     if not scores.size:
         ax.text(0.5, 0.5, "no scores", transform=ax.transAxes, ha="center", color="#666")
     ax.set_xlim(left, right)
-    ax.set_xlabel("best-match DeepSSIM score")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("synthetic images" + (" (log)" if log else ""))
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
@@ -123,12 +134,15 @@ def write_histogram_png(
     path: str | Path,
     *,
     title: str = "Best-match scores of the synthetic images",
+    labels: np.ndarray | None = None,
+    xlabel: str = "best-match DeepSSIM score",
 ) -> Path:
     """Write a PNG histogram of best-match scores with both thresholds marked.
 
-    Bars are coloured by class (score <= ``thresholds[0]``: different, > ``thresholds[1]``:
-    duplicate, else similar) and the legend gives each class's count. Non-finite scores are
-    left out. The y axis turns logarithmic when the bar heights span more than 50x.
+    Bars are coloured by class (``labels`` when given, else score <= ``thresholds[0]``:
+    different, > ``thresholds[1]``: duplicate, else similar) and the legend gives each class's
+    count. Non-finite scores are left out. The y axis turns logarithmic when the bar heights
+    span more than 50x.
 
     Args:
         best_scores: The best-match score of every synthetic image, 1-D.
@@ -140,7 +154,7 @@ def write_histogram_png(
         ``path`` as a Path.
     """
     path = Path(path)
-    atomic_write_bytes(path, _histogram_png(best_scores, thresholds, title))
+    atomic_write_bytes(path, _histogram_png(best_scores, thresholds, title, labels, xlabel))
     return path
 
 
@@ -275,6 +289,15 @@ def _details(summary: Mapping[str, Any]) -> str:
     rows = [("Thresholds", f"<b>{lo:.3g}</b> / <b>{hi:.3g}</b> <span class=muted>(from "
                            f"{_e(source)})</span>: score ≤ {lo:.3g} different, &gt; {hi:.3g} "
                            "duplicate, between them similar")]
+    verify = summary.get("verify") or {}
+    if verify:
+        vt = verify.get("thresholds") or {}
+        rows.append(("Verification", f"top {_num(verify.get('top'))} candidates of "
+                     f"{_num(verify.get('synthetic_images'))} suspicious images "
+                     f"({_num(verify.get('pairs'))} pairs) re-scored by the reference SSIM after "
+                     "re-applying flips / rotations and undoing contrast; the verified SSIM decides: "
+                     f"≤ {float(vt.get('different_max', lo)):.3g} different, "
+                     f"&gt; {float(vt.get('duplicate_min', hi)):.3g} duplicate"))
     model = summary.get("model") or {}
     if model:
         sha = str(model.get("sha256") or "")
@@ -339,10 +362,12 @@ def _gallery(gallery: Sequence[GalleryPair], progress: bool) -> str:
         label = str(pair.label)
         colour = f' style="background:{COLOURS[label]}"' if label in COLOURS else ""
         order = LABELS.index(label) if label in LABELS else -1
+        verified = ("" if pair.verified_ssim is None else
+                    f"<div class=cap>verified SSIM {float(pair.verified_ssim):.3f}</div>")
         rows.append(
             f'<tr data-i="{i}" data-score="{float(pair.score):.6f}" data-class="{order}" '
             f'data-synthetic="{_e(pair.synthetic)}" data-train="{_e(pair.train)}">{images}'
-            f'<td class=num><b>{float(pair.score):.3f}</b></td>'
+            f'<td class=num><b>{float(pair.score):.3f}</b>{verified}</td>'
             f'<td><span class=badge{colour}>{_e(label)}</span></td>'
             f'<td class=num>{_num(pair.rank)}</td>'
             f'<td class=name>{_e(pair.synthetic)}</td><td class=name>{_e(pair.train)}</td></tr>')
@@ -431,6 +456,9 @@ def render_report(
     best_scores: np.ndarray,
     gallery: Sequence[GalleryPair],
     *,
+    labels: np.ndarray | None = None,
+    thresholds: tuple[float, float] | None = None,
+    xlabel: str = "best-match DeepSSIM score",
     progress: bool = False,
 ) -> str:
     """The audit report as one self-contained HTML document.
@@ -446,14 +474,16 @@ def render_report(
         summary: The audit summary (keys as written by ``deepssim audit``).
         best_scores: The best-match score of every synthetic image, 1-D.
         gallery: The suspicious pairs, shown in this order (sortable in the browser).
+        labels, thresholds, xlabel: The histogram's classes (default: from the scores and
+            the summary's thresholds), threshold lines and axis label, e.g. for verified SSIMs.
         progress: Show a tqdm bar on stderr over the gallery.
 
     Returns:
         The HTML text.
     """
-    lo, hi, _ = _thresholds(summary)
+    lo, hi = thresholds if thresholds is not None else _thresholds(summary)[:2]
     hist = base64.b64encode(
-        _histogram_png(best_scores, (lo, hi), "")  # the section heading is its title
+        _histogram_png(best_scores, (lo, hi), "", labels, xlabel)  # the section heading is its title
     ).decode("ascii")
     counts = summary.get("counts") or {}
     cards = [
@@ -492,13 +522,15 @@ def write_report(
     gallery: Sequence[GalleryPair],
     *,
     progress: bool = False,
+    **histogram: Any,
 ) -> Path:
-    """Render the report (see ``render_report``) and write it atomically as UTF-8 to ``path``.
+    """Render the report (see ``render_report``, which takes the ``histogram`` keywords
+    ``labels``, ``thresholds``, ``xlabel``) and write it atomically as UTF-8 to ``path``.
 
     Returns:
         ``path`` as a Path.
     """
     path = Path(path)
-    text = render_report(summary, best_scores, gallery, progress=progress)
+    text = render_report(summary, best_scores, gallery, progress=progress, **histogram)
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

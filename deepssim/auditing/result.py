@@ -55,7 +55,10 @@ class AuditResult:
         best_scores: Best-match score per synthetic image.
         best_train: Index into ``train_ids`` of each synthetic image's best match.
         labels: Class per synthetic image, from its best match.
-        thresholds: The decision thresholds used.
+        thresholds: The decision thresholds of the DeepSSIM scores.
+        decision_scores: With verification: per synthetic image, the score that decided its
+            class (the verified SSIM of its best match when verified, else its DeepSSIM score).
+        decision_thresholds: The thresholds applied to verified SSIMs.
     """
 
     matches: list[Match]
@@ -68,6 +71,16 @@ class AuditResult:
     thresholds: Thresholds
     synthetic_refs: list[ImageRef] = field(default_factory=list, repr=False)
     train_refs: list[ImageRef] = field(default_factory=list, repr=False)
+    decision_scores: np.ndarray | None = None
+    decision_thresholds: Thresholds | None = None
+
+    def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The scores to plot, and the classes, threshold lines and axis label to plot them with."""
+        if self.decision_scores is None:
+            return self.best_scores, {"labels": self.labels, "thresholds": self.thresholds.pair}
+        thresholds = (self.decision_thresholds or self.thresholds).pair
+        return self.decision_scores, {"labels": self.labels, "thresholds": thresholds,
+                                      "xlabel": "best match: verified SSIM (DeepSSIM score if not verified)"}
 
     @property
     def duplicates(self) -> list[Match]:
@@ -100,20 +113,24 @@ class AuditResult:
         """Write the histogram of best-match scores with the thresholds as PNG."""
         from .report import write_histogram_png
 
-        return write_histogram_png(self.best_scores, self.thresholds.pair, path,
-                                   title=f"Best-match scores of {len(self.best_scores)} synthetic images")
+        scores, args = self._histogram_args()
+        return write_histogram_png(scores, args.pop("thresholds"), path, **args,
+                                   title=f"Best-match scores of {len(scores)} synthetic images")
 
     def gallery(self, max_pairs: int = REPORT_PAIRS) -> list[Any]:
-        """The ``max_pairs`` most suspicious pairs (highest best-match score) with their images."""
+        """The ``max_pairs`` most suspicious pairs (highest deciding score) with their images."""
         from .report import GalleryPair
 
-        order = np.lexsort((np.arange(len(self.best_scores)), -self.best_scores))[:max_pairs]
+        deciding = self.best_scores if self.decision_scores is None else self.decision_scores
+        order = np.lexsort((np.arange(len(deciding)), -deciding))[:max_pairs]
+        first = {m.synthetic: m for m in self.matches if m.rank == 1}
         return [
             GalleryPair(
                 synthetic=self.synthetic_ids[s], train=self.train_ids[int(self.best_train[s])],
                 score=float(self.best_scores[s]), label=str(self.labels[s]),
                 synthetic_image=load_ref(self.synthetic_refs[s]),
                 train_image=load_ref(self.train_refs[int(self.best_train[s])]),
+                verified_ssim=first[self.synthetic_ids[s]].verified_ssim if first else None,
             )
             for s in order
         ]
@@ -124,7 +141,8 @@ class AuditResult:
 
         if not self.synthetic_refs:
             raise ValueError("this result has no image references (loaded from files?): no gallery")
-        return write_report(path, self.summary, self.best_scores, self.gallery(max_pairs), progress=progress)
+        scores, args = self._histogram_args()
+        return write_report(path, self.summary, scores, self.gallery(max_pairs), progress=progress, **args)
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
         """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json``."""

@@ -134,7 +134,7 @@ def load_network(folder: str | Path) -> tuple[Embedder, Preprocess, dict[str, An
         raise ModelFolderError(f"{weights}: checksum does not match config.json (corrupt or replaced)")
     # Weights come from the file, so no pretrained download may happen on rebuild.
     model_config = ModelConfig.from_dict({**config["model"], "pretrained": None})
-    network = Embedder(model_config)
+    network = Embedder(model_config, log_init=False)
     try:
         state = load_file(str(weights))
     except SafetensorError as exc:

@@ -148,14 +148,16 @@ class GeM(nn.Module):
 class Embedder(nn.Module):
     """Backbone stages -> pooling -> BatchNorm1d -> Linear -> GELU -> Dropout -> Linear."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, log_init: bool = True) -> None:
+        """``log_init=False`` when trained weights are loaded next (no "random initialisation" note)."""
         super().__init__()
         self.config = config
+        say = log.info if log_init else log.debug
         if config.backbone == "small":
             if config.pretrained:
                 raise ValueError("the 'small' backbone has no pretrained weights")
             stem, stages, channels = _small(config.width)
-            log.info("backbone small (width %d): random initialisation", config.width)
+            say("backbone small (width %d): random initialisation", config.width)
         else:
             import torchvision
 
@@ -163,7 +165,7 @@ class Embedder(nn.Module):
             if config.pretrained:
                 model.load_state_dict(_imagenet_state(config.backbone, config.pretrained))
             else:
-                log.info("backbone %s: random initialisation (no pretrained weights asked for)",
+                say("backbone %s: random initialisation (no pretrained weights asked for)",
                          config.backbone)
             stem, stages, channels = _split(model, config.backbone)
         self.stem = stem

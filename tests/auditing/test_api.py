@@ -228,9 +228,12 @@ def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_di
 
 def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
     train, synth = sets
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=3, verify=3,
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=2, verify=4,
                    thresholds=(-1.0, -1.0), verify_thresholds="0.2,0.3")
     assert result.summary["verify"]["thresholds"]["duplicate_min"] == 0.3
+    # Four candidates verified per image, two reported.
+    assert result.summary["verify"]["pairs"] == 4 * 4
+    assert {m.rank for m in result.matches} == {1, 2}
     for m in result.matches:
         if m.verified_ssim is not None and not m.exact_copy:
             assert m.label == ("duplicate" if m.verified_ssim > 0.3 else "similar" if m.verified_ssim > 0.2
