@@ -8,11 +8,11 @@ preset trained on the benchmark's ``train/`` only; the Dar baseline likewise (``
 ``deepssim baseline train-dar`` on ``train/``); SSCD and CLIP only with their weight files.
 
     deepssim benchmark build --images ../shared/data/brain-tumor-mri/Training \
-        --out /tmp/deepssim-bench/brain128 --seed 0
+        --out /tmp/deepssim-bench/brain128nd --seed 0
     deepssim benchmark build --images ../shared/data/brain-tumor-mri/Training \
-        --out /tmp/deepssim-bench/brain128-val --seed 1
-    python benchmarks/evaluate_all.py --bench /tmp/deepssim-bench/brain128 \
-        --val-bench /tmp/deepssim-bench/brain128-val --out runs/evaluate_all
+        --out /tmp/deepssim-bench/brain128nd-val --seed 1
+    python benchmarks/evaluate_all.py --bench /tmp/deepssim-bench/brain128nd \
+        --val-bench /tmp/deepssim-bench/brain128nd-val --out runs/evaluate_all
 """
 
 from __future__ import annotations
