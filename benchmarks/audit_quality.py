@@ -41,11 +41,9 @@ def _audit(bench: Path, model, thresholds: Thresholds | None, cache: Path, verif
 
 
 def _best(result, verified: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Rank-1 score per synthetic image: the DeepSSIM cosine, or the verified SSIM (0 if unchecked)."""
-    first = {m.synthetic: m for m in result.matches if m.rank == 1}
-    if not verified:
-        return np.array([first[s].score for s in result.synthetic_ids])
-    return np.array([first[s].verified_ssim or 0.0 for s in result.synthetic_ids])
+    """Rank-1 score per synthetic image: the DeepSSIM cosine, or the score that decided
+    (the verified SSIM where verified)."""
+    return result.decision_scores if verified else result.best_scores
 
 
 def _judge(result, bench: Path, duplicate_min: float | None = None, verified: bool = False):  # type: ignore[no-untyped-def]

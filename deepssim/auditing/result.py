@@ -130,7 +130,7 @@ class AuditResult:
                 score=float(self.best_scores[s]), label=str(self.labels[s]),
                 synthetic_image=load_ref(self.synthetic_refs[s]),
                 train_image=load_ref(self.train_refs[int(self.best_train[s])]),
-                verified_ssim=first[self.synthetic_ids[s]].verified_ssim if first else None,
+                verified_ssim=first[self.synthetic_ids[s]].verified_ssim,
             )
             for s in order
         ]

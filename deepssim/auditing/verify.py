@@ -2,17 +2,17 @@
 
 DeepSSIM finds candidates fast; verification re-scores the few best candidates of each
 suspicious synthetic image with the reference metric itself. A copy may come back flipped,
-rotated or re-contrasted, so the synthetic image is first brought back by every change of a
-small grid of the paper's perturbations: the training image is flipped (4 ways) and rotated
-within +-``max_angle``, the synthetic image's contrast curve is undone by gamma exponents
-1/``max_gamma``..``max_gamma``; the best SSIM over the grid,
-then over a finer grid around its best point, is the verified score. It estimates the SSIM of
-the pair "as if aligned", the quantity DeepSSIM learns, with no model in the loop. Because it
-is a maximum over ~270 candidates it reads a little high for unrelated images (+0.02 to
-+0.05 at SSIM 0.3-0.5), and not at all for copies.
+rotated or re-contrasted, so the pair is compared under every change of a small grid of the
+paper's perturbations: the training image is flipped (4 ways) and rotated within
++-``max_angle``, and the synthetic image's contrast curve is undone by gamma exponents
+1/``max_gamma``..``max_gamma``; the best SSIM over the grid, then over a finer grid around its
+best point, is the verified score. It estimates the SSIM of the pair "as if aligned", the
+quantity DeepSSIM learns, with no model in the loop. Because it is a maximum over ~115
+candidates it reads a little high for unrelated images, and hardly at all for copies.
 
-Cost: ~270 SSIM evaluations at ``size`` (128 px: ~30 ms a pair on 2 CPU cores), against the
-N x M SSIMs that an exhaustive audit would need.
+Cost: 100 coarse + 15 fine SSIM evaluations at ``size`` (128 px: ~60 ms a pair on 2 CPU cores,
+measured in ``benchmarks/audit_quality.py``), against the N x M SSIMs that an exhaustive audit
+would need.
 """
 
 from __future__ import annotations

@@ -13,10 +13,13 @@ def _families(parts: list[str] | None) -> tuple[str, ...] | None:
     return tuple(f.strip() for part in parts for f in part.split(",") if f.strip())
 
 
-def _near_duplicates(text: str) -> float | None:
-    """``--near-duplicates 0.97`` or ``--near-duplicates off``."""
+OFF = "off"
+
+
+def _near_duplicates(text: str) -> float | str:
+    """``--near-duplicates 0.97`` or ``--near-duplicates off`` (``OFF``)."""
     if text.strip().lower() in ("off", "none", "no"):
-        return None
+        return OFF
     try:
         return float(text)
     except ValueError:
@@ -38,7 +41,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         "n_hard": args.n_hard,
         "n_random": args.n_random,
     }
-    options = {k: v for k, v in options.items() if v is not None or k == "near_duplicates"}
+    options = {k: v for k, v in options.items() if v is not None}  # unset: the builder's default
+    if options.get("near_duplicates") == OFF:
+        options["near_duplicates"] = None
     info = build_benchmark(args.images, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                            **options)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
@@ -71,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", metavar="REGEX",
                    help="regular expression searched in each image id (relative path); its first "
                         "group (or the match) names the subject; subjects are never split")
-    p.add_argument("--near-duplicates", type=_near_duplicates, default=0.97, metavar="T|off",
+    p.add_argument("--near-duplicates", type=_near_duplicates, metavar="T|off",
                    help="also keep near-duplicate images (same image up to flips, rotation and "
                         "contrast; proxy similarity > T) in one group, so that no non-member has a "
                         "twin in train (default 0.97; 'off': only pixel-identical images)")

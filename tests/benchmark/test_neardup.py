@@ -49,3 +49,14 @@ def test_builder_grouping_option(near: float | None) -> None:
     group = _group_images([f"{k}.png" for k in range(len(images))], images, None, near)
     assert bool(group[0] == group[2]) is (near is not None)
     assert len(set(group)) == (4 if near else 7)
+
+
+def test_cli_flag_parses_numbers_and_off() -> None:
+    from deepssim.cli import build_parser
+    from deepssim.cli.bench import OFF
+
+    parse = build_parser().parse_args
+    base = ["benchmark", "build", "--images", "x", "--out", "y"]
+    assert parse(base).near_duplicates is None  # the builder's default applies
+    assert parse(base + ["--near-duplicates", "0.9"]).near_duplicates == 0.9
+    assert parse(base + ["--near-duplicates", "off"]).near_duplicates == OFF
