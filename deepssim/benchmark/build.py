@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -27,7 +28,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from .. import __version__
 from ..model.checkpoint import atomic_write_bytes
 from ..model.files import write_csv
 from ..model.preprocess import Preprocess
-from ..readers import read_image
+from ..readers import read_image, scan
 from ..refssim import ssim_matrix, ssim_pairs
 from ..training.augment import PerturbConfig, apply_to_image, draw_params
 from ..training.pairs import FAMILIES
@@ -428,8 +430,34 @@ def _check_out(out: Path, overwrite: bool) -> None:
         )
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished build into place, replacing an old benchmark folder if any."""
+def _info_header(created_by: str) -> dict[str, Any]:
+    """The fields every ``benchmark.json`` starts with."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "deepssim_version": __version__,
+        "created_by": created_by,
+        "perturbation": asdict(PERTURBATION),
+        "thresholds": {"similar": SIMILAR_THRESHOLD, "duplicate": DUPLICATE_THRESHOLD},
+        "ssim": "reference SSIM: per-image z-score, scikit-image defaults, data_range of the real image",
+    }
+
+
+@contextmanager
+def _building(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to build in; removed if the build fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _install(tmp: Path, out: Path, info: dict[str, Any]) -> None:
+    """Write ``benchmark.json`` and move the finished build into place, replacing an old
+    benchmark folder if any."""
+    atomic_write_bytes(tmp / INFO_JSON, (json.dumps(info, indent=2) + "\n").encode())
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     if out.exists():
@@ -572,9 +600,7 @@ def build_benchmark(
         for it, v in zip(nonmembers, values):
             it.origin_ssim = float(v)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
+    with _building(out) as tmp:
         info = _write_benchmark(
             tmp, ids, group, stored, train, items, name_order, perturb_seeds, n_hard, n_random, rng,
             progress,
@@ -588,13 +614,8 @@ def build_benchmark(
             "repeat_share": REPEAT_SHARE, "nonmember_strength": list(NONMEMBER_STRENGTH),
         }
         info = {
-            "format_version": FORMAT_VERSION,
-            "deepssim_version": __version__,
-            "created_by": "deepssim benchmark build",
+            **_info_header("deepssim benchmark build"),
             "parameters": params,
-            "perturbation": asdict(PERTURBATION),
-            "thresholds": {"similar": SIMILAR_THRESHOLD, "duplicate": DUPLICATE_THRESHOLD},
-            "ssim": "reference SSIM: per-image z-score, scikit-image defaults, data_range of the real image",
             "sources": {
                 "inputs": [str(Path(r).absolute()) for r in roots],
                 "images_found": len(ids),
@@ -606,11 +627,7 @@ def build_benchmark(
             "calibration": {f: [round(float(v), 4) for v in c] for f, c in curves.items()},
             **info,
         }
-        atomic_write_bytes(tmp / INFO_JSON, (json.dumps(info, indent=2) + "\n").encode())
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _install(tmp, out, info)
     counts_ = info["counts"]
     return BenchmarkInfo(
         path=out,
@@ -625,6 +642,69 @@ def build_benchmark(
         seconds=time.perf_counter() - start,
         info=info,
     )
+
+
+def build_from_samples(
+    train: str | Path,
+    synthetic: str | Path,
+    out: str | Path,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    n_hard: int = N_HARD,
+    n_random: int = N_RANDOM,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BenchmarkInfo:
+    """A benchmark folder from a real generator's samples: every image under ``train`` is a
+    training image, every image under ``synthetic`` a synthetic one (family ``external``).
+
+    Membership is unknown, so the labels come from the oracle alone: ``audit.csv`` names each
+    sample's nearest training image by reference SSIM in the clean frame, and ``pairs.csv``
+    holds its best match, hard negatives and random pairs, labelled by reference SSIM.
+    ``synthetic/`` holds the samples perturbed as in BENCHMARK.md. ``size`` resizes (stretches)
+    every image; by default all images must already share one size.
+    """
+    start = time.perf_counter()
+    out = Path(out).absolute()
+    _check_out(out, overwrite)
+    if n_hard < 0 or n_random < 0:
+        raise ValueError("n_hard and n_random must be >= 0")
+    loaded = []
+    for root in (train, synthetic):
+        result = scan(root, progress=progress)
+        result.require_images()
+        loaded.append([(ref.id, image) for ref, image in result.load(progress=progress)])
+    if size is not None:
+        loaded = [[(i, Preprocess(size=size).resize(im)) for i, im in part] for part in loaded]
+    shapes = {im.shape for part in loaded for _, im in part}
+    if len(shapes) > 1:
+        raise ValueError(f"{train}, {synthetic}: images of several sizes {sorted(shapes)}; pass size to resize them")
+    (train_part, syn_part) = loaded
+    ids = [i for i, _ in train_part] + [f"synthetic:{i}" for i, _ in syn_part]
+    stored = [to_uint16(im).astype(np.float32) for _, im in train_part + syn_part]
+    n_train = len(train_part)
+    rng = np.random.default_rng(seed)
+    items = [_Synthetic(False, n_train + k, "external", float("nan"), 0, None, image=stored[n_train + k])
+             for k in range(len(syn_part))]
+    with _building(out) as tmp:
+        info = _write_benchmark(
+            tmp, ids, np.arange(len(ids)), stored, np.arange(n_train), items, np.arange(len(items)),
+            rng.integers(0, 2**63 - 1, size=len(items)), n_hard, n_random, rng, progress,
+        )
+        info = {
+            **_info_header("deepssim benchmark from-samples"),
+            "parameters": {"size": size, "seed": seed, "n_hard": n_hard, "n_random": n_random},
+            "sources": {"train": str(Path(train).absolute()), "synthetic": str(Path(synthetic).absolute())},
+            **info,
+        }
+        _install(tmp, out, info)
+    counts = info["counts"]
+    return BenchmarkInfo(path=out, n_train=n_train, n_synthetic=len(items), n_memorized=0,
+                         n_nonmember=len(items), pair_labels=counts["pairs_by_label"],
+                         pair_kinds=counts["pairs_by_kind"], n_copies=counts["audit_copies"],
+                         memorized_labels=counts["memorized_by_class"],
+                         seconds=time.perf_counter() - start, info=info)
 
 
 def _write_benchmark(
@@ -672,7 +752,7 @@ def _write_benchmark(
             "family": it.family,
             "strength": _fmt(it.strength),
             "origin_ssim": _fmt(origin_ssim),
-            "origin_label": classify(origin_ssim),
+            "origin_label": "" if math.isnan(origin_ssim) else classify(origin_ssim),
             "flip0": str(int(params.flip0[0])),
             "flip1": str(int(params.flip1[0])),
             "degrees": _fmt(params.degrees[0]),

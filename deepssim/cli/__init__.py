@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import audit, basic, bench, evaluate, model
+from . import audit, basic, bench, evaluate, ldm, model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_commands(sub)
     bench.add_commands(sub)
     evaluate.add_commands(sub)
+    ldm.add_commands(sub)
     return parser
 
 

@@ -91,3 +91,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_build)
+
+    p = bench_sub.add_parser(
+        "from-samples",
+        help="a benchmark folder from a real generator's samples (labels by the oracle)",
+        description=(
+            "Every image under --train is a training image, every image under --synthetic a "
+            "sample of a generative model (for example `deepssim ldm sample`). Writes the "
+            "benchmark folder of BENCHMARK.md: pairs labelled by reference SSIM in the clean "
+            "frame, audit.csv with each sample's nearest training image, and synthetic/ with "
+            "the samples perturbed, so that `deepssim evaluate` runs on real generated images."
+        ),
+    )
+    p.add_argument("--train", required=True, metavar="DIR", help="the generator's training images")
+    p.add_argument("--synthetic", required=True, metavar="DIR", help="the generator's samples")
+    p.add_argument("--out", required=True, metavar="BENCH_DIR", help="benchmark folder to create")
+    p.add_argument("--size", type=int, help="resize every image to S x S (default: keep; sizes must match)")
+    p.add_argument("--n-hard", type=int, default=2, help="hard-negative pairs per sample (default 2)")
+    p.add_argument("--n-random", type=int, default=2, help="random pairs per sample (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_from_samples)
+
+
+def _cmd_from_samples(args: argparse.Namespace) -> int:
+    from ..benchmark.build import build_from_samples
+
+    info = build_from_samples(args.train, args.synthetic, args.out, size=args.size, seed=args.seed,
+                              n_hard=args.n_hard, n_random=args.n_random, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
+    return 0

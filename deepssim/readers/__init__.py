@@ -19,7 +19,7 @@ from .errors import ReadError
 from .ids import resolve_id
 from .read import load_ref, read_image, read_slices, read_volume
 from .registry import SUPPORTED_SUFFIXES
-from .scan import ScanResult, scan
+from .scan import ScanResult, iter_images, load_stack, scan
 from .spec import ImageRef, SliceSpec
 
 __all__ = [
@@ -28,7 +28,9 @@ __all__ = [
     "ReadError",
     "ScanResult",
     "SliceSpec",
+    "iter_images",
     "load_ref",
+    "load_stack",
     "read_image",
     "read_slices",
     "read_volume",

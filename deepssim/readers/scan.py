@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,39 @@ class ScanResult:
             raise ReadError(self.root, f"{len(self.errors)} unreadable file(s): {listed}{more}")
         if not self.refs:
             raise ReadError(self.root, "no readable image found")
+
+
+def iter_images(
+    inputs: Sequence[str | Path], progress: bool = False
+) -> Iterator[tuple[str, ImageRef, np.ndarray]]:
+    """Every image under ``inputs`` (folders or files): ``(id, ref, float32 image)``.
+
+    With several inputs an id is prefixed by its input's name (``train/a.png``), so that ids
+    stay distinct. Each input must hold images and no unreadable file.
+
+    Raises:
+        ReadError: naming every unreadable file, or an input without any image.
+    """
+    for root in inputs:
+        result = scan(root, progress=progress)
+        result.require_images()
+        for ref, image in result.load(progress=progress):
+            yield (f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id), ref, image
+
+
+def load_stack(
+    inputs: Sequence[str | Path], transform: Callable[[np.ndarray], np.ndarray], progress: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """``transform`` of every image under ``inputs``, stacked, and the ids (``iter_images``).
+
+    ``transform`` must bring every image to one shape (a resize).
+    """
+    ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    for image_id, _, image in iter_images(inputs, progress):
+        ids.append(image_id)
+        arrays.append(transform(image))
+    return np.stack(arrays), ids
 
 
 # A unit of work: one file with its reader, or a folder's DICOM files.

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..model.checkpoint import save_model
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
-from ..readers import scan
+from ..readers import load_stack
 from ..refssim import resolve_device, ssim_pairs
 from .augment import Perturb
 from .pairs import PairSet, build_pairs, split_by_image
@@ -60,15 +60,7 @@ def load_images(
     Raises:
         ReadError: naming every unreadable file, or when no image is found.
     """
-    ids: list[str] = []
-    arrays: list[np.ndarray] = []
-    for root in inputs:
-        result = scan(root, progress=progress)
-        result.require_images()
-        for ref, image in result.load(progress=progress):
-            ids.append(f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id)
-            arrays.append(preprocess.resize(image))
-    return np.stack(arrays), ids
+    return load_stack(inputs, preprocess.resize, progress)
 
 
 def fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
