@@ -270,7 +270,8 @@ def _shares(n: int, shares: Sequence[float]) -> list[int]:
 
 
 def _fmt(value: float) -> str:
-    return repr(float(value))
+    """A float for the CSV files; an unknown value (NaN: a sample's generator strength) is empty."""
+    return "" if math.isnan(value) else repr(float(value))
 
 
 # --- the near-copies ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deepssim.benchmark.build import build_from_samples
-from deepssim.benchmark.layout import read_audit_csv
+from deepssim.benchmark.layout import read_audit_csv, read_pairs_csv
 from deepssim.ldm.casestudy import CaseStudyConfig, agreement, memorization, rate_ratio
 from deepssim.ldm.oracle import Oracle, nearest_training
 from deepssim.ldm.store import write_png
@@ -79,6 +79,8 @@ def test_benchmark_from_samples_labels_by_the_oracle(tmp_path):
     copy = truth["synthetic/s00000.png"]
     assert copy.is_copy and copy.nearest_train == "train/t3.png"
     assert (tmp_path / "bench" / "synthetic_clean" / "s00001.png").is_file()
+    pairs = read_pairs_csv(tmp_path / "bench")  # readable by the evaluation (no 'nan' strengths)
+    assert {p.family for p in pairs} == {"external"} and all(p.strength is None for p in pairs)
     meta = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     assert meta["created_by"] == "deepssim benchmark from-samples"
     write_png(tmp_path / "odd" / "x.png", blobs(1, size=20)[0])
