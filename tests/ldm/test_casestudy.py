@@ -136,3 +136,19 @@ def test_case_study_end_to_end_on_tiny_images(tmp_path):
     mtime = (out / "ldm-high" / "unet.safetensors").stat().st_mtime_ns
     case_study([tmp_path / "images"], out, config, device="cpu", progress=False, say=lambda _: None)
     assert (out / "ldm-high" / "unet.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_case_study_matched_by_epochs_gives_duplicated_records_more_steps(tmp_path):
+    from deepssim.ldm import case_study
+
+    for k, image in enumerate(textures(30, size=32, seed=6)):
+        write_png(tmp_path / "images" / f"b{k:02d}.png", image)
+    config = CaseStudyConfig(n_train=24, n_samples=2, match="epochs", vae_epochs=1, unet_epochs=1,
+                             deepssim_minutes=0.05, verify=0, ldm_overrides=dict(image_size=32))
+    s = case_study([tmp_path / "images"], tmp_path / "cs", config, device="cpu", progress=False,
+                   say=lambda _: None)
+    none, high = s["levels"]["none"], s["levels"]["high"]
+    assert none["epochs"] == high["epochs"] == 1
+    assert none["steps"] == 1 and high["steps"] == -(-high["records"] // 32) > 1
+    assert set(high["audit"]) == {"deepssim"}  # verify 0: the plain audit only
+    assert (tmp_path / "cs" / "audit-high" / "report.html").is_file()
