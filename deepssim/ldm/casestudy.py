@@ -37,6 +37,7 @@ import numpy as np
 
 from ..auditing.decide import wilson_interval
 from ..model.checkpoint import atomic_write_bytes
+from ..model.files import write_csv
 from .diffusion import sample, train_ldm
 from .duplication import LEVELS
 from .oracle import Oracle, nearest_training
@@ -83,23 +84,13 @@ def _finished(folder: Path) -> bool:
     return path.is_file() and "stopped_by" in json.loads(path.read_text())
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def _train_subset(images: Sequence[str | Path], out: Path, config: CaseStudyConfig, size: int,
                   progress: bool) -> tuple[np.ndarray, list[str]]:
     folder, table = out / "train", out / "train.csv"
     if not table.is_file():
         subset, ids = choose_subset(images, config.n_train, size, config.seed, progress=progress)
         names = write_subset(folder, subset, ids)
-        _write_csv(table, [{"train": n, "source": i} for n, i in zip(names, ids)])
+        write_csv(table, ["train", "source"], [{"train": n, "source": i} for n, i in zip(names, ids)])
     return load_folder([folder], size)
 
 
@@ -114,10 +105,11 @@ def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str]
                           np.array([idx[r["plain_nearest"]] for r in rows]),
                           np.array([float(r["plain_ssim"]) for r in rows]))
     oracle = nearest_training(train, samples, progress=progress)
-    _write_csv(path, [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
-                       "registered_ssim": f"{oracle.registered[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
-                       "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
-                      for i in range(len(samples))])
+    rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
+             "registered_ssim": f"{oracle.registered[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
+             "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
+            for i in range(len(samples))]
+    write_csv(path, list(rows[0]), rows)
     return oracle
 
 
@@ -237,6 +229,7 @@ def case_study(
         f"{vae_meta['recon_ssim']['median']:.3f} (the ceiling of a copy's SSIM)")
 
     levels: dict[str, Any] = {}
+    oracles: dict[str, Oracle] = {}
     step_budget = None
     for level in config.levels:
         ldm_dir = out / f"ldm-{level}"
@@ -255,7 +248,7 @@ def case_study(
         paths = sample(ldm_dir, out / f"samples-{level}", n=config.n_samples, seed=config.seed,
                        device=device, progress=progress)
         samples, _ = load_folder([out / f"samples-{level}"], size)
-        oracle = _oracle(out / f"oracle-{level}.csv", train, samples, names, progress)
+        oracle = oracles[level] = _oracle(out / f"oracle-{level}.csv", train, samples, names, progress)
         found = memorization(oracle, counts)
         gallery = _gallery(out / f"copies-{level}.png", train, samples, oracle)
         levels[level] = {"records": meta["n_records"], "epochs": meta["epochs_done"], "steps": meta["steps"],
@@ -283,9 +276,7 @@ def case_study(
         timings["deepssim_train_seconds"] = time.perf_counter() - t0
     say(f"[5/6] DeepSSIM model: {model}")
     for level in config.levels:
-        samples, _ = load_folder([out / f"samples-{level}"], size)
-        oracle = _oracle(out / f"oracle-{level}.csv", train, samples, names, False)
-        levels[level]["audit"] = _audit(out, level, Path(model), names, oracle, config, device, progress)
+        levels[level]["audit"] = _audit(out, level, Path(model), names, oracles[level], config, device, progress)
 
     base = levels[config.levels[0]]["oracle"]
     summary = {

@@ -15,9 +15,7 @@ Sampling runs MONAI's ``LatentDiffusionInferer`` with DDIM (``ddim_steps``, eta 
 
 from __future__ import annotations
 
-import csv
 import json
-import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -30,12 +28,14 @@ import torch
 from tqdm import tqdm
 
 from ..model.checkpoint import atomic_write_bytes
+from ..model.files import write_csv
 from ..refssim import resolve_device
 from . import nets
 from .duplication import copy_counts, records
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from .store import data_fingerprint, load_folder, load_weights, read_config, save_weights, write_grid, write_png
+from ..training.trainer import fingerprint
+from .store import load_folder, load_weights, read_config, save_weights, write_grid, write_png
 from .vae import load_vae
 
 log = logging.getLogger(__name__)
@@ -107,14 +107,6 @@ def encode(vae: torch.nn.Module, images: np.ndarray, device: torch.device, batch
     return torch.cat(mus), torch.cat(sigmas)
 
 
-def write_duplication(path: Path, ids: Sequence[str], counts: np.ndarray) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["image", "copies"])
-    writer.writerows([i, int(c)] for i, c in zip(ids, counts))
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def train_ldm(
     inputs: Sequence[str | Path],
     vae_dir: str | Path,
@@ -145,10 +137,11 @@ def train_ldm(
     u = config.unet
 
     images, ids = load_folder(inputs, config.image_size, progress=progress)
-    data = data_fingerprint(images, ids)
+    data = fingerprint(images, ids)
     counts = copy_counts(len(images), duplication, config.seed)
     recs = records(counts)
-    write_duplication(out / "duplication.csv", ids, counts)
+    write_csv(out / "duplication.csv", ["image", "copies"],
+              [{"image": i, "copies": str(int(c))} for i, c in zip(ids, counts)])
     log.info("LDM: %d images, duplication %s: %d records (copies %d..%d), fingerprint %s",
              len(images), duplication, len(recs), counts.min(), counts.max(), data[:12])
 
@@ -250,9 +243,6 @@ def sample(
             write_png(paths[i], image)
         bar.update(len(chunk))
     bar.close()
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["file", "index", "seed", "unet_sha256"])
-    writer.writerows([p.name, i, seed, sha] for i, p in enumerate(paths))
-    atomic_write_bytes(out / MANIFEST, buf.getvalue().encode())
+    write_csv(out / MANIFEST, ["file", "index", "seed", "unet_sha256"],
+              [{"file": p.name, "index": str(i), "seed": str(seed), "unet_sha256": sha} for i, p in enumerate(paths)])
     return paths

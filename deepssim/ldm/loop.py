@@ -7,8 +7,6 @@ running loss and ETA, the wall-clock budget, ``history.csv`` and the per-epoch r
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import sys
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..model.checkpoint import atomic_write_bytes
+from ..model.files import write_csv
 from .store import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -39,12 +37,7 @@ class LoopResult:
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     if not history:
         return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    write_csv(path, list(dict.fromkeys(k for row in history for k in row)), history)  # type: ignore[arg-type]
 
 
 def run_epochs(

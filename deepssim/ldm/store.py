@@ -21,8 +21,8 @@ from PIL import Image
 from torch import nn
 
 from ..model.checkpoint import ModelFolderError, atomic_write_bytes, library_versions
+from ..model.preprocess import Preprocess
 from ..readers import load_stack
-from ..training.trainer import fingerprint
 
 CONFIG = "config.json"
 STATE = "train_state.pt"
@@ -36,11 +36,9 @@ def to_unit(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a 2-D float image to ``size x size``."""
-    if image.shape == (size, size):
-        return image.astype(np.float32)
-    return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+def prepare(image: np.ndarray, size: int) -> np.ndarray:
+    """What the LDM sees: scaled to [0, 1], stretched to ``size x size`` (bilinear), rescaled."""
+    return to_unit(Preprocess(size=size).resize(to_unit(image)))
 
 
 def load_folder(inputs: Sequence[str | Path], size: int, progress: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -49,7 +47,7 @@ def load_folder(inputs: Sequence[str | Path], size: int, progress: bool = False)
     Raises:
         ReadError: naming every unreadable file, or when no image is found.
     """
-    return load_stack(inputs, lambda image: to_unit(resize(to_unit(image), size)), progress)
+    return load_stack(inputs, lambda image: prepare(image, size), progress)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -138,10 +136,6 @@ def load_state(folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
     if state.get("expect") != expect:
         raise ValueError(f"{path}: the earlier run used other settings or data; resume with the same command")
     return state
-
-
-def data_fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
-    return fingerprint(images, ids)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..benchmark.neardup import near_duplicate_groups
 from ..readers import load_ref, scan
-from .store import resize, to_unit, write_png
+from .store import prepare, write_png
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def choose_subset(
     images, ids = [], []
     for k in candidates:
         root, ref = refs[k]
-        images.append(to_unit(resize(to_unit(load_ref(ref)), size)))
+        images.append(prepare(load_ref(ref), size))
         ids.append(f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id)
     groups = near_duplicate_groups(np.stack(images))
     keep, seen = [], set()

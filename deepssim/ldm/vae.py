@@ -25,7 +25,8 @@ from ..refssim import resolve_device, ssim_pairs
 from . import nets
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from .store import data_fingerprint, load_folder, load_weights, read_config, save_weights, write_grid
+from ..training.trainer import fingerprint
+from .store import load_folder, load_weights, read_config, save_weights, write_grid
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def train_vae(
     dev = resolve_device(device)
     v = config.vae
     images, ids = load_folder(inputs, config.image_size, progress=progress)
-    data = data_fingerprint(images, ids)
+    data = fingerprint(images, ids)
     log.info("VAE: %d images at %d x %d, fingerprint %s", len(images), config.image_size,
              config.image_size, data[:12])
     torch.manual_seed(config.seed)
