@@ -27,6 +27,7 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from ..auditing import audit
+    from ..auditing.verify import VerifyGrid
     from ..readers import SliceSpec
 
     spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
@@ -37,6 +38,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
         progress=not args.no_progress, trust_torchscript=args.trust_torchscript, verify=args.verify,
         verify_thresholds=args.verify_thresholds,
+        verify_grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift),
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -89,8 +91,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--verify", type=int, default=0, metavar="K",
                    help="re-score the K best candidates of each suspicious synthetic image with the "
-                        "reference SSIM after undoing flips, rotations and contrast (~0.1 s a pair); "
-                        "the verified SSIM then decides the class")
+                        "reference SSIM after undoing shifts, flips, rotations and contrast (~0.1 s a "
+                        "pair); the verified SSIM then decides the class")
+    p.add_argument("--verify-size", type=int, default=128, metavar="S",
+                   help="side both images are resized to for verification (default 128; use the "
+                        "images' own side to compare them unresampled)")
+    p.add_argument("--verify-max-shift", type=int, default=2, metavar="PX",
+                   help="whole-pixel shifts searched by verification, at --verify-size (default 2)")
     p.add_argument("--verify-thresholds", metavar="LO,HI",
                    help="thresholds for the verified SSIMs (default 0.60,0.85, the reference ones)")
     p.add_argument("--report-pairs", type=int, default=48, help="pairs shown in the report's gallery")

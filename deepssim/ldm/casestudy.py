@@ -13,7 +13,7 @@ continues where it stopped):
    trains the preset's epochs over its own records: duplicated records make longer epochs, so
    the duplicated model also gets more compute).
 4. ``samples-<level>/``: ``n_samples`` samples (DDIM) with ``manifest.csv``.
-5. ``oracle-<level>.csv``: each sample's nearest training image by registered SSIM; a copy when
+5. ``oracle-<level>.csv``: each sample's nearest training image by aligned SSIM (``oracle.py``); a copy when
    > 0.85. ``bench-<level>/``: the samples as a benchmark folder (BENCHMARK.md), labelled by the
    reference SSIM, so ``deepssim evaluate`` runs on real generated images.
 6. ``deepssim-model/`` (unless ``model`` is given): the ``fast`` DeepSSIM preset trained on
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..auditing.decide import wilson_interval
+from ..auditing.verify import VerifyGrid
 from ..model.checkpoint import atomic_write_bytes
 from ..model.files import write_csv
 from .diffusion import sample, train_ldm
@@ -98,15 +99,15 @@ def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str]
     if path.is_file():
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        if len(rows) == len(samples):
+        if len(rows) == len(samples) and "aligned_ssim" in rows[0]:  # else: an older oracle, redone
             idx = {n: k for k, n in enumerate(names)}
             return Oracle(np.array([idx[r["nearest_train"]] for r in rows]),
-                          np.array([float(r["registered_ssim"]) for r in rows]),
+                          np.array([float(r["aligned_ssim"]) for r in rows]),
                           np.array([idx[r["plain_nearest"]] for r in rows]),
                           np.array([float(r["plain_ssim"]) for r in rows]))
-    oracle = nearest_training(train, samples, progress=progress)
+    oracle = nearest_training(train, samples, grid=VerifyGrid(), progress=progress)
     rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
-             "registered_ssim": f"{oracle.registered[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
+             "aligned_ssim": f"{oracle.aligned[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
              "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
             for i in range(len(samples))]
     write_csv(path, list(rows[0]), rows)
@@ -130,9 +131,9 @@ def memorization(oracle: Oracle, counts: np.ndarray) -> dict[str, Any]:
                               "samples_per_image": float(per_image[sel].mean())})
     out: dict[str, Any] = {
         "samples": n, "copies": k, "rate": k / n, "rate_ci95": [lo, hi],
-        "similar": int(((oracle.registered > 0.60) & ~copies).sum()),
+        "similar": int(((oracle.aligned > 0.60) & ~copies).sum()),
         "distinct_images_copied": int((per_image > 0).sum()),
-        "median_nearest_ssim": float(np.median(oracle.registered)),
+        "median_nearest_ssim": float(np.median(oracle.aligned)),
         "by_copies": by_copies,
     }
     if counts.min() != counts.max() and per_image.min() != per_image.max():
@@ -169,8 +170,9 @@ def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle,
     for tag, verify in (("deepssim", 0), ("verified", config.verify)):
         if tag == "verified" and not verify:
             continue
+        # The default verification grid is the oracle's: verified scores are the oracle's measure.
         res = audit(out / "train", out / f"samples-{level}", model, top_k=max(5, verify), verify=verify,
-                    cache_dir=out / "cache", device=device, progress=progress)
+                    verify_grid=VerifyGrid(), cache_dir=out / "cache", device=device, progress=progress)
         if tag == "verified" or not config.verify:
             res.save(out / f"audit-{level}", progress=progress)
         order = [int(Path(s).stem.split("_")[-1]) for s in res.synthetic_ids]
@@ -189,7 +191,7 @@ def _gallery(path: Path, train: np.ndarray, samples: np.ndarray, oracle: Oracle)
     idx = np.flatnonzero(oracle.is_copy)
     if not len(idx):
         return None
-    idx = idx[np.argsort(-oracle.registered[idx])][:GALLERY_ROWS]
+    idx = idx[np.argsort(-oracle.aligned[idx])][:GALLERY_ROWS]
     tiles = [im for i in idx for im in (samples[i], train[oracle.nearest[i]],
                                         np.abs(samples[i] - train[oracle.nearest[i]]))]
     return write_grid(path, np.stack(tiles), columns=3)
@@ -306,7 +308,7 @@ def render_report(s: dict[str, Any]) -> str:
         f"per level, training matched by {c['match']}, seed {c['seed']}.",
         f"VAE: {s['vae']['steps']} steps, reconstruction SSIM median {s['vae']['recon_ssim']['median']:.3f} "
         f"(10th percentile {s['vae']['recon_ssim']['p10']:.3f}): a perfect copy scores about this much.", "",
-        "## Memorization rate (oracle: registered SSIM > 0.85 to the nearest training image)", "",
+        "## Memorization rate (oracle: aligned SSIM > 0.85 to the nearest training image)", "",
         "| level | records | steps | train min | copies / samples | rate | 95% CI | similar | median nearest SSIM "
         "| distinct images copied | x first level (conservative) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -196,9 +196,12 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
     assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "flags"
     assert (out / "report.html").is_file() and (out / "matches.csv").is_file()
     plain = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
-                    "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress")
+                    "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress",
+                    "--verify", "2", "--verify-size", "32", "--verify-max-shift", "1")
     assert plain.returncode == 0, plain.stderr
     assert "memorization rate" in plain.stdout and "report:" in plain.stdout
+    grid = json.loads((out / "summary.json").read_text())["verify"]["grid"]
+    assert grid["size"] == 32 and grid["max_shift"] == 1
     bad = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(train),
                   "--out", str(out), "--no-cache")
     assert bad.returncode == 2 and f"{train}: no config.json; not a deepssim model folder" in bad.stderr

@@ -43,3 +43,15 @@ def test_unrelated_images_stay_low_and_pairs_agree() -> None:
     np.testing.assert_allclose(verify_pairs([(a, b), (a, a)], grid), [low, 1.0], atol=1e-9)
     with pytest.raises(ValueError):
         VerifyGrid(angle_step=0)
+
+
+def test_a_shifted_copy_is_recovered_within_max_shift() -> None:
+    a = _brainish(4)
+    copy = np.roll(a, (2, -1), axis=(0, 1))  # the background is 0 at the edges: a pure shift
+    assert verified_ssim(a, copy, VerifyGrid(size=64, max_shift=2)) == pytest.approx(1.0, abs=1e-6)
+    unshifted = verified_ssim(a, copy, VerifyGrid(size=64, max_shift=0))
+    assert unshifted < 0.95
+    assert verified_ssim(a, copy, VerifyGrid(size=64, max_shift=1)) < 1.0 - 1e-3
+    assert VerifyGrid(max_shift=1).shifts()[0] == (0, 0) and len(VerifyGrid(max_shift=1).shifts()) == 9
+    with pytest.raises(ValueError):
+        VerifyGrid(max_shift=-1)

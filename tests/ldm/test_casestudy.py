@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from deepssim.auditing.verify import VerifyGrid, verified_ssim
 from deepssim.benchmark.build import build_from_samples
 from deepssim.benchmark.layout import read_audit_csv, read_pairs_csv
 from deepssim.ldm.casestudy import CaseStudyConfig, agreement, memorization, rate_ratio
 from deepssim.ldm.oracle import Oracle, nearest_training
-from deepssim.ldm.store import write_png
+from deepssim.ldm.store import load_folder, write_png
 
 from .conftest import blobs, textures
 
@@ -20,9 +23,9 @@ def test_oracle_finds_the_copied_training_image_even_flipped():
     train = blobs(6, size=32, seed=1)
     samples = np.stack([train[4], train[1][:, ::-1], blobs(1, size=32, seed=9)[0]])
     oracle = nearest_training(train, samples, shortlist=3)
-    assert oracle.nearest[0] == 4 and oracle.registered[0] == pytest.approx(1.0, abs=1e-6)
-    assert oracle.nearest[1] == 1 and oracle.registered[1] > 0.99  # registration undoes the flip
-    assert oracle.plain[1] < oracle.registered[1]
+    assert oracle.nearest[0] == 4 and oracle.aligned[0] == pytest.approx(1.0, abs=1e-6)
+    assert oracle.nearest[1] == 1 and oracle.aligned[1] > 0.99  # alignment undoes the flip
+    assert oracle.plain[1] < oracle.aligned[1]
     assert oracle.is_copy.tolist()[:2] == [True, True]
 
 
@@ -120,6 +123,9 @@ def test_case_study_end_to_end_on_tiny_images(tmp_path):
     s = case_study([tmp_path / "images"], tmp_path / "cs", config, device="cpu", progress=False, say=lines.append)
     out = tmp_path / "cs"
     none, high = s["levels"]["none"], s["levels"]["high"]
+    train, _ = load_folder([out / "train"], 32)
+    names = sorted(p.name for p in (out / "train").glob("*.png"))
+    checked = 0
     assert none["steps"] == high["steps"] == 2  # matched by steps: 24 records / 32 per batch, 2 epochs
     assert high["records"] > none["records"] == 24
     for level in ("none", "high"):
@@ -128,6 +134,16 @@ def test_case_study_end_to_end_on_tiny_images(tmp_path):
         assert (out / f"bench-{level}" / "audit.csv").is_file()
         assert set(s["levels"][level]["audit"]) == {"deepssim", "verified"}
         assert s["levels"][level]["oracle"]["samples"] == 4
+        # One measure: the audit's verified SSIM of a pair is the oracle's aligned SSIM of it.
+        samples, _ = load_folder([out / f"samples-{level}"], 32)
+        with open(out / f"audit-{level}" / "matches.csv", newline="") as fh:
+            verified = [r for r in csv.DictReader(fh) if r["verified_ssim"]]
+        for r in verified:
+            i, j = int(Path(r["synthetic"]).stem.split("_")[-1]), names.index(Path(r["train"]).name)
+            aligned = verified_ssim(train[j], samples[i], VerifyGrid())
+            assert float(r["verified_ssim"]) == pytest.approx(aligned, abs=1e-4)  # float32 reading paths differ
+        checked += len(verified)
+    assert checked, "no pair was verified: the check above saw nothing"
     saved = json.loads((out / "case_study.json").read_text())  # strict JSON: no NaN
     assert saved["levels"]["high"]["records"] == high["records"]
     assert "## Memorization rate" in (out / "report.md").read_text()
