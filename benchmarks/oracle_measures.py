@@ -50,14 +50,14 @@ def main() -> None:
     with open(args.study / f"oracle-{args.level}.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     size = json.loads((args.study / "case_study.json").read_text())["ldm_config"]["image_size"]
-    train, _ = load_folder([args.study / "train"], size)
-    names = sorted(p.name for p in (args.study / "train").glob("*.png"))
-    samples, _ = load_folder([args.study / f"samples-{args.level}"], size)
-    nearest = [names.index(r["nearest_train"]) for r in rows]
+    train, train_ids = load_folder([args.study / "train"], size)
+    samples, sample_ids = load_folder([args.study / f"samples-{args.level}"], size)
+    by_train = {Path(t).name: k for k, t in enumerate(train_ids)}
+    by_sample = {Path(t).stem: k for k, t in enumerate(sample_ids)}
+    pairs = [(by_train[r["nearest_train"]], by_sample[r["sample"]]) for r in rows]
     results = {}
     for name, fn in measures(size).items():
-        results[name] = np.array([fn(train[j], samples[i]) for i, j in
-                                  enumerate(tqdm(nearest, desc=name[:40], leave=False))])
+        results[name] = np.array([fn(train[j], samples[i]) for j, i in tqdm(pairs, desc=name[:40], leave=False)])
     ref = results[ORACLE]
     print(f"\n{len(rows)} samples of level {args.level!r}, each with the oracle's nearest training image "
           f"({size} x {size}):\n")

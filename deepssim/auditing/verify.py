@@ -9,7 +9,7 @@ contrast curve is undone by gamma exponents 1/``max_gamma``..``max_gamma``. The 
 coordinates: for each flip the shift of best pixel correlation, then flips x angles x gammas
 (each flip at its shift), a finer grid around the best point, and the shift again around the
 best one; the unmoved pair is a candidate too, so the verified SSIM is never below the plain
-one. The best SSIM seen is the verified score. It estimates the SSIM of the pair "as if
+SSIM at ``size``. The best SSIM seen is the verified score. It estimates the SSIM of the pair "as if
 aligned", the quantity DeepSSIM learns, with no model in the loop. Because it is a maximum
 over ~125 candidates it reads a little high for unrelated images, and hardly at all for copies.
 
@@ -42,22 +42,23 @@ REFERENCE_THRESHOLDS = Thresholds(0.60, 0.85, source="reference")
 @dataclass(frozen=True)
 class VerifyGrid:
     """The changes undone before comparing (angles in degrees; gamma as an exponent; shifts in
-    pixels at ``size``, the side both images are resized to)."""
+    pixels of the ``size`` x ``size`` grid both images are resized to: ``max_shift`` 2 at 128 is
+    1 pixel of a 64 px image)."""
 
     max_angle: float = 10.0
     angle_step: float = 5.0
     max_gamma: float = 2.0
     gamma_steps: int = 5
-    max_shift: int = 2
     size: int = 128
+    max_shift: int = 2
 
     def __post_init__(self) -> None:
         if self.angle_step <= 0 or self.max_angle < 0:
             raise ValueError("VerifyGrid needs angle_step > 0 and max_angle >= 0")
         if self.max_gamma < 1 or self.gamma_steps < 1:
             raise ValueError("VerifyGrid needs max_gamma >= 1 and gamma_steps >= 1")
-        if self.max_shift < 0 or self.size < 8:
-            raise ValueError("VerifyGrid needs max_shift >= 0 and size >= 8")
+        if not isinstance(self.max_shift, int) or self.max_shift < 0 or self.size < 8:
+            raise ValueError("VerifyGrid needs an integer max_shift >= 0 and size >= 8")
 
     def shifts(self, around: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Integer shifts (rows, cols) within +-``max_shift``, the identity first; with
@@ -118,7 +119,7 @@ def _best(train: torch.Tensor, synthetic: torch.Tensor, params: PerturbParams,
     # Each distinct array is passed once (the same object): the engine computes its statistics once.
     views: dict[tuple[int, int, int], np.ndarray] = {}
     trains = []
-    for g, (dy, dx) in zip(inverse.ravel(), shifts):
+    for g, (dy, dx) in zip(inverse.ravel(), shifts, strict=True):
         key = (int(g), int(dy), int(dx))
         if key not in views:
             views[key] = np.ascontiguousarray(_view(padded[g], train.shape[-2:], dy, dx))

@@ -91,13 +91,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--verify", type=int, default=0, metavar="K",
                    help="re-score the K best candidates of each suspicious synthetic image with the "
-                        "reference SSIM after undoing shifts, flips, rotations and contrast (~0.1 s a "
-                        "pair); the verified SSIM then decides the class")
+                        "reference SSIM after undoing shifts, flips, rotations and contrast (~80 ms a "
+                        "pair at 128 px); the verified SSIM then decides the class")
     p.add_argument("--verify-size", type=int, default=128, metavar="S",
-                   help="side both images are resized to for verification (default 128; use the "
-                        "images' own side to compare them unresampled)")
+                   help="side both images are resized to for verification (default 128). At the images' "
+                        "own resolution the search's interpolation blurs the sharp training image and "
+                        "can raise its SSIM against blurry samples (docs/case-study.md)")
     p.add_argument("--verify-max-shift", type=int, default=2, metavar="PX",
-                   help="whole-pixel shifts searched by verification, at --verify-size (default 2)")
+                   help="whole-pixel shifts searched by verification, in pixels at --verify-size "
+                        "(default 2)")
     p.add_argument("--verify-thresholds", metavar="LO,HI",
                    help="thresholds for the verified SSIMs (default 0.60,0.85, the reference ones)")
     p.add_argument("--report-pairs", type=int, default=48, help="pairs shown in the report's gallery")

@@ -13,7 +13,8 @@ continues where it stopped):
    trains the preset's epochs over its own records: duplicated records make longer epochs, so
    the duplicated model also gets more compute).
 4. ``samples-<level>/``: ``n_samples`` samples (DDIM) with ``manifest.csv``.
-5. ``oracle-<level>.csv``: each sample's nearest training image by aligned SSIM (``oracle.py``); a copy when
+5. ``oracle-<level>.csv`` (and ``.json``: how it was computed, so that a rerun reuses it only
+   when nothing changed): each sample's nearest training image by aligned SSIM (``oracle.py``); a copy when
    > 0.85. ``bench-<level>/``: the samples as a benchmark folder (BENCHMARK.md), labelled by the
    reference SSIM, so ``deepssim evaluate`` runs on real generated images.
 6. ``deepssim-model/`` (unless ``model`` is given): the ``fast`` DeepSSIM preset trained on
@@ -41,7 +42,7 @@ from ..model.checkpoint import atomic_write_bytes
 from ..model.files import write_csv
 from .diffusion import sample, train_ldm
 from .duplication import LEVELS
-from .oracle import Oracle, nearest_training
+from .oracle import SHORTLIST, Oracle, nearest_training
 from .presets import preset
 from .store import CONFIG, STATE, load_folder, write_grid
 from .subset import choose_subset, write_subset
@@ -96,21 +97,27 @@ def _train_subset(images: Sequence[str | Path], out: Path, config: CaseStudyConf
 
 
 def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str], progress: bool) -> Oracle:
-    if path.is_file():
+    """The oracle of one level, reused from ``path`` (CSV) when its sidecar ``.json`` says it was
+    computed the same way (same grid, shortlist and sample count), else computed and written."""
+    grid = VerifyGrid()
+    how = {"measure": "auditing.verify.verified_ssim", "grid": asdict(grid), "shortlist": SHORTLIST,
+           "samples": len(samples), "train": len(train)}
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == how:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        if len(rows) == len(samples) and "aligned_ssim" in rows[0]:  # else: an older oracle, redone
-            idx = {n: k for k, n in enumerate(names)}
-            return Oracle(np.array([idx[r["nearest_train"]] for r in rows]),
-                          np.array([float(r["aligned_ssim"]) for r in rows]),
-                          np.array([idx[r["plain_nearest"]] for r in rows]),
-                          np.array([float(r["plain_ssim"]) for r in rows]))
-    oracle = nearest_training(train, samples, grid=VerifyGrid(), progress=progress)
+        idx = {n: k for k, n in enumerate(names)}
+        return Oracle(np.array([idx[r["nearest_train"]] for r in rows]),
+                      np.array([float(r["aligned_ssim"]) for r in rows]),
+                      np.array([idx[r["plain_nearest"]] for r in rows]),
+                      np.array([float(r["plain_ssim"]) for r in rows]))
+    oracle = nearest_training(train, samples, grid=grid, progress=progress)
     rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
              "aligned_ssim": f"{oracle.aligned[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
              "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
             for i in range(len(samples))]
     write_csv(path, list(rows[0]), rows)
+    atomic_write_bytes(sidecar, (json.dumps(how, indent=2) + "\n").encode())
     return oracle
 
 

@@ -1,14 +1,14 @@
 """The case study's oracle: each sample's nearest training image by aligned SSIM.
 
 The aligned SSIM of a pair is the audit's verification measure (``auditing.verify``, default
-grid): the best reference SSIM, at 128 px, over whole-pixel shifts, flips and rotations of the
-training image and contrast curves of the sample. One definition serves both, so that
+grid): the best reference SSIM, at 128 px, over whole-pixel shifts (+-2 px at 128), flips and
+rotations of the training image and contrast curves of the sample. One definition serves both, so that
 "DeepSSIM found the oracle's copy" means that the audit put the oracle's training image among
 the candidates it verified, not that two registrations happened to agree near the threshold.
 
 Which measure is a choice, and it moves the count (``benchmarks/oracle_measures.py`` on the
 case study's 300 ``high`` samples: 28 copies by plain SSIM at 64 px, 28 by
-``refssim.registered_ssim``, 29 by this measure, but 47-49 when the search resamples the sharp
+``refssim.registered_ssim``, 30 by this measure, but 47-49 when the search resamples the sharp
 training image at 64 px: bilinear interpolation blurs it towards the blurrier generated sample,
 +0.02 SSIM for nearly every pair). At 128 px, after both images are upsampled alike, that
 interpolation bonus is gone, which is why the oracle compares there.
