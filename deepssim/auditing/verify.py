@@ -111,7 +111,7 @@ def _best(train: torch.Tensor, synthetic: torch.Tensor, params: PerturbParams,
     n = len(unique)
     moved = apply_params(train.expand(n, -1, -1).contiguous(),
                          PerturbParams(unique[:, 0].astype(bool), unique[:, 1].astype(bool), unique[:, 2], np.ones(n)))
-    padded = _pad(moved.numpy().astype(np.float64), max(max(abs(dy), abs(dx)) for dy, dx in shifts))
+    padded = _pad(moved.numpy().astype(np.float64), shifts)
     lo, hi = synthetic.min(), synthetic.max()
     unit = (synthetic - lo) / (hi - lo).clamp(min=1e-12)
     gammas, which = np.unique(params.gamma, return_inverse=True)
@@ -129,8 +129,9 @@ def _best(train: torch.Tensor, synthetic: torch.Tensor, params: PerturbParams,
     return float(scores[k]), k
 
 
-def _pad(images: np.ndarray, pad: int) -> np.ndarray:
-    """(N, H, W) images padded by ``pad`` pixels on each side, edge values repeated."""
+def _pad(images: np.ndarray, shifts: Sequence[Shift]) -> np.ndarray:
+    """(N, H, W) images padded on each side by the largest of ``shifts``, edge values repeated."""
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
     return np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="edge") if pad else images
 
 
@@ -145,7 +146,7 @@ def _correlation_shift(train: np.ndarray, synthetic: np.ndarray, shifts: Sequenc
     def z(x: np.ndarray) -> np.ndarray:
         return (x - x.mean()) / max(float(x.std()), 1e-12)
 
-    padded = _pad(z(train.astype(np.float64))[None], max(max(abs(dy), abs(dx)) for dy, dx in shifts))[0]
+    padded = _pad(z(train.astype(np.float64))[None], shifts)[0]
     zs = z(synthetic.astype(np.float64))
     values = [float(np.vdot(_view(padded, zs.shape, dy, dx), zs)) for dy, dx in shifts]
     return tuple(shifts[int(np.argmax(values))])
@@ -164,9 +165,10 @@ def verified_ssim(train: np.ndarray, synthetic: np.ndarray, grid: VerifyGrid = V
     # unmoved pair; then a finer grid around the best point; then the shift again around the
     # best one. 101 + 15 + 9 SSIMs in three calls of the engine.
     coarse = grid.coarse()
-    flipped = {(f0, f1): _correlation_shift(np.ascontiguousarray(a[0].numpy()[:: -1 if f0 else 1, :: -1 if f1 else 1]),
-                                            b.numpy(), grid.shifts())
-               for f0 in (False, True) for f1 in (False, True)}
+    flips = [(False, False), (True, False), (False, True), (True, True)]
+    f0, f1 = np.array(flips).T
+    moved = apply_params(a.expand(4, -1, -1).contiguous(), PerturbParams(f0, f1, np.zeros(4), np.ones(4))).numpy()
+    flipped = {flip: _correlation_shift(m, b.numpy(), grid.shifts()) for flip, m in zip(flips, moved)}
     identity = PerturbParams(np.zeros(1, bool), np.zeros(1, bool), np.zeros(1), np.ones(1))
     first = _concat(identity, coarse)
     shifts = [(0, 0)] + [flipped[(bool(f0), bool(f1))] for f0, f1 in zip(coarse.flip0, coarse.flip1)]

@@ -37,12 +37,11 @@ from typing import Any
 import numpy as np
 
 from ..auditing.decide import wilson_interval
-from ..auditing.verify import VerifyGrid
 from ..model.checkpoint import atomic_write_bytes
 from ..model.files import write_csv
 from .diffusion import sample, train_ldm
 from .duplication import LEVELS
-from .oracle import SHORTLIST, Oracle, nearest_training
+from .oracle import GRID, SHORTLIST, Oracle, nearest_training
 from .presets import preset
 from .store import CONFIG, STATE, load_folder, write_grid
 from .subset import choose_subset, write_subset
@@ -99,8 +98,7 @@ def _train_subset(images: Sequence[str | Path], out: Path, config: CaseStudyConf
 def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str], progress: bool) -> Oracle:
     """The oracle of one level, reused from ``path`` (CSV) when its sidecar ``.json`` says it was
     computed the same way (same grid, shortlist and sample count), else computed and written."""
-    grid = VerifyGrid()
-    how = {"measure": "auditing.verify.verified_ssim", "grid": asdict(grid), "shortlist": SHORTLIST,
+    how = {"measure": "auditing.verify.verified_ssim", "grid": asdict(GRID), "shortlist": SHORTLIST,
            "samples": len(samples), "train": len(train)}
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == how:
@@ -111,7 +109,7 @@ def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str]
                       np.array([float(r["aligned_ssim"]) for r in rows]),
                       np.array([idx[r["plain_nearest"]] for r in rows]),
                       np.array([float(r["plain_ssim"]) for r in rows]))
-    oracle = nearest_training(train, samples, grid=grid, progress=progress)
+    oracle = nearest_training(train, samples, grid=GRID, progress=progress)
     rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
              "aligned_ssim": f"{oracle.aligned[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
              "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
@@ -177,9 +175,9 @@ def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle,
     for tag, verify in (("deepssim", 0), ("verified", config.verify)):
         if tag == "verified" and not verify:
             continue
-        # The default verification grid is the oracle's: verified scores are the oracle's measure.
+        # The oracle's grid: verified scores are the oracle's measure.
         res = audit(out / "train", out / f"samples-{level}", model, top_k=max(5, verify), verify=verify,
-                    verify_grid=VerifyGrid(), cache_dir=out / "cache", device=device, progress=progress)
+                    verify_grid=GRID, cache_dir=out / "cache", device=device, progress=progress)
         if tag == "verified" or not config.verify:
             res.save(out / f"audit-{level}", progress=progress)
         order = [int(Path(s).stem.split("_")[-1]) for s in res.synthetic_ids]

@@ -33,6 +33,9 @@ from ..auditing.verify import VerifyGrid, verified_ssim
 from ..refssim import ssim_matrix
 
 SHORTLIST = 10
+GRID = VerifyGrid()
+"""The oracle's alignment search: the audit's default verification grid, so that the case study
+audits with ``verify_grid=GRID`` and both score a pair alike."""
 
 
 @dataclass
@@ -56,10 +59,10 @@ def nearest_training(
 ) -> Oracle:
     """The oracle for ``samples`` (M, H, W) against ``train`` (N, H, W); real image first.
 
-    ``grid``: the alignment search; the default is the audit's (``VerifyGrid()``: both images
-    resized to 128 px), so the oracle's SSIMs are what ``audit(..., verify=k)`` reports.
+    ``grid``: the alignment search; the default ``GRID`` is the audit's (both images resized
+    to 128 px), so the oracle's SSIMs are what ``audit(..., verify=k)`` reports.
     """
-    grid = grid or VerifyGrid()
+    grid = grid or GRID
     S = ssim_matrix(list(train), list(samples), device=device, progress=progress).T  # (M, N)
     order = np.argsort(-S, axis=1, kind="stable")[:, :shortlist]
     nearest = np.empty(len(samples), np.int64)
