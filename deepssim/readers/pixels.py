@@ -20,6 +20,12 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     the result is the correctly rounded float32 of the exact weighted sum.
     """
     rgb = np.asarray(rgb)
+    if rgb.dtype in (np.uint8, np.uint16) and np.array_equal(rgb[..., 0], rgb[..., 1]) \
+            and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        # Grey stored as RGB (common for scans saved as JPEG): the weights sum to 1 and the
+        # weighted sum rounds back to the value itself for every 8- and 16-bit integer, so
+        # this is the same result, without the float64 arithmetic.
+        return rgb[..., 0].astype(np.float32)
     r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
     return (LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b).astype(np.float32)
 

@@ -155,15 +155,28 @@ def embed_pairs(
 
 
 def in_batch_pairs(
-    index: np.ndarray, per_image: int, generator: torch.Generator
+    index: np.ndarray, per_image: int, generator: torch.Generator, emb: torch.Tensor | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``per_image`` random partners for each position of a batch, among the other positions
-    that hold a different image: pairs whose embeddings are already computed, so they cost
-    only their SSIM targets. An audit takes the maximum over many such unrelated pairs, so
-    their errors matter more than their share of the training pairs says."""
+    """``per_image`` partners for each position of a batch, among the other positions that
+    hold a different image: pairs whose embeddings are already computed, so they cost only
+    their SSIM targets. An audit takes the maximum over many such unrelated pairs, so their
+    errors matter more than their share of the training pairs says.
+
+    Partners are drawn at random, or, given the batch's embeddings ``emb``, they are the
+    positions of highest current cosine (hard pairs: those an audit would wrongly flag).
+    """
     n = len(index)
     first = np.repeat(np.arange(n), per_image)
-    second = (first + 1 + torch.randint(0, n - 1, (len(first),), generator=generator).numpy()) % n
+    if emb is None:
+        second = (first + 1 + torch.randint(0, n - 1, (len(first),), generator=generator).numpy()) % n
+    else:
+        with torch.no_grad():
+            cos = emb.detach().float() @ emb.detach().float().T
+            same = torch.from_numpy(index[:, None] == index[None, :]).to(cos.device)
+            cos = cos.masked_fill(same, -float("inf"))
+            k = min(per_image, n - 1)
+            second = cos.topk(k, dim=1).indices.cpu().numpy().ravel()
+        first = np.repeat(np.arange(n), k)
     keep = index[first] != index[second]
     return first[keep], second[keep]
 
@@ -246,6 +259,8 @@ def train(
     if config.in_batch_pairs and config.registered_targets:
         raise ValueError("in_batch_pairs needs plain SSIM targets (registered targets are too slow "
                          "to compute per step); set one of them off")
+    if config.in_batch_mining not in ("random", "hardest"):
+        raise ValueError(f"in_batch_mining must be 'random' or 'hardest', got {config.in_batch_mining!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -337,7 +352,8 @@ def train(
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
             loss = torch.nn.functional.mse_loss(scores.float(), target)
             if config.in_batch_pairs:
-                first, second = in_batch_pairs(index, config.in_batch_pairs, generator)
+                first, second = in_batch_pairs(index, config.in_batch_pairs, generator,
+                                               emb if config.in_batch_mining == "hardest" else None)
                 view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
                 extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
                                    device=dev.type)

@@ -161,6 +161,20 @@ def test_real_jpeg_mode_rgb_is_float_luminance(shared_data: Path) -> None:
     assert not np.array_equal(got, rounded)  # not Pillow's 8-bit convert("L")
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_luminance_of_grey_stored_as_rgb_is_the_value_itself(dtype: type) -> None:
+    from deepssim.readers.pixels import luminance
+
+    values = np.arange(np.iinfo(dtype).max + 1, dtype=dtype).reshape(-1, 256)
+    grey = np.repeat(values[..., None], 3, axis=-1)
+    exact = (0.299 * grey[..., 0].astype(np.float64) + 0.587 * grey[..., 1].astype(np.float64)
+             + 0.114 * grey[..., 2].astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(luminance(grey), exact)  # the fast path, same values
+    one_off = grey.copy()
+    one_off[0, 1, 2] += 1  # one channel differs: the weighted sum
+    assert luminance(one_off)[0, 1] == np.float32(0.299 * 1 + 0.587 * 1 + 0.114 * 2)
+
+
 def test_multipage_tiff_is_a_stack(tmp_path: Path) -> None:
     pages = RNG.integers(0, 65536, size=(4, 5, 6), dtype=np.uint16)
     path = tmp_path / "stack.tiff"

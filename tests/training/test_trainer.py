@@ -136,6 +136,18 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "cli" / "model.safetensors").is_file()
 
 
+def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> None:
+    import torch
+
+    index = np.array([0, 1, 0, 2])  # positions 0 and 2 hold the same image
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.8, 0.6]]), dim=1)
+    first, second = trainer.in_batch_pairs(index, 1, torch.Generator().manual_seed(0), emb)
+    # Position 0's closest is position 2, but that is the same image: its partner is 3 (cos 0.8).
+    assert dict(zip(first.tolist(), second.tolist())) == {0: 3, 1: 3, 2: 3, 3: 1}
+    with pytest.raises(ValueError, match="in_batch_mining"):
+        train([], "unused", TINY.with_overrides(in_batch_pairs=1, in_batch_mining="best"), progress=False)
+
+
 def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Path, tmp_path: Path) -> None:
     import torch
 
