@@ -30,6 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__backbone": args.backbone,
         "model__pooling": args.pooling,
         "model__flip_symmetric": args.flip_symmetric,
+        "model__dropout": args.dropout,
+        "in_batch_pairs": args.in_batch_pairs,
+        "in_batch_mining": args.in_batch_mining,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.pretrained is not None:
@@ -105,6 +108,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,
                    help="average features over the four flips (exact flip invariance)")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
+    p.add_argument("--dropout", type=float, help="dropout of the projection head")
+    p.add_argument("--in-batch-pairs", type=int, metavar="N",
+                   help="extra pairs per image among the images of each batch (0: off)")
+    p.add_argument("--in-batch-mining", choices=["random", "hardest"],
+                   help="partners of the in-batch pairs: random, or highest current cosine")
     p.add_argument("--n-train-pairs", type=int)
     p.add_argument("--n-val-pairs", type=int)
     p.add_argument("--max-images", type=int, help="use a random subset of at most N images")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..model.network import ModelConfig
 from ..model.preprocess import Preprocess
@@ -55,7 +55,7 @@ class TrainConfig:
     copy_fraction: float = 0.5
     registered_targets: bool = False
     in_batch_pairs: int = 0
-    in_batch_mining: str = "random"
+    in_batch_mining: Literal["random", "hardest"] = "random"
     cpu_bf16: bool = False
     seed: int = 42
 

@@ -166,16 +166,15 @@ def in_batch_pairs(
     positions of highest current cosine (hard pairs: those an audit would wrongly flag).
     """
     n = len(index)
-    first = np.repeat(np.arange(n), per_image)
     if emb is None:
+        first = np.repeat(np.arange(n), per_image)
         second = (first + 1 + torch.randint(0, n - 1, (len(first),), generator=generator).numpy()) % n
     else:
         with torch.no_grad():
             cos = emb.detach().float() @ emb.detach().float().T
             same = torch.from_numpy(index[:, None] == index[None, :]).to(cos.device)
-            cos = cos.masked_fill(same, -float("inf"))
             k = min(per_image, n - 1)
-            second = cos.topk(k, dim=1).indices.cpu().numpy().ravel()
+            second = cos.masked_fill(same, -float("inf")).topk(k, dim=1).indices.cpu().numpy().ravel()
         first = np.repeat(np.arange(n), k)
     keep = index[first] != index[second]
     return first[keep], second[keep]

@@ -127,13 +127,16 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "deepssim", "-q", "train", str(data), "--out", str(tmp_path / "cli"),
          "--image-size", "32", "--epochs", "1", "--n-train-pairs", "48", "--n-val-pairs", "16",
-         "--batch-size", "16", "--device", "cpu", "--no-progress", "--json"],
+         "--batch-size", "16", "--device", "cpu", "--no-progress", "--json",
+         "--in-batch-pairs", "2", "--in-batch-mining", "hardest", "--dropout", "0.2"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["stopped_by"] == "epochs" and 0 <= summary["best"]["val_perturbed_mae"] <= 2
     assert (tmp_path / "cli" / "model.safetensors").is_file()
+    recorded = json.loads((tmp_path / "cli" / "config.json").read_text())["training"]
+    assert (recorded["in_batch_pairs"], recorded["in_batch_mining"], recorded["model"]["dropout"]) == (2, "hardest", 0.2)
 
 
 def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> None:
