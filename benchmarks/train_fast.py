@@ -23,13 +23,12 @@ import torch
 
 from deepssim.model import load_network
 from deepssim.refssim import resolve_device
-from deepssim.training import Perturb, PerturbConfig, evaluate, get_preset, train
+from deepssim.benchmark.build import PERTURBATION as BENCHMARK_PERTURB
+from deepssim.training import Perturb, evaluate, get_preset, train
 from deepssim.training.trainer import embed_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"
 HELD_OUT = ("resample", "mix")
-BENCHMARK_PERTURB = PerturbConfig(p_flip0=0.8, p_flip1=0.8, p_rotate=0.8, max_degrees=10.0,
-                                  p_gamma=0.8, gamma_range=(0.5, 1.5))
 
 
 def main() -> None:

@@ -94,11 +94,13 @@ def _product(flip0: Sequence[bool], flip1: Sequence[bool], angles: np.ndarray, g
 Shift = tuple[int, int]
 
 
-def _best(train: torch.Tensor, synthetic: torch.Tensor, params: PerturbParams,
-          shifts: Sequence[Shift]) -> tuple[float, int]:
-    """Best SSIM over the candidates c = (``params[c]``, ``shifts[c]``) of (train flipped,
-    rotated, then shifted by whole pixels) against (synthetic with the contrast exponent
-    applied); its value and its index c.
+def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[PerturbParams],
+          shifts: Sequence[Sequence[Shift]]) -> list[tuple[float, int]]:
+    """For each training image k of ``trains`` (K, H, W): the best SSIM over its candidates
+    c = (``params[k][c]``, ``shifts[k][c]``) of (train flipped, rotated, then shifted by whole
+    pixels) against (synthetic with the contrast exponent applied); its value and its index c.
+    All of them in one call of the engine, which computes each distinct image's statistics once
+    (the synthetic image's contrast curves are shared by every training image).
 
     The training image is moved forward, as the copy was, rather than the copy moved back: then
     each side has been resampled once, as in the clean pair, and the estimate of the clean
@@ -106,27 +108,37 @@ def _best(train: torch.Tensor, synthetic: torch.Tensor, params: PerturbParams,
     Gamma acts on the synthetic image min-max scaled to [0, 1]; SSIM z-scores each image, so
     the original intensity range need not be restored.
     """
-    geometry = np.stack([params.flip0, params.flip1, params.degrees]).T
-    unique, inverse = np.unique(geometry, axis=0, return_inverse=True)
-    n = len(unique)
-    moved = apply_params(train.expand(n, -1, -1).contiguous(),
-                         PerturbParams(unique[:, 0].astype(bool), unique[:, 1].astype(bool), unique[:, 2], np.ones(n)))
-    padded = _pad(moved.numpy().astype(np.float64), shifts)
+    geometries = [np.unique(np.stack([p.flip0, p.flip1, p.degrees]).T, axis=0, return_inverse=True)
+                  for p in params]
+    unique = np.concatenate([u for u, _ in geometries])
+    owner = np.repeat(np.arange(len(geometries)), [len(u) for u, _ in geometries])
+    source = trains[torch.as_tensor(owner)]
+    moved = apply_params(source, PerturbParams(unique[:, 0].astype(bool), unique[:, 1].astype(bool),
+                                                            unique[:, 2], np.ones(len(unique))))
+    padded = _pad(moved.numpy().astype(np.float64), [s for sh in shifts for s in sh])
     lo, hi = synthetic.min(), synthetic.max()
     unit = (synthetic - lo) / (hi - lo).clamp(min=1e-12)
-    gammas, which = np.unique(params.gamma, return_inverse=True)
+    gammas = np.unique(np.concatenate([p.gamma for p in params]))
     curved = list(unit.expand(len(gammas), -1, -1).pow(torch.as_tensor(gammas, dtype=unit.dtype).view(-1, 1, 1)).numpy())
     # Each distinct array is passed once (the same object): the engine computes its statistics once.
     views: dict[tuple[int, int, int], np.ndarray] = {}
-    trains = []
-    for g, (dy, dx) in zip(inverse.ravel(), shifts, strict=True):
-        key = (int(g), int(dy), int(dx))
-        if key not in views:
-            views[key] = np.ascontiguousarray(_view(padded[g], train.shape[-2:], dy, dx))
-        trains.append(views[key])
-    scores = ssim_pairs(trains, [curved[j] for j in which.ravel()], device="cpu", progress=False)
-    k = int(np.argmax(scores))
-    return float(scores[k]), k
+    left, right, bounds = [], [], [0]
+    first_geometry = 0
+    for p, sh, (u, inverse) in zip(params, shifts, geometries, strict=True):
+        for g, (dy, dx), j in zip(inverse.ravel(), sh, np.searchsorted(gammas, p.gamma), strict=True):
+            key = (first_geometry + int(g), int(dy), int(dx))
+            if key not in views:
+                views[key] = np.ascontiguousarray(_view(padded[key[0]], trains.shape[-2:], dy, dx))
+            left.append(views[key])
+            right.append(curved[j])
+        first_geometry += len(u)
+        bounds.append(len(left))
+    scores = ssim_pairs(left, right, device="cpu", progress=False)
+    best = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        k = int(np.argmax(scores[start:stop]))
+        best.append((float(scores[start + k]), k))
+    return best
 
 
 def _pad(images: np.ndarray, shifts: Sequence[Shift]) -> np.ndarray:
@@ -141,14 +153,15 @@ def _view(padded: np.ndarray, shape: tuple[int, int], dy: int, dx: int) -> np.nd
     return padded[pad - dy : pad - dy + shape[0], pad - dx : pad - dx + shape[1]]
 
 
-def _correlation_shift(train: np.ndarray, synthetic: np.ndarray, shifts: Sequence[Shift]) -> Shift:
-    """The shift of ``train`` (H, W) of highest pixel correlation with ``synthetic``."""
-    def z(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / max(float(x.std()), 1e-12)
+def _z(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return (x - x.mean()) / max(float(x.std()), 1e-12)
 
-    padded = _pad(z(train.astype(np.float64))[None], shifts)[0]
-    zs = z(synthetic.astype(np.float64))
-    values = [float(np.vdot(_view(padded, zs.shape, dy, dx), zs)) for dy, dx in shifts]
+
+def _correlation_shift(train: np.ndarray, z_synthetic: np.ndarray, shifts: Sequence[Shift]) -> Shift:
+    """The shift of ``train`` (H, W) of highest pixel correlation with the z-scored synthetic image."""
+    padded = _pad(_z(train)[None], shifts)[0]
+    values = [float(np.vdot(_view(padded, z_synthetic.shape, dy, dx), z_synthetic)) for dy, dx in shifts]
     return tuple(shifts[int(np.argmax(values))])
 
 
@@ -157,30 +170,49 @@ def verified_ssim(train: np.ndarray, synthetic: np.ndarray, grid: VerifyGrid = V
 
     Both images are first resized to ``grid.size`` squared (stretch, bilinear).
     """
+    return float(verify_candidates([train], synthetic, grid)[0])
+
+
+def verify_candidates(
+    trains: Sequence[np.ndarray], synthetic: np.ndarray, grid: VerifyGrid = VerifyGrid()
+) -> np.ndarray:
+    """``verified_ssim`` of each training image against one synthetic image, float64 (K,).
+
+    The same values as one call per pair, in three calls of the engine for all of them.
+    """
+    if not len(trains):
+        return np.empty(0)
     prep = Preprocess(size=grid.size)
-    a = torch.from_numpy(np.array(prep.resize(train), dtype=np.float32))[None]
+    a = torch.stack([torch.from_numpy(np.array(prep.resize(t), dtype=np.float32)) for t in trains])
     b = torch.from_numpy(np.array(prep.resize(synthetic), dtype=np.float32))
+    n = len(a)
     # By coordinates. Each flip's whole-pixel shift is the one of best pixel correlation (a dot
     # product per shift); flips x angles x gammas are searched at their flip's shift, with the
     # unmoved pair; then a finer grid around the best point; then the shift again around the
-    # best one. 101 + 15 + 9 SSIMs in three calls of the engine.
+    # best one. 101 + 15 + 9 SSIMs per training image in three calls of the engine.
     coarse = grid.coarse()
     flips = [(False, False), (True, False), (False, True), (True, True)]
-    f0, f1 = np.array(flips).T
-    moved = apply_params(a.expand(4, -1, -1).contiguous(), PerturbParams(f0, f1, np.zeros(4), np.ones(4))).numpy()
-    flipped = {flip: _correlation_shift(m, b.numpy(), grid.shifts()) for flip, m in zip(flips, moved)}
+    f0, f1 = np.tile(np.array(flips).T, n)
+    moved = apply_params(a.repeat_interleave(4, dim=0), PerturbParams(f0, f1, np.zeros(4 * n), np.ones(4 * n)))
+    moved = moved.numpy().reshape(n, 4, *b.shape)
+    zs = _z(b.numpy())
     identity = PerturbParams(np.zeros(1, bool), np.zeros(1, bool), np.zeros(1), np.ones(1))
     first = _concat(identity, coarse)
-    shifts = [(0, 0)] + [flipped[(bool(f0), bool(f1))] for f0, f1 in zip(coarse.flip0, coarse.flip1)]
-    score, k = _best(a, b, first, shifts)
-    best, shift = first[k], shifts[k]
-    fine = grid.fine(best)
-    fine_score, j = _best(a, b, fine, [shift] * len(fine))
-    if fine_score > score:
-        score, best = fine_score, fine[j]
-    around = grid.shifts(around=shift)
-    last, _ = _best(a, b, _concat(*[best] * len(around)), around)
-    return max(score, last)
+    first_shifts = []
+    for k in range(n):
+        flipped = {flip: _correlation_shift(moved[k, i], zs, grid.shifts()) for i, flip in enumerate(flips)}
+        first_shifts.append([(0, 0)] + [flipped[(bool(x), bool(y))] for x, y in zip(coarse.flip0, coarse.flip1)])
+    found = _best(a, b, [first] * n, first_shifts)
+    best = [first[k] for _, k in found]
+    shift = [first_shifts[i][k] for i, (_, k) in enumerate(found)]
+    score = [s for s, _ in found]
+    fine = [grid.fine(p) for p in best]
+    for i, (fine_score, j) in enumerate(_best(a, b, fine, [[sh] * len(f) for sh, f in zip(shift, fine)])):
+        if fine_score > score[i]:
+            score[i], best[i] = fine_score, fine[i][j]
+    around = [grid.shifts(around=sh) for sh in shift]
+    last = _best(a, b, [_concat(*[p] * len(ar)) for p, ar in zip(best, around)], around)
+    return np.array([max(s, l) for s, (l, _) in zip(score, last)], dtype=np.float64)
 
 
 def _concat(*parts: PerturbParams) -> PerturbParams:
@@ -190,8 +222,14 @@ def _concat(*parts: PerturbParams) -> PerturbParams:
 def verify_pairs(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]], grid: VerifyGrid = VerifyGrid(), *, progress: bool = False
 ) -> np.ndarray:
-    """``verified_ssim`` of each ``(train, synthetic)`` pair, float64 (P,)."""
+    """``verified_ssim`` of each ``(train, synthetic)`` pair, float64 (P,). Pairs that share
+    their synthetic array (the same object) are verified together by ``verify_candidates``."""
     out = np.empty(len(pairs), dtype=np.float64)
-    for k, (a, b) in enumerate(tqdm(pairs, desc="verify", unit="pair", file=sys.stderr, disable=not progress)):
-        out[k] = verified_ssim(a, b, grid)
+    groups: dict[int, list[int]] = {}
+    for k, (_, b) in enumerate(pairs):
+        groups.setdefault(id(b), []).append(k)
+    with tqdm(total=len(pairs), desc="verify", unit="pair", file=sys.stderr, disable=not progress) as bar:
+        for members in groups.values():
+            out[members] = verify_candidates([pairs[k][0] for k in members], pairs[members[0]][1], grid)
+            bar.update(len(members))
     return out

@@ -91,7 +91,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--verify", type=int, default=0, metavar="K",
                    help="re-score the K best candidates of each suspicious synthetic image with the "
-                        "reference SSIM after undoing shifts, flips, rotations and contrast (~80 ms a "
+                        "reference SSIM after undoing shifts, flips, rotations and contrast (~50 ms a "
                         "pair at 128 px); the verified SSIM then decides the class")
     p.add_argument("--verify-size", type=int, default=128, metavar="S",
                    help="side both images are resized to for verification (default 128). At the images' "

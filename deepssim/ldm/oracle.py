@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..benchmark.layout import DUPLICATE_THRESHOLD
-from ..auditing.verify import VerifyGrid, verified_ssim
+from ..auditing.verify import VerifyGrid, verify_candidates
 from ..refssim import ssim_matrix
 
 SHORTLIST = 10
@@ -69,7 +69,7 @@ def nearest_training(
     aligned = np.empty(len(samples))
     for i in tqdm(range(len(samples)), desc="oracle (aligned SSIM)", unit="sample",
                   disable=not progress, file=sys.stderr):
-        scores = [verified_ssim(train[j], samples[i], grid) for j in order[i]]
+        scores = verify_candidates([train[j] for j in order[i]], samples[i], grid)
         k = int(np.argmax(scores))
         nearest[i], aligned[i] = order[i, k], scores[k]
     return Oracle(nearest, aligned, order[:, 0].copy(), S[np.arange(len(samples)), order[:, 0]])

@@ -102,7 +102,11 @@ def _rotate(x: torch.Tensor, degrees: np.ndarray) -> torch.Tensor:
     if not len(moved):
         return x
     _, h, w = x.shape
-    theta = torch.as_tensor(np.deg2rad(degrees[moved]), dtype=x.dtype, device=x.device)
+    # One sampling grid per distinct angle (a verification grid repeats a few angles many times).
+    angles, which = np.unique(degrees[moved], return_inverse=True)
+    if len(angles) == len(moved):  # all distinct (training): no gather, in sample order
+        angles, which = degrees[moved], None
+    theta = torch.as_tensor(np.deg2rad(angles), dtype=x.dtype, device=x.device)
     cos, sin = torch.cos(theta), torch.sin(theta)
     zero = torch.zeros_like(theta)
     # affine_grid maps each output point (x, y) to the input point it samples, in [-1, 1]
@@ -114,7 +118,9 @@ def _rotate(x: torch.Tensor, degrees: np.ndarray) -> torch.Tensor:
     )
     idx = torch.as_tensor(moved, device=x.device)
     batch = x[idx].unsqueeze(1)
-    grid = F.affine_grid(matrix, list(batch.shape), align_corners=False)
+    grid = F.affine_grid(matrix, [len(angles), 1, h, w], align_corners=False)
+    if which is not None:
+        grid = grid[torch.as_tensor(which.ravel(), device=x.device)]
     rotated = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
     out = x.clone()
     out[idx] = rotated.squeeze(1)

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from deepssim import ssim
-from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_pairs
+from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_candidates, verify_pairs
 from deepssim.training.augment import PerturbParams, apply_to_image
 
 
@@ -55,3 +55,21 @@ def test_a_shifted_copy_is_recovered_within_max_shift() -> None:
     assert VerifyGrid(max_shift=1).shifts()[0] == (0, 0) and len(VerifyGrid(max_shift=1).shifts()) == 9
     with pytest.raises(ValueError):
         VerifyGrid(max_shift=-1)
+
+
+def test_candidates_verified_together_score_as_one_at_a_time() -> None:
+    """Batching candidates of different shift ranges and mixed synthetic images changes nothing."""
+    grid = VerifyGrid(size=64)
+    synthetic = apply_to_image(_brainish(5), PerturbParams(np.array([False]), np.array([True]),
+                                                           np.array([6.0]), np.array([0.7])))
+    shifted = np.roll(_brainish(5), (2, 0), axis=(0, 1))
+    trains = [_brainish(6), _brainish(5), shifted, _brainish(7)]
+    alone = [verified_ssim(t, synthetic, grid) for t in trains]
+    together = verify_candidates(trains, synthetic, grid)
+    np.testing.assert_array_equal(together, alone)
+    assert int(np.argmax(together)) == 1 and together[1] > 0.9
+    other = _brainish(8)
+    pairs = [(trains[0], synthetic), (trains[0], other), (trains[1], synthetic), (other, other)]
+    np.testing.assert_allclose(verify_pairs(pairs, grid),
+                               [alone[0], verified_ssim(trains[0], other, grid), alone[1], 1.0], rtol=0, atol=1e-12)
+    assert verify_candidates([], synthetic, grid).shape == (0,)

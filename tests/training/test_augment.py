@@ -116,6 +116,16 @@ def test_batch_and_single_image_agree() -> None:
         np.testing.assert_allclose(single, batch[i].numpy(), rtol=0, atol=1e-5)
 
 
+def test_repeated_angles_agree_with_single_images() -> None:
+    """A verification grid repeats a few angles (one sampling grid each) among flipped samples."""
+    x = _batch(8)
+    params = PerturbParams(np.array([0, 1, 0, 1, 1, 0, 0, 1], bool), np.array([0, 0, 1, 1, 0, 1, 0, 0], bool),
+                           np.array([5.0, -5.0, 5.0, 0.0, -5.0, 10.0, 5.0, 0.0]), np.ones(8))
+    batch = apply_params(x, params)
+    for i in range(len(x)):
+        np.testing.assert_allclose(apply_to_image(x[i].numpy(), params[i]), batch[i].numpy(), rtol=0, atol=1e-6)
+
+
 def test_perturb_image_is_deterministic_given_rng() -> None:
     image = _batch(1)[0].numpy()
     config = PerturbConfig(0.8, 0.8, 0.8, 10.0, 0.8)
