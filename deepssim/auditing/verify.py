@@ -93,6 +93,11 @@ def _product(flip0: Sequence[bool], flip1: Sequence[bool], angles: np.ndarray, g
 
 Shift = tuple[int, int]
 
+BATCH_BYTES = 256 << 20
+"""Bound on the moved copies of the training images that one engine call holds (float64)."""
+_COPIES_PER_CANDIDATE = 32
+"""Moved copies per candidate in the largest call: 4 flips x 5 angles + shifts, rounded up."""
+
 
 def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[PerturbParams],
           shifts: Sequence[Sequence[Shift]]) -> list[tuple[float, int]]:
@@ -114,7 +119,7 @@ def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[Pertur
     owner = np.repeat(np.arange(len(geometries)), [len(u) for u, _ in geometries])
     source = trains[torch.as_tensor(owner)]
     moved = apply_params(source, PerturbParams(unique[:, 0].astype(bool), unique[:, 1].astype(bool),
-                                                            unique[:, 2], np.ones(len(unique))))
+                                               unique[:, 2], np.ones(len(unique))))
     padded = _pad(moved.numpy().astype(np.float64), [s for sh in shifts for s in sh])
     lo, hi = synthetic.min(), synthetic.max()
     unit = (synthetic - lo) / (hi - lo).clamp(min=1e-12)
@@ -178,10 +183,15 @@ def verify_candidates(
 ) -> np.ndarray:
     """``verified_ssim`` of each training image against one synthetic image, float64 (K,).
 
-    The same values as one call per pair, in three calls of the engine for all of them.
+    The same values as one call per pair, in three calls of the engine for all of them (by
+    chunks of candidates, so that the moved copies held at once stay within ``BATCH_BYTES``).
     """
     if not len(trains):
         return np.empty(0)
+    chunk = max(1, BATCH_BYTES // (_COPIES_PER_CANDIDATE * 8 * (grid.size + 2 * grid.max_shift) ** 2))
+    if len(trains) > chunk:
+        return np.concatenate([verify_candidates(trains[i : i + chunk], synthetic, grid)
+                               for i in range(0, len(trains), chunk)])
     prep = Preprocess(size=grid.size)
     a = torch.stack([torch.from_numpy(np.array(prep.resize(t), dtype=np.float32)) for t in trains])
     b = torch.from_numpy(np.array(prep.resize(synthetic), dtype=np.float32))

@@ -73,3 +73,13 @@ def test_candidates_verified_together_score_as_one_at_a_time() -> None:
     np.testing.assert_allclose(verify_pairs(pairs, grid),
                                [alone[0], verified_ssim(trains[0], other, grid), alone[1], 1.0], rtol=0, atol=1e-12)
     assert verify_candidates([], synthetic, grid).shape == (0,)
+
+
+def test_many_candidates_are_verified_by_chunks(monkeypatch) -> None:
+    from deepssim.auditing import verify
+
+    grid = VerifyGrid(size=64)
+    trains = [_brainish(s) for s in range(9, 14)]
+    whole = verify_candidates(trains, _brainish(9), grid)
+    monkeypatch.setattr(verify, "BATCH_BYTES", 2 * 32 * 8 * 68**2)  # two candidates per chunk
+    np.testing.assert_array_equal(verify_candidates(trains, _brainish(9), grid), whole)
