@@ -93,15 +93,19 @@ def _product(flip0: Sequence[bool], flip1: Sequence[bool], angles: np.ndarray, g
 
 Shift = tuple[int, int]
 
+FLIPS = [(False, False), (True, False), (False, True), (True, True)]
+"""(flip axis 0, flip axis 1) of the four flips; flip index = flip0 + 2 * flip1."""
+
 BATCH_BYTES = 256 << 20
 """Bound on the moved copies of the training images that one engine call holds (float64)."""
 _COPIES_PER_CANDIDATE = 32
 """Moved copies per candidate in the largest call: 4 flips x 5 angles + shifts, rounded up."""
 
 
-def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[PerturbParams],
+def _best(flipped: torch.Tensor, synthetic: torch.Tensor, params: Sequence[PerturbParams],
           shifts: Sequence[Sequence[Shift]]) -> list[tuple[float, int]]:
-    """For each training image k of ``trains`` (K, H, W): the best SSIM over its candidates
+    """For each training image k, given as its four flips ``flipped[k]`` (K, 4, H, W) in the
+    order of ``FLIPS``: the best SSIM over its candidates
     c = (``params[k][c]``, ``shifts[k][c]``) of (train flipped, rotated, then shifted by whole
     pixels) against (synthetic with the contrast exponent applied); its value and its index c.
     All of them in one call of the engine, which computes each distinct image's statistics once
@@ -117,9 +121,9 @@ def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[Pertur
                   for p in params]
     unique = np.concatenate([u for u, _ in geometries])
     owner = np.repeat(np.arange(len(geometries)), [len(u) for u, _ in geometries])
-    source = trains[torch.as_tensor(owner)]
-    moved = apply_params(source, PerturbParams(unique[:, 0].astype(bool), unique[:, 1].astype(bool),
-                                               unique[:, 2], np.ones(len(unique))))
+    source = flipped[torch.as_tensor(owner), torch.as_tensor(unique[:, 0] + 2 * unique[:, 1]).long()]
+    none = np.zeros(len(unique), bool)
+    moved = apply_params(source, PerturbParams(none, none, unique[:, 2], np.ones(len(unique))))
     padded = _pad(moved.numpy().astype(np.float64), [s for sh in shifts for s in sh])
     lo, hi = synthetic.min(), synthetic.max()
     unit = (synthetic - lo) / (hi - lo).clamp(min=1e-12)
@@ -133,7 +137,7 @@ def _best(trains: torch.Tensor, synthetic: torch.Tensor, params: Sequence[Pertur
         for g, (dy, dx), j in zip(inverse.ravel(), sh, np.searchsorted(gammas, p.gamma), strict=True):
             key = (first_geometry + int(g), int(dy), int(dx))
             if key not in views:
-                views[key] = np.ascontiguousarray(_view(padded[key[0]], trains.shape[-2:], dy, dx))
+                views[key] = np.ascontiguousarray(_view(padded[key[0]], synthetic.shape, dy, dx))
             left.append(views[key])
             right.append(curved[j])
         first_geometry += len(u)
@@ -201,27 +205,27 @@ def verify_candidates(
     # unmoved pair; then a finer grid around the best point; then the shift again around the
     # best one. 101 + 15 + 9 SSIMs per training image in three calls of the engine.
     coarse = grid.coarse()
-    flips = [(False, False), (True, False), (False, True), (True, True)]
-    f0, f1 = np.tile(np.array(flips).T, n)
-    moved = apply_params(a.repeat_interleave(4, dim=0), PerturbParams(f0, f1, np.zeros(4 * n), np.ones(4 * n)))
-    moved = moved.numpy().reshape(n, 4, *b.shape)
+    f0, f1 = np.tile(np.array(FLIPS).T, n)
+    flipped = apply_params(a.repeat_interleave(4, dim=0), PerturbParams(f0, f1, np.zeros(4 * n), np.ones(4 * n)))
+    flipped = flipped.reshape(n, 4, *b.shape)
+    moved = flipped.numpy()
     zs = _z(b.numpy())
     identity = PerturbParams(np.zeros(1, bool), np.zeros(1, bool), np.zeros(1), np.ones(1))
     first = _concat(identity, coarse)
     first_shifts = []
     for k in range(n):
-        flipped = {flip: _correlation_shift(moved[k, i], zs, grid.shifts()) for i, flip in enumerate(flips)}
-        first_shifts.append([(0, 0)] + [flipped[(bool(x), bool(y))] for x, y in zip(coarse.flip0, coarse.flip1)])
-    found = _best(a, b, [first] * n, first_shifts)
+        by_flip = [_correlation_shift(moved[k, i], zs, grid.shifts()) for i in range(len(FLIPS))]
+        first_shifts.append([(0, 0)] + [by_flip[int(x) + 2 * int(y)] for x, y in zip(coarse.flip0, coarse.flip1)])
+    found = _best(flipped, b, [first] * n, first_shifts)
     best = [first[k] for _, k in found]
     shift = [first_shifts[i][k] for i, (_, k) in enumerate(found)]
     score = [s for s, _ in found]
     fine = [grid.fine(p) for p in best]
-    for i, (fine_score, j) in enumerate(_best(a, b, fine, [[sh] * len(f) for sh, f in zip(shift, fine)])):
+    for i, (fine_score, j) in enumerate(_best(flipped, b, fine, [[sh] * len(f) for sh, f in zip(shift, fine)])):
         if fine_score > score[i]:
             score[i], best[i] = fine_score, fine[i][j]
     around = [grid.shifts(around=sh) for sh in shift]
-    last = _best(a, b, [_concat(*[p] * len(ar)) for p, ar in zip(best, around)], around)
+    last = _best(flipped, b, [_concat(*[p] * len(ar)) for p, ar in zip(best, around)], around)
     return np.array([max(s, l) for s, (l, _) in zip(score, last)], dtype=np.float64)
 
 

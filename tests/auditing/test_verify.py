@@ -81,5 +81,6 @@ def test_many_candidates_are_verified_by_chunks(monkeypatch) -> None:
     grid = VerifyGrid(size=64)
     trains = [_brainish(s) for s in range(9, 14)]
     whole = verify_candidates(trains, _brainish(9), grid)
-    monkeypatch.setattr(verify, "BATCH_BYTES", 2 * 32 * 8 * 68**2)  # two candidates per chunk
+    per_candidate = verify._COPIES_PER_CANDIDATE * 8 * (grid.size + 2 * grid.max_shift) ** 2
+    monkeypatch.setattr(verify, "BATCH_BYTES", 2 * per_candidate)  # two candidates per chunk
     np.testing.assert_array_equal(verify_candidates(trains, _brainish(9), grid), whole)
