@@ -30,7 +30,7 @@ class DemoSize:
     slices_per_subject: int = 3
     n_train: int = 240
     n_synthetic: int = 160
-    verify: int = 10
+    verify: int = 20
     """Candidates verified per suspicious synthetic image (``audit(verify=...)``)."""
     n_train_pairs: int = 20_000
     n_val_pairs: int = 1_000

@@ -33,6 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__dropout": args.dropout,
         "in_batch_pairs": args.in_batch_pairs,
         "in_batch_mining": args.in_batch_mining,
+        "in_batch_block": args.in_batch_block,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.pretrained is not None:
@@ -111,8 +112,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",
                    help="extra pairs per image among the images of each batch (0: off)")
-    p.add_argument("--in-batch-mining", choices=["random", "hardest"],
-                   help="partners of the in-batch pairs: random, or highest current cosine")
+    p.add_argument("--in-batch-mining", choices=["random", "hardest", "block"],
+                   help="partners of the in-batch pairs: random, or highest current cosine, or "
+                        "every other image of the batch from the same block of inputs (targets "
+                        "precomputed per block before training)")
+    p.add_argument("--in-batch-block", type=int, metavar="N",
+                   help="inputs per block for --in-batch-mining block (default 128)")
     p.add_argument("--n-train-pairs", type=int)
     p.add_argument("--n-val-pairs", type=int)
     p.add_argument("--max-images", type=int, help="use a random subset of at most N images")

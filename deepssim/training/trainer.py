@@ -30,6 +30,7 @@ from ..model.preprocess import Preprocess
 from ..readers import load_stack
 from ..refssim import resolve_device, ssim_pairs
 from .augment import Perturb
+from .blocks import BlockTargets
 from .pairs import PairSet, build_pairs, split_by_image
 from .presets import TrainConfig
 
@@ -110,6 +111,28 @@ def _cached_pairs(
     cache.mkdir(parents=True, exist_ok=True)
     pairs.save(path)
     return pairs
+
+
+def _cached_blocks(
+    cache: Path, key: dict[str, Any], inputs: np.ndarray, block_size: int, rng: np.random.Generator,
+    device: str, progress: bool,
+) -> BlockTargets:
+    """The in-batch block targets, built once per data and settings like the pairs."""
+    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
+    path = cache / f"blocks-{name}.npz"
+    if path.is_file():
+        try:
+            return BlockTargets.load(path)
+        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+            log.warning("%s: unreadable block cache (%s), rebuilding", path, exc)
+    t0 = time.perf_counter()
+    blocks = BlockTargets.build(inputs, block_size, rng, device, progress)
+    sizes = [len(m) for m in blocks.matrices]
+    log.info("in-batch targets: %d block(s) of %d-%d inputs, %d pairs in %.1f s", len(sizes), min(sizes),
+             max(sizes), sum(k * k for k in sizes), time.perf_counter() - t0)
+    cache.mkdir(parents=True, exist_ok=True)
+    blocks.save(path)
+    return blocks
 
 
 def _param_groups(network: Embedder, config: TrainConfig) -> list[dict[str, Any]]:
@@ -258,8 +281,8 @@ def train(
     if config.in_batch_pairs and config.registered_targets:
         raise ValueError("in_batch_pairs needs plain SSIM targets (registered targets are too slow "
                          "to compute per step); set one of them off")
-    if config.in_batch_mining not in ("random", "hardest"):
-        raise ValueError(f"in_batch_mining must be 'random' or 'hardest', got {config.in_batch_mining!r}")
+    if config.in_batch_mining not in ("random", "hardest", "block"):
+        raise ValueError(f"in_batch_mining must be 'random', 'hardest' or 'block', got {config.in_batch_mining!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -288,6 +311,11 @@ def train(
                                       "families": val_families},
                               images[val_idx], config.n_val_pairs, val_families, config,
                               config.seed + 1, progress)
+    blocks = None
+    if config.in_batch_pairs and config.in_batch_mining == "block":
+        blocks = _cached_blocks(cache, {**common, "part": "blocks", "block": config.in_batch_block},
+                                train_pairs.images[: len(train_idx)], config.in_batch_block,
+                                np.random.default_rng(config.seed + 2), dev.type, progress)
 
     # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
     network = Embedder(config.model).to(dev, memory_format=torch.channels_last)
@@ -332,8 +360,12 @@ def train(
     network.train()
     while epoch < config.epochs:
         order = torch.randperm(len(train_pairs), generator=generator).numpy()
+        if blocks is None:
+            batches = [order[k * config.batch_size : (k + 1) * config.batch_size] for k in range(steps_per_epoch)]
+        else:
+            batches = blocks.batches(train_pairs.a, train_pairs.b, order, config.batch_size, generator)
         running = 0.0
-        for k in range(steps_per_epoch):
+        for k, batch in enumerate(batches):
             elapsed = time.perf_counter() - t0
             if budget is not None and elapsed >= budget:
                 stopped_by = "max_minutes"
@@ -341,7 +373,6 @@ def train(
             frac = max(step / total_steps, elapsed / budget if budget else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(frac, config.warmup_fraction)
-            batch = order[k * config.batch_size : (k + 1) * config.batch_size]
             index = np.concatenate([train_pairs.a[batch], train_pairs.b[batch]])
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 emb = embed_images(network, config.preprocess, train_pairs.images, index, perturb,
@@ -350,12 +381,20 @@ def train(
             scores = (emb[:half] * emb[half:]).sum(dim=1)
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
             loss = torch.nn.functional.mse_loss(scores.float(), target)
-            if config.in_batch_pairs:
+            if config.in_batch_pairs and blocks is not None:
+                first, second = blocks.pairs_in_batch(index)
+                cap = config.in_batch_pairs * len(index)
+                if len(first) > cap:
+                    keep = np.sort(torch.randperm(len(first), generator=generator)[:cap].numpy())
+                    first, second = first[keep], second[keep]
+                extra = blocks.target(index[first], index[second])
+            elif config.in_batch_pairs:
                 first, second = in_batch_pairs(index, config.in_batch_pairs, generator,
                                                emb if config.in_batch_mining == "hardest" else None)
                 view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
                 extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
                                    device=dev.type)
+            if config.in_batch_pairs and len(first):
                 extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
                 # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,
                 # which are mostly unrelated images: neither regime drowns the other.

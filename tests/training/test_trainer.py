@@ -165,3 +165,35 @@ def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Pa
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match="in_batch_pairs needs plain SSIM"):
         train([data], tmp_path / "c", config.with_overrides(registered_targets=True), device="cpu", progress=False)
+
+
+def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6)
+    one = train([data], tmp_path / "a", config, device="cpu", progress=False)
+    two = train([data], tmp_path / "b", config, device="cpu", progress=False)
+    assert one.best["val_perturbed_mse"] == two.best["val_perturbed_mse"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    (cached,) = (tmp_path / "a" / "cache").glob("blocks-*.npz")
+    # Block mode trains another model than random partners (other batches, other pairs).
+    other = train([data], tmp_path / "r", TINY.with_overrides(in_batch_pairs=8), device="cpu", progress=False)
+    assert other.best["val_perturbed_mse"] != one.best["val_perturbed_mse"]
+
+    save = trainer._save_state
+
+    def save_then_crash(path: Path, state: dict) -> None:
+        save(path, state)
+        raise KeyboardInterrupt("simulated interruption after epoch 1")
+
+    monkeypatch.setattr(trainer, "_save_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train([data], tmp_path / "cut", config, device="cpu", progress=False)
+    monkeypatch.setattr(trainer, "_save_state", save)
+    (block_file,) = (tmp_path / "cut" / "cache").glob("blocks-*.npz")
+    assert block_file.name == cached.name
+    block_file.write_bytes(b"damaged")  # a damaged cache entry is rebuilt, not trusted
+    resumed = train([data], tmp_path / "cut", config, device="cpu", resume=True, progress=False)
+    assert resumed.best["step"] == one.best["step"]
+    assert resumed.best["val_perturbed_mse"] == pytest.approx(one.best["val_perturbed_mse"], abs=1e-7)
+    assert block_file.read_bytes()[:2] == b"PK"
