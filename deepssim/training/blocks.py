@@ -11,12 +11,14 @@ pairs between those inputs are then free, both in embeddings and in targets.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..refssim import ssim_matrix
 
@@ -52,7 +54,8 @@ class BlockTargets:
         pos = np.empty(n, np.int64)
         matrices = []
         views = list(inputs)
-        for k, idx in enumerate(members):
+        bar = tqdm(members, desc="block targets", unit="block", disable=not progress, file=sys.stderr)
+        for k, idx in enumerate(bar):
             block[idx] = k
             pos[idx] = np.arange(len(idx))
             chosen = [views[i] for i in idx]

@@ -15,10 +15,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -92,47 +92,48 @@ def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generat
     return train, val
 
 
+T = TypeVar("T", PairSet, BlockTargets)
+
+
+def _cached(cache: Path, what: str, key: dict[str, Any], kind: type[T], build: Callable[[], T]) -> T:
+    """``build()`` once per data and settings (``key``): later runs and resumes load the file
+    ``cache/<what>-<hash of key>.npz``; a damaged file is rebuilt, not trusted."""
+    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
+    path = cache / f"{what}-{name}.npz"
+    if path.is_file():
+        try:
+            return kind.load(path)
+        except Exception as exc:
+            log.warning("%s: unreadable %s cache (%s), rebuilding", path, what, exc)
+    made = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    made.save(path)
+    return made
+
+
 def _cached_pairs(
     cache: Path, key: dict[str, Any], images: np.ndarray, n_pairs: int, families: Sequence[str],
     config: TrainConfig, seed: int, progress: bool,
 ) -> PairSet:
-    """Build the pairs once per data and settings; later runs and resumes reuse the file."""
-    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
-    path = cache / f"pairs-{name}.npz"
-    if path.is_file():
-        try:
-            return PairSet.load(path)
-        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
-            log.warning("%s: unreadable pair cache (%s), rebuilding", path, exc)
-    pairs = build_pairs(
+    return _cached(cache, "pairs", key, PairSet, lambda: build_pairs(
         images, n_pairs, families=families, rng=np.random.default_rng(seed),
         copy_fraction=config.copy_fraction, registered=config.registered_targets, progress=progress,
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    pairs.save(path)
-    return pairs
+    ))
 
 
 def _cached_blocks(
     cache: Path, key: dict[str, Any], inputs: np.ndarray, block_size: int, rng: np.random.Generator,
     device: str, progress: bool,
 ) -> BlockTargets:
-    """The in-batch block targets, built once per data and settings like the pairs."""
-    name = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
-    path = cache / f"blocks-{name}.npz"
-    if path.is_file():
-        try:
-            return BlockTargets.load(path)
-        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
-            log.warning("%s: unreadable block cache (%s), rebuilding", path, exc)
-    t0 = time.perf_counter()
-    blocks = BlockTargets.build(inputs, block_size, rng, device, progress)
-    sizes = [len(m) for m in blocks.matrices]
-    log.info("in-batch targets: %d block(s) of %d-%d inputs, %d pairs in %.1f s", len(sizes), min(sizes),
-             max(sizes), sum(k * k for k in sizes), time.perf_counter() - t0)
-    cache.mkdir(parents=True, exist_ok=True)
-    blocks.save(path)
-    return blocks
+    def build() -> BlockTargets:
+        t0 = time.perf_counter()
+        blocks = BlockTargets.build(inputs, block_size, rng, device, progress)
+        sizes = [len(m) for m in blocks.matrices]
+        log.info("in-batch targets: %d block(s) of %d-%d inputs, %d pairs in %.1f s", len(sizes),
+                 min(sizes), max(sizes), sum(k * k for k in sizes), time.perf_counter() - t0)
+        return blocks
+
+    return _cached(cache, "blocks", key, BlockTargets, build)
 
 
 def _param_groups(network: Embedder, config: TrainConfig) -> list[dict[str, Any]]:
