@@ -111,7 +111,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",
-                   help="extra pairs per image among the images of each batch (0: off)")
+                   help="extra pairs per image among the images of each batch (0: off); with "
+                        "--in-batch-mining block, a cap: at most N times the batch's images")
     p.add_argument("--in-batch-mining", choices=["random", "hardest", "block"],
                    help="partners of the in-batch pairs: random, or highest current cosine, or "
                         "every other image of the batch from the same block of inputs (targets "

@@ -3,9 +3,10 @@ SSIM of every pair within a block computed once, and batches whose images share 
 
 With per-step targets (``in_batch_mining="random"``) every extra pair costs an SSIM during the
 step (about a quarter of a CPU step for 4 partners per image). Here the targets of all pairs
-within a block come from one ``ssim_matrix`` per block before training (N x block_size pairs
-in all), and the batches are formed so that their sampled pairs' inputs lie in one block: all
-pairs between those inputs are then free, both in embeddings and in targets.
+within a block come from one ``ssim_matrix`` per block before training (about N x block_size
+pairs in all), and the batches are formed so that their sampled pairs' first inputs lie in one
+block: all pairs between the batch's inputs of that block are then free, both in embeddings
+and in targets.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class BlockTargets:
         cls, inputs: np.ndarray, block_size: int, rng: np.random.Generator,
         device: str = "cpu", progress: bool = False,
     ) -> BlockTargets:
-        """Random blocks of ``block_size`` inputs (the remainder spread over the blocks)."""
+        """``N // block_size`` random blocks (at least one), the remainder spread over them:
+        each holds ``block_size`` to ``2 * block_size - 1`` inputs, or all N when fewer."""
         n = len(inputs)
         if block_size < 2:
             raise ValueError(f"block_size must be >= 2, got {block_size}")
@@ -66,6 +68,11 @@ class BlockTargets:
     def n_inputs(self) -> int:
         return len(self.block)
 
+    def _block_of(self, index: np.ndarray) -> np.ndarray:
+        """Block of each image index; -1 for the images after the inputs (generated copies)."""
+        n = self.n_inputs
+        return np.where(index < n, self.block[np.minimum(index, n - 1)], -1)
+
     def target(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """SSIM of inputs (i[k], j[k]), each pair within one block."""
         bi, bj = self.block[i], self.block[j]
@@ -84,10 +91,9 @@ class BlockTargets:
         is an input (a pair of two copies goes with a random block); each block's pairs are cut
         into full batches in ``order``'s order; the leftovers of all blocks fill the last
         batches. The batches come in a random order."""
-        n = self.n_inputs
         rand = torch.randint(0, len(self.matrices), (len(a),), generator=generator).numpy()
-        key = np.where(a < n, self.block[np.minimum(a, n - 1)],
-                       np.where(b < n, self.block[np.minimum(b, n - 1)], rand))
+        block_a, block_b = self._block_of(a), self._block_of(b)
+        key = np.where(block_a >= 0, block_a, np.where(block_b >= 0, block_b, rand))
         keyed = key[order]
         grouped = order[np.argsort(keyed, kind="stable")]
         sizes = np.bincount(keyed, minlength=len(self.matrices))
@@ -106,12 +112,11 @@ class BlockTargets:
         return [out[k] for k in shuffle]
 
     def pairs_in_batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions (p, q), p < q, of a batch's images that are distinct inputs of one block."""
-        n = self.n_inputs
-        inp = index < n
-        blk = np.where(inp, self.block[np.minimum(index, n - 1)], -1)
+        """Positions (p, q), p < q, of a batch's images that are distinct inputs of one block.
+        An input that fills several positions is in a pair from each of them."""
+        blk = self._block_of(index)
         p, q = np.triu_indices(len(index), k=1)
-        keep = inp[p] & (blk[p] == blk[q]) & (index[p] != index[q])
+        keep = (blk[p] >= 0) & (blk[p] == blk[q]) & (index[p] != index[q])
         return p[keep], q[keep]
 
     def save(self, path: str | os.PathLike[str]) -> None:

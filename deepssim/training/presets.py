@@ -31,8 +31,10 @@ class TrainConfig:
             ``hardest`` ones (highest current cosine among the batch's other images), or
             ``block``: the training inputs are split into blocks of ``in_batch_block``, the
             SSIM of every pair within a block is computed once before training, batches are
-            formed from pairs of one block, and every pair of the batch's inputs of one block
-            is used (at most ``in_batch_pairs`` per image of the batch); see ``blocks.py``.
+            formed from pairs whose first input lies in one block, and every pair of the
+            batch's positions holding distinct inputs of one block is used, up to
+            ``in_batch_pairs`` times the batch's image count in all (a random subset beyond);
+            see ``blocks.py``.
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.
@@ -132,8 +134,9 @@ PRESETS: dict[str, TrainConfig] = {
         epochs=1000, max_minutes=10.0, batch_size=96, lr=2e-3, weight_decay=1e-4,
         n_train_pairs=40_000, n_val_pairs=2_000, max_images=3000, cpu_bf16=True,
         # In-batch pairs: MAE 0.099 -> 0.074 in the same 10 minutes; with targets precomputed
-        # per block of 128 inputs (every pair of a batch's inputs of one block, about 2,000
-        # a step) and 96 sampled pairs a step, 0.071 (docs/quality.md, runs 7 and 14).
+        # per block of 128 inputs (every pair of a batch's inputs of one block, about 4,000
+        # a step; 32 x 192 images is a cap it never reaches) and 96 sampled pairs a step,
+        # 0.071 (docs/quality.md, runs 7 and 14).
         in_batch_pairs=32, in_batch_mining="block", in_batch_block=128,
     ),
 }

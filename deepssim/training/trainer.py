@@ -314,9 +314,13 @@ def train(
                               config.seed + 1, progress)
     blocks = None
     if config.in_batch_pairs and config.in_batch_mining == "block":
-        blocks = _cached_blocks(cache, {**common, "part": "blocks", "block": config.in_batch_block},
+        block_key = {k: common[k] for k in ("data", "size", "resize", "seed", "val_fraction")}
+        blocks = _cached_blocks(cache, {**block_key, "part": "blocks", "block": config.in_batch_block},
                                 train_pairs.images[: len(train_idx)], config.in_batch_block,
                                 np.random.default_rng(config.seed + 2), dev.type, progress)
+        if blocks.n_inputs != len(train_idx):
+            raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "
+                             f"set has {len(train_idx)}; delete the cache folder and train again")
 
     # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
     network = Embedder(config.model).to(dev, memory_format=torch.channels_last)
@@ -327,6 +331,8 @@ def train(
     perturb = Perturb(config.perturb)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     steps_per_epoch = max(1, len(train_pairs) // config.batch_size)
+    if config.in_batch_pairs and config.in_batch_mining == "block":  # block batches keep every pair
+        steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     epoch, step, elapsed_before = 0, 0, 0.0
     best: dict[str, float] = {}
@@ -382,6 +388,7 @@ def train(
             scores = (emb[:half] * emb[half:]).sum(dim=1)
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
             loss = torch.nn.functional.mse_loss(scores.float(), target)
+            first = second = np.empty(0, np.int64)
             if config.in_batch_pairs and blocks is not None:
                 first, second = blocks.pairs_in_batch(index)
                 cap = config.in_batch_pairs * len(index)
@@ -395,7 +402,7 @@ def train(
                 view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
                 extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
                                    device=dev.type)
-            if config.in_batch_pairs and len(first):
+            if len(first):
                 extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
                 # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,
                 # which are mostly unrelated images: neither regime drowns the other.

@@ -45,27 +45,35 @@ def test_batches_partition_the_pairs_and_keep_blocks_together(inputs: np.ndarray
     b = rng.integers(0, 20, n_pairs)  # indices >= 16 are copies, not inputs
     a[:10] = 16 + rng.integers(0, 4, 10)  # copy-copy and copy-input pairs
     order = rng.permutation(n_pairs)
+    a[10:15] = 16 + rng.integers(0, 4, 5)  # copy first, input second: grouped by the second
+    b[10:15] = rng.integers(0, 16, 5)
+    order = rng.permutation(n_pairs)
     batches = blocks.batches(a, b, order, 8, torch.Generator().manual_seed(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(n_pairs))
-    pure = 0
-    for batch in batches:
-        keys = {int(blocks.block[x]) for x in a[batch] if x < 16}
-        pure += len(keys) <= 1
-    assert pure >= len(batches) - 4  # only the leftover batches mix blocks
+    assert len(batches) == -(-n_pairs // 8)  # full batches per block, then the leftovers
+    key = [int(blocks.block[x]) if x < 16 else int(blocks.block[y]) if y < 16 else None for x, y in zip(a, b)]
+    pure = [batch for batch in batches if len({key[k] for k in batch if key[k] is not None}) == 1]
+    # At most one block's leftovers (< 8 pairs each) per mixed batch: 4 blocks, 25 batches.
+    assert len(pure) >= len(batches) - 4 and len(pure) >= 20
+    # Within a pure batch, pairs keep the order they had in ``order``.
+    rank = np.argsort(order)
+    assert all((np.diff(rank[batch]) > 0).all() for batch in pure)
     again = blocks.batches(a, b, order, 8, torch.Generator().manual_seed(0))
     assert all((x == y).all() for x, y in zip(batches, again))
 
 
 def test_pairs_in_batch_are_distinct_inputs_of_one_block(inputs: np.ndarray) -> None:
     blocks = BlockTargets.build(inputs, 4, np.random.default_rng(0))
-    index = np.array([0, 1, 2, 3, 0, 17, 5, 9, 12, 13])
+    # Hand-made blocks: {0, 1, 2, 3}, {4, ..., 7}, ...; inputs 0..15, copies from 16 on.
+    blocks.block = np.arange(16) // 4
+    blocks.pos = np.arange(16) % 4
+    index = np.array([0, 1, 2, 0, 17, 5, 6, 9, 17, 3])
     p, q = blocks.pairs_in_batch(index)
-    assert (p < q).all() and (index[p] != index[q]).all() and (index[p] < 16).all() and (index[q] < 16).all()
-    assert (blocks.block[index[p]] == blocks.block[index[q]]).all()
-    want = {(x, y) for x in range(10) for y in range(x + 1, 10)
-            if index[x] < 16 and index[y] < 16 and index[x] != index[y]
-            and blocks.block[index[x]] == blocks.block[index[y]]}
-    assert set(zip(p.tolist(), q.tolist())) == want
+    got = set(zip(p.tolist(), q.tolist()))
+    # Block 0 at positions 0, 1, 2, 3, 9 (input 0 twice), block 1 at 5, 6, block 2 alone at 7;
+    # the copy 17 (positions 4, 8) is in no pair, nor is input 0 with itself (0, 3).
+    want = {(0, 1), (0, 2), (0, 9), (1, 2), (1, 3), (1, 9), (2, 3), (2, 9), (3, 9), (5, 6)}
+    assert got == want
 
 
 def test_save_load_round_trip_and_bad_file(inputs: np.ndarray, tmp_path: Path) -> None:

@@ -170,8 +170,20 @@ def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Pa
 def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deepssim.training.blocks import BlockTargets
+
     config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6)
+    found: list[int] = []
+    real = BlockTargets.pairs_in_batch
+
+    def spy(self: BlockTargets, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first, second = real(self, index)
+        found.append(len(first))
+        return first, second
+
+    monkeypatch.setattr(BlockTargets, "pairs_in_batch", spy)
     one = train([data], tmp_path / "a", config, device="cpu", progress=False)
+    assert len(found) == one.history[-1]["step"] and sum(found) > 0  # the extra pairs are used
     two = train([data], tmp_path / "b", config, device="cpu", progress=False)
     assert one.best["val_perturbed_mse"] == two.best["val_perturbed_mse"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
