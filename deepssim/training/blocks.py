@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..model.checkpoint import atomic_write
 from ..refssim import ssim_matrix
 
 _FORMAT_VERSION = 1
@@ -121,16 +121,9 @@ class BlockTargets:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """One .npz file, written atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         arrays = {f"m{k}": m for k, m in enumerate(self.matrices)}
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, version=np.int64(_FORMAT_VERSION), block=self.block, pos=self.pos, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda fh: np.savez(fh, version=np.int64(_FORMAT_VERSION), block=self.block,
+                                                     pos=self.pos, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BlockTargets:

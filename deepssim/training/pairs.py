@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from deepssim.model.checkpoint import atomic_write
 from deepssim.refssim import registered_ssim, ssim_pairs
 
 RANDOM = "random"
@@ -316,15 +316,8 @@ class PairSet:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write one .npz file atomically: a temporary file beside it, then a rename."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, version=np.int64(_FORMAT_VERSION), **{k: getattr(self, k) for k in _FIELDS})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        arrays = {k: getattr(self, k) for k in _FIELDS}
+        atomic_write(Path(path), lambda fh: np.savez(fh, version=np.int64(_FORMAT_VERSION), **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PairSet:

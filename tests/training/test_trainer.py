@@ -73,10 +73,10 @@ def test_same_seed_same_model(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
-def test_resume_after_an_interruption_matches_an_uninterrupted_run(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _train_interrupted_after_epoch_1(
+    data: Path, out: Path, config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    full = train([data], tmp_path / "full", TINY, device="cpu", progress=False)
+    """A run that stops (KeyboardInterrupt) right after its first saved state."""
     save = trainer._save_state
 
     def save_then_crash(path: Path, state: dict) -> None:
@@ -85,8 +85,15 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
 
     monkeypatch.setattr(trainer, "_save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train([data], tmp_path / "cut", TINY, device="cpu", progress=False)
+        train([data], out, config, device="cpu", progress=False)
     monkeypatch.setattr(trainer, "_save_state", save)
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = train([data], tmp_path / "full", TINY, device="cpu", progress=False)
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut", TINY, monkeypatch)
     resumed = train([data], tmp_path / "cut", TINY, device="cpu", resume=True, progress=False)
     assert resumed.best["step"] == full.best["step"]
     assert resumed.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
@@ -192,16 +199,7 @@ def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
     other = train([data], tmp_path / "r", TINY.with_overrides(in_batch_pairs=8), device="cpu", progress=False)
     assert other.best["val_perturbed_mse"] != one.best["val_perturbed_mse"]
 
-    save = trainer._save_state
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        save(path, state)
-        raise KeyboardInterrupt("simulated interruption after epoch 1")
-
-    monkeypatch.setattr(trainer, "_save_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train([data], tmp_path / "cut", config, device="cpu", progress=False)
-    monkeypatch.setattr(trainer, "_save_state", save)
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut", config, monkeypatch)
     (block_file,) = (tmp_path / "cut" / "cache").glob("blocks-*.npz")
     assert block_file.name == cached.name
     block_file.write_bytes(b"damaged")  # a damaged cache entry is rebuilt, not trusted
