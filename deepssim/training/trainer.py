@@ -331,7 +331,7 @@ def train(
     perturb = Perturb(config.perturb)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     steps_per_epoch = max(1, len(train_pairs) // config.batch_size)
-    if config.in_batch_pairs and config.in_batch_mining == "block":  # block batches keep every pair
+    if blocks is not None:  # block batches keep every pair
         steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     epoch, step, elapsed_before = 0, 0, 0.0
