@@ -47,13 +47,11 @@ def main() -> None:
     held_out = tuple(args.held_out.split(","))
     base = get_preset("fast")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = base.with_overrides(
-        max_minutes=args.minutes,
-        preprocess__size=args.size,
-        families=tuple(f for f in base.families if f not in held_out),
-        val_families=held_out,
-        **overrides,
-    )
+    settings = {"max_minutes": args.minutes, "preprocess__size": args.size,
+                "families": tuple(f for f in base.families if f not in held_out), "val_families": held_out}
+    config = base.with_overrides(**{**settings, **overrides})
+    if set(config.families) & set(held_out):
+        raise SystemExit(f"--set families includes a held-out family ({', '.join(held_out)})")
     t0 = time.perf_counter()
     result = train([DATA], args.out, config, progress=True)
     wall = time.perf_counter() - t0

@@ -77,8 +77,11 @@ def run_demo(
         f"{n_planted} are copies by the oracle (reference SSIM > 0.85), flipped / rotated / "
         f"re-contrasted, in {bench}")
 
+    # No torch.compile: on a fresh machine its first compilation takes about a minute, more
+    # than its faster steps win back in a few training minutes.
     config = get_preset("fast").with_overrides(
-        max_minutes=train_minutes, n_train_pairs=size.n_train_pairs, n_val_pairs=size.n_val_pairs, seed=seed)
+        max_minutes=train_minutes, n_train_pairs=size.n_train_pairs, n_val_pairs=size.n_val_pairs, seed=seed,
+        compile=False)
     trained = train([bench / "train"], out / "model", config, device=device, progress=progress)
     say(f"[3/4] model: 'fast' preset trained {train_minutes:g} min on the training images only "
         f"(validation MAE {trained.best['val_perturbed_mae']:.3f}, r {trained.best['val_perturbed_r']:.3f})")

@@ -45,7 +45,7 @@ from ..model.preprocess import Preprocess
 from ..readers import read_image, scan
 from ..refssim import ssim_matrix, ssim_pairs
 from ..training.augment import PerturbConfig, apply_to_image, draw_params
-from ..training.pairs import FAMILIES
+from ..training.pairs import BENCHMARK_FAMILIES, FAMILIES
 from ..training.trainer import load_images
 from .neardup import DEFAULT_THRESHOLD as NEAR_DUPLICATE_THRESHOLD
 from .neardup import near_duplicate_groups
@@ -479,7 +479,7 @@ def build_benchmark(
     size: int = 128,
     group_by: str | None = None,
     near_duplicates: float | None = NEAR_DUPLICATE_THRESHOLD,
-    families: Sequence[str] = tuple(FAMILIES),
+    families: Sequence[str] = BENCHMARK_FAMILIES,
     memorized_fraction: float = 0.5,
     seed: int = 0,
     n_hard: int = N_HARD,
@@ -503,7 +503,8 @@ def build_benchmark(
         near_duplicates: images whose near-duplicate similarity (``neardup``: same image up
             to flips, rotation and monotone contrast) exceeds it share a group too, so that
             a non-member has no twin in train; None keeps only pixel-identical images together.
-        families: near-copy generators (``deepssim.training.pairs.FAMILIES``) to use.
+        families: near-copy generators (``deepssim.training.pairs.FAMILIES``) to use; by
+            default ``BENCHMARK_FAMILIES``, the seven the development benchmarks were built with.
         seed: everything random is drawn from it (same inputs and seed: same bytes).
         n_hard, n_random: hard-negative and random pairs per synthetic image.
         overwrite: replace an existing benchmark folder.

@@ -81,7 +81,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "contrast; proxy similarity > T) in one group, so that no non-member has a "
                         "twin in train (default 0.97; 'off': only pixel-identical images)")
     p.add_argument("--families", nargs="+", metavar="FAMILY",
-                   help="near-copy generators (default all: noise blur elastic intensity resample mix texture)")
+                   help="near-copy generators (default: noise blur elastic intensity resample mix texture; "
+                        "also kspace ghost blocks sharpen median posterize)")
     p.add_argument("--memorized-fraction", type=float,
                    help="share of synthetic images made from training images (default 0.5)")
     p.add_argument("--n-hard", type=int, help="hard-negative pairs per synthetic image (default 2)")

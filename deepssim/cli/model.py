@@ -34,6 +34,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "in_batch_pairs": args.in_batch_pairs,
         "in_batch_mining": args.in_batch_mining,
         "in_batch_block": args.in_batch_block,
+        "compile": args.compile,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.pretrained is not None:
@@ -119,6 +120,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "precomputed per block before training)")
     p.add_argument("--in-batch-block", type=int, metavar="N",
                    help="inputs per block for --in-batch-mining block (default 128)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
+                        "more steps on the CPU; the first compilation, about a minute, comes "
+                        "before the time budget starts)")
     p.add_argument("--n-train-pairs", type=int)
     p.add_argument("--n-val-pairs", type=int)
     p.add_argument("--max-images", type=int, help="use a random subset of at most N images")

@@ -67,6 +67,9 @@ class CaseStudyConfig:
     seed: int = 0
     ldm_overrides: dict[str, Any] = field(default_factory=dict)
     """More preset settings (``preset()`` names: ``image_size``, ``unet_lr``, ...)."""
+    deepssim_overrides: dict[str, Any] = field(default_factory=dict)
+    """More settings of the DeepSSIM model's ``fast`` preset (``TrainConfig.with_overrides``
+    names: ``compile``, ``batch_size``, ...)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(self.levels))
@@ -277,8 +280,9 @@ def case_study(
         if not (Path(model) / "model.safetensors").is_file():
             from ..training import get_preset, train as train_deepssim
 
-            cfg = get_preset("fast").with_overrides(max_minutes=config.deepssim_minutes, seed=config.seed,
-                                                    preprocess__size=size)
+            cfg = get_preset("fast").with_overrides(**{
+                "max_minutes": config.deepssim_minutes, "seed": config.seed, "preprocess__size": size,
+                **config.deepssim_overrides})
             train_deepssim([out / "train"], model, cfg, device=device, progress=progress)
         timings["deepssim_train_seconds"] = time.perf_counter() - t0
     say(f"[5/6] DeepSSIM model: {model}")

@@ -4,7 +4,9 @@ Random pairs of one image set are nearly all "different" (SSIM 0.1-0.4), while t
 about near-copies such as a memorizing generator makes. ``build_pairs`` therefore mixes
 SSIM-stratified pairs of distinct inputs with pairs of an input and a generated near-copy.
 Near-copies come from ``FAMILIES``: generator-like changes (noise, blur, elastic warps,
-intensity drift, loss of detail, blending, local texture edits) of controlled strength.
+intensity drift, loss of detail, blending, local texture edits, truncated k-space, motion
+ghosts, blockwise transform coding, over-sharpening, edge-preserving smoothing, intensity
+quantisation) of controlled strength.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ REFERENCE_SIZE = 128
 
 
 class Family(Protocol):
-    """A near-copy generator: ``strength`` 0 is the identity, 1 a strong change (SSIM to the
-    source typically 0.3-0.5). Deterministic given ``rng``; ``partner`` is a second image
+    """A near-copy generator: ``strength`` 0 is the identity, 1 a strong change (median SSIM
+    to the source 0.3-0.75, depending on the family). Deterministic given ``rng``; ``partner`` is a second image
     of the same shape, used by families that blend images and ignored by the others."""
 
     def __call__(
@@ -51,6 +53,11 @@ class Family(Protocol):
 
 FAMILIES: dict[str, Family] = {}
 """Near-copy generators by name."""
+
+BENCHMARK_FAMILIES = ("noise", "blur", "elastic", "intensity", "resample", "mix", "texture")
+"""The families ``deepssim benchmark build`` uses by default: the first seven, with which the
+development benchmarks of docs/ were built (the later ones were added for training, and
+leaving them out keeps those benchmarks rebuildable byte for byte)."""
 
 _Impl = Callable[[np.ndarray, float, np.random.Generator, "np.ndarray | None"], np.ndarray]
 
@@ -136,6 +143,22 @@ MIX_MAX = 0.6
 """Weight of the partner image at strength 1."""
 TEXTURE_PATCHES = 12
 """Patches replaced at strength 1."""
+KSPACE_MIN = 0.1
+"""Fraction of each frequency axis kept by ``kspace`` at strength 1 (``KSPACE_MIN ** strength``
+in general)."""
+GHOST_MAX = 0.5
+"""Weight of the ghosts at strength 1."""
+SHARPEN_MAX = 4.0
+"""Gain of the unsharp mask at strength 1."""
+MEDIAN_MAX = 9
+"""Median window side at strength 1 (pixels at REFERENCE_SIZE)."""
+POSTERIZE_LEVELS = 4
+"""Intensity levels left at strength 1 (256 at strength 0)."""
+BLOCK_SIZE = 8
+"""Side of the blocks of ``blocks`` (pixels at REFERENCE_SIZE), like JPEG's or a latent grid's."""
+BLOCK_STEP_MAX = 0.8
+"""Quantisation step of ``blocks``' lowest frequencies at strength 1, as a fraction of the
+image's robust intensity range (higher frequencies: up to 4.5 times as coarse)."""
 TEXTURE_SIZE = (0.15, 0.35)
 """Patch side as a fraction of the image side."""
 
@@ -240,6 +263,104 @@ def _texture(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndar
         window = out[y0 : y0 + ph, x0 : x0 + pw]
         window += mask * (smooth[sy : sy + ph, sx : sx + pw] - window)
     return out
+
+
+@_family("kspace")
+def _kspace(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Truncated k-space, as in an MRI acquisition of lower resolution: only the central
+    fraction of the spatial frequencies along each axis is kept (down to KSPACE_MIN at
+    strength 1; the two axes differ a little), with a short taper, so fine detail goes and
+    Gibbs ringing appears along edges."""
+    if s == 0.0:
+        return x.copy()
+    spectrum = np.fft.fftshift(np.fft.fft2(x))
+    mask = np.ones(x.shape)
+    for axis, n in enumerate(x.shape):
+        keep = KSPACE_MIN ** (s * rng.uniform(0.85, 1.0))
+        freq = np.abs(np.arange(n) - n // 2) / (n / 2)  # 0 at the centre, 1 at Nyquist
+        # Full weight up to keep, then a cosine taper over 10% of the axis.
+        taper = np.clip((freq - keep) / 0.1, 0.0, 1.0)
+        weights = 0.5 * (1.0 + np.cos(np.pi * taper))
+        mask *= weights.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    return np.real(np.fft.ifft2(np.fft.ifftshift(spectrum * mask)))
+
+
+@_family("ghost")
+def _ghost(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Motion ghosts, as in MRI: faint copies of the image shifted along one axis (the
+    phase-encoding direction) by a large fraction of the field of view, weight up to
+    GHOST_MAX; the image itself is dimmed by the same amount."""
+    axis = int(rng.integers(0, 2))
+    n = x.shape[axis]
+    shift = int(round(n * rng.uniform(0.2, 0.5)))
+    w = s * GHOST_MAX * rng.uniform(0.8, 1.0)
+    ghosts = 0.5 * (np.roll(x, shift, axis=axis) + np.roll(x, -shift, axis=axis))
+    return (1.0 - w) * x + w * ghosts
+
+
+@_family("blocks")
+def _blocks(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Blockwise transform coding, as in JPEG or a decoder working on a latent grid: each
+    BLOCK_SIZE block's 2D DCT coefficients are quantised with a step that grows with
+    strength and with frequency, so blocks lose detail independently and seams appear."""
+    if s == 0.0:
+        return x.copy()
+    from scipy.fft import dctn, idctn
+
+    side = max(2, int(round(BLOCK_SIZE * _pixel_scale(x))))
+    h, w = x.shape
+    ph, pw = -h % side, -w % side
+    padded = np.pad(x, ((0, ph), (0, pw)), mode="edge")
+    tiles = padded.reshape(padded.shape[0] // side, side, padded.shape[1] // side, side).transpose(0, 2, 1, 3)
+    coef = dctn(tiles, axes=(2, 3), norm="ortho")
+    lo, hi = _intensity_range(x)
+    u = np.arange(side)
+    ramp = 1.0 + 2.0 * (u[:, None] + u[None, :]) / side  # coarser steps for higher frequencies
+    # Orthonormal DCT coefficients of a pattern grow with the block side: so does the step,
+    # so that a strength means the same at any image size.
+    step = s * BLOCK_STEP_MAX * (hi - lo) * (side / BLOCK_SIZE) * ramp * rng.uniform(0.8, 1.0)
+    step[0, 0] *= 0.25  # the block means are kept more finely
+    quantised = np.round(coef / step) * step
+    out = idctn(quantised, axes=(2, 3), norm="ortho").transpose(0, 2, 1, 3).reshape(padded.shape)
+    return out[:h, :w]
+
+
+@_family("sharpen")
+def _sharpen(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Unsharp masking, as generators and scanner software over-sharpen: the difference to
+    a Gaussian blur (sigma 1-2 pixels at REFERENCE_SIZE) is added back with a gain up to
+    SHARPEN_MAX, which amplifies edges, fine texture and noise."""
+    if s == 0.0:
+        return x.copy()
+    sigma = rng.uniform(1.0, 2.0) * _pixel_scale(x)
+    gain = s * SHARPEN_MAX * rng.uniform(0.8, 1.0)
+    return x + gain * (x - ndimage.gaussian_filter(x, sigma, mode="nearest"))
+
+
+@_family("median")
+def _median(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Edge-preserving smoothing, like a denoiser's: a median filter whose window grows with
+    strength (up to MEDIAN_MAX pixels at REFERENCE_SIZE), blended in by strength, so flat
+    regions turn waxy and fine texture goes while edges stay."""
+    if s == 0.0:
+        return x.copy()
+    side = max(3, 2 * int(round(0.5 * s * MEDIAN_MAX * _pixel_scale(x))) + 1)
+    w = min(1.0, 2.0 * s)
+    return (1.0 - w) * x + w * ndimage.median_filter(x, size=side, mode="nearest")
+
+
+@_family("posterize")
+def _posterize(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """Intensity quantisation, as in a low bit-depth export or a coarse latent code: the
+    robust intensity range is cut into fewer and fewer levels (down to POSTERIZE_LEVELS at
+    strength 1), with a little noise first so that the contours are ragged, not straight."""
+    if s == 0.0:
+        return x.copy()
+    lo, hi = _intensity_range(x)
+    levels = POSTERIZE_LEVELS * (256.0 / POSTERIZE_LEVELS) ** (1.0 - s)
+    step = (hi - lo) / levels
+    dithered = x + 0.25 * step * rng.standard_normal(x.shape)
+    return lo + np.round((dithered - lo) / step) * step
 
 
 # --- the pair set --------------------------------------------------------------------------

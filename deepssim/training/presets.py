@@ -8,8 +8,10 @@ from typing import Any, Literal
 from ..model.network import ModelConfig
 from ..model.preprocess import Preprocess
 from .augment import PerturbConfig
+from .pairs import BENCHMARK_FAMILIES
 
-ALL_FAMILIES = ("noise", "blur", "elastic", "intensity", "resample", "mix", "texture")
+ALL_FAMILIES = (*BENCHMARK_FAMILIES, "kspace", "ghost", "blocks", "sharpen", "median", "posterize")
+"""Every near-copy family, for training pairs (``pairs.FAMILIES``, in their order)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class TrainConfig:
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.
+        compile: run the training steps (normalisation and network) through
+            ``torch.compile``: Inductor fuses the normalisation and activation layers with their
+            neighbours, which gives the ``fast`` preset 1.2-1.4x more steps in 10 minutes on
+            the CPU (docs/quality.md, benchmarks/train_speed.py). Compiling takes about a
+            minute the first time on a machine (before the clock of ``max_minutes`` starts;
+            Inductor caches it for later runs) and needs a C++ compiler on the CPU. Full-size
+            batches only: a last, smaller batch runs uncompiled instead of compiling again. If
+            compiling fails the run says so and continues uncompiled. Evaluation and
+            embedding never compile.
     """
 
     preset: str = "fast"
@@ -64,6 +75,7 @@ class TrainConfig:
     in_batch_mining: Literal["random", "hardest", "block"] = "random"
     in_batch_block: int = 128
     cpu_bf16: bool = False
+    compile: bool = False
     seed: int = 42
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,11 +144,13 @@ PRESETS: dict[str, TrainConfig] = {
         perturb=PerturbConfig(p_flip0=0.5, p_flip1=0.5, p_rotate=0.8, max_degrees=10.0,
                               p_gamma=0.8, gamma_range=(0.5, 1.5)),
         epochs=1000, max_minutes=10.0, batch_size=96, lr=2e-3, weight_decay=1e-4,
-        n_train_pairs=40_000, n_val_pairs=2_000, max_images=3000, cpu_bf16=True,
+        n_train_pairs=40_000, n_val_pairs=2_000, max_images=3000, cpu_bf16=True, compile=True,
         # In-batch pairs: MAE 0.099 -> 0.074 in the same 10 minutes; with targets precomputed
         # per block of 128 inputs (every pair of a batch's inputs of one block, about 4,000
         # a step; 32 x 192 images is a cap it never reaches) and 96 sampled pairs a step,
-        # 0.071 (docs/quality.md, runs 7 and 14).
+        # 0.071 (docs/quality.md, runs 7 and 14). Eleven families (the thirteen but the two
+        # held out for validation) and compiled steps (about 1.3x more of them): 0.067
+        # (run 20; 0.070 uncompiled, run 21).
         in_batch_pairs=32, in_batch_mining="block", in_batch_block=128,
     ),
 }

@@ -8,6 +8,7 @@ The run writes into its output folder: the best model (``model.safetensors`` +
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import logging
@@ -158,15 +159,82 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+def perturbed_batch(
+    images: np.ndarray, index: np.ndarray, perturb: Perturb | None,
+    generator: torch.Generator | None, device: torch.device,
+) -> torch.Tensor:
+    """images[index] as a (B, S, S) tensor on ``device``, each perturbed independently."""
+    x = torch.from_numpy(images[index]).to(device)
+    return x if perturb is None else perturb(x, generator)
+
+
+def network_input(preprocess: Preprocess, batch: torch.Tensor) -> torch.Tensor:
+    """The network input (channels-last) of a batch of resized images."""
+    return preprocess.normalize(batch).contiguous(memory_format=torch.channels_last)
+
+
 def embed_images(
     network: Embedder, preprocess: Preprocess, images: np.ndarray, index: np.ndarray,
     perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
 ) -> torch.Tensor:
     """Embeddings of images[index], each perturbed independently."""
-    x = torch.from_numpy(images[index]).to(device)
-    if perturb is not None:
-        x = perturb(x, generator)
-    return network(preprocess.normalize(x).contiguous(memory_format=torch.channels_last))
+    return network(network_input(preprocess, perturbed_batch(images, index, perturb, generator, device)))
+
+
+class StepNetwork:
+    """Normalisation and network as the training steps call them: embeddings of a batch of
+    perturbed images, the network under bfloat16 autocast when ``amp`` (the perturbations and
+    the normalisation stay float32).
+
+    With ``compile``, both go through ``torch.compile`` for batches of ``full`` images; other
+    batch sizes run eagerly (same weights) instead of compiling again. The compilation is done
+    and checked here, before training starts (see ``_compile``); if it fails, the run is
+    told once and trains eagerly, with the same results, only slower.
+    """
+
+    def __init__(self, network: Embedder, preprocess: Preprocess, *, compile: bool, full: int,
+                 amp: bool, device: torch.device) -> None:
+        self.network, self.preprocess, self.full = network, preprocess, full
+        self.amp, self.device = amp, device
+        self.compiled = self._compile() if compile else None
+
+    def _run(self, normalize: Callable[..., torch.Tensor], network: Callable[..., torch.Tensor],
+             batch: torch.Tensor) -> torch.Tensor:
+        x = normalize(self.preprocess, batch)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return network(x)
+
+    def _compile(self) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None:
+        """The compiled functions, after one forward and backward pass of a copy of the network
+        on a dummy batch: Inductor compiles both passes there (about a minute the first time on
+        a machine; it caches the result, so the network's own first step takes seconds), and a
+        failure at any point leaves the network, its optimiser and every random state as they
+        were. None if compiling fails."""
+        t0 = time.perf_counter()
+        log.info("torch.compile: compiling the training step (about a minute the first time)")
+        size = self.preprocess.size
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                probe = (torch.compile(network_input, dynamic=False),
+                         torch.compile(copy.deepcopy(self.network).train(), dynamic=False))
+                dummy = torch.rand((self.full, size, size), generator=torch.Generator().manual_seed(0))
+                self._run(*probe, dummy.to(self.device)).float().sum().backward()
+            compiled = (torch.compile(network_input, dynamic=False),
+                        torch.compile(self.network, dynamic=False))
+        except Exception as exc:  # no C++ compiler, an unsupported Python or platform, a bug
+            cause = getattr(exc, "inner_exception", None) or exc
+            text = str(cause).strip().splitlines()
+            log.warning("torch.compile failed (%s%s); training continues uncompiled (same results, "
+                        "slower)", type(cause).__name__, f": {text[0]}" if text else "")
+            log.debug("torch.compile failure", exc_info=True)
+            return None
+        log.info("torch.compile: ready in %.1f s", time.perf_counter() - t0)
+        return compiled
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None or batch.shape[0] != self.full:
+            return self._run(network_input, self.network, batch)
+        return self._run(*self.compiled, batch)
 
 
 def embed_pairs(
@@ -262,6 +330,15 @@ def _cpu_has_bf16() -> bool:
         return True
 
 
+def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with the interrupted one: all but ``compile``,
+    which changes speed only (a run may resume with or without it), with the defaults of
+    settings added since filled in."""
+    settings = TrainConfig.from_dict(config).to_dict()
+    settings.pop("compile")
+    return settings
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -342,7 +419,8 @@ def train(
         if not state_path.is_file():
             raise FileNotFoundError(f"{state_path}: nothing to resume (no earlier run in {out})")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict() or state["data"] != data_print:
+        same = _resume_settings(state["config"]) == _resume_settings(config.to_dict())
+        if not same or state["data"] != data_print:
             raise ValueError(f"{state_path}: the earlier run used other settings or data; "
                              "resume with the same command")
         network.load_state_dict(state["network"])
@@ -357,6 +435,10 @@ def train(
     use_amp = dev.type == "cuda" or config.cpu_bf16
     if dev.type == "cpu" and config.cpu_bf16 and not _cpu_has_bf16():
         log.warning("cpu_bf16 is on but this CPU has no native bfloat16: training will be slow")
+    # Compiled before the clock starts, like the pairs are built: the time budget and the
+    # learning-rate schedule count training steps only.
+    step_network = StepNetwork(network, config.preprocess, compile=config.compile,
+                               full=2 * config.batch_size, amp=use_amp, device=dev)
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     t0 = time.perf_counter() - elapsed_before
     stopped_by = "epochs"
@@ -371,8 +453,8 @@ def train(
             batches = [order[k * config.batch_size : (k + 1) * config.batch_size] for k in range(steps_per_epoch)]
         else:
             batches = blocks.batches(train_pairs.a, train_pairs.b, order, config.batch_size, generator)
-        running = 0.0
-        for k, batch in enumerate(batches):
+        running, done = 0.0, 0
+        for batch in batches:
             elapsed = time.perf_counter() - t0
             if budget is not None and elapsed >= budget:
                 stopped_by = "max_minutes"
@@ -381,9 +463,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(frac, config.warmup_fraction)
             index = np.concatenate([train_pairs.a[batch], train_pairs.b[batch]])
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                emb = embed_images(network, config.preprocess, train_pairs.images, index, perturb,
-                                   generator, dev)
+            emb = step_network(perturbed_batch(train_pairs.images, index, perturb, generator, dev))
             half = len(batch)
             scores = (emb[:half] * emb[half:]).sum(dim=1)
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
@@ -414,12 +494,15 @@ def train(
             optimizer.step()
             step += 1
             running += loss.item()
+            done += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{running / (k + 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+            bar.set_postfix(loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
             epoch += 1
+        if done == 0 and history:  # the budget ran out at an epoch's end: evaluated already
+            break
         row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
-                                time.perf_counter() - t0, running / max(1, k + 1), logs)
+                                time.perf_counter() - t0, running / max(1, done), logs)
         history.append(row)
         if not best or row["val_perturbed_mse"] < best["val_perturbed_mse"]:
             best = row

@@ -118,7 +118,8 @@ def test_case_study_end_to_end_on_tiny_images(tmp_path):
     for k, image in enumerate(textures(30, size=32, seed=5)):
         write_png(tmp_path / "images" / f"b{k:02d}.png", image)
     config = CaseStudyConfig(n_train=24, n_samples=4, vae_epochs=1, unet_epochs=2, deepssim_minutes=0.05,
-                             verify=2, ldm_overrides=dict(image_size=32, grid_every=1))
+                             deepssim_overrides=dict(compile=False), verify=2,
+                             ldm_overrides=dict(image_size=32, grid_every=1))
     lines = []
     s = case_study([tmp_path / "images"], tmp_path / "cs", config, device="cpu", progress=False, say=lines.append)
     out = tmp_path / "cs"
@@ -170,7 +171,8 @@ def test_case_study_matched_by_epochs_gives_duplicated_records_more_steps(tmp_pa
     for k, image in enumerate(textures(30, size=32, seed=6)):
         write_png(tmp_path / "images" / f"b{k:02d}.png", image)
     config = CaseStudyConfig(n_train=24, n_samples=2, match="epochs", vae_epochs=1, unet_epochs=1,
-                             deepssim_minutes=0.05, verify=0, ldm_overrides=dict(image_size=32))
+                             deepssim_minutes=0.05, deepssim_overrides=dict(compile=False), verify=0,
+                             ldm_overrides=dict(image_size=32))
     s = case_study([tmp_path / "images"], tmp_path / "cs", config, device="cpu", progress=False,
                    say=lambda _: None)
     none, high = s["levels"]["none"], s["levels"]["high"]

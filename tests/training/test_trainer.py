@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import deepssim.training.trainer as trainer
@@ -135,7 +136,7 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
         [sys.executable, "-m", "deepssim", "-q", "train", str(data), "--out", str(tmp_path / "cli"),
          "--image-size", "32", "--epochs", "1", "--n-train-pairs", "48", "--n-val-pairs", "16",
          "--batch-size", "16", "--device", "cpu", "--no-progress", "--json",
-         "--in-batch-pairs", "2", "--in-batch-mining", "hardest", "--dropout", "0.2"],
+         "--in-batch-pairs", "2", "--in-batch-mining", "hardest", "--dropout", "0.2", "--no-compile"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -144,11 +145,10 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     recorded = json.loads((tmp_path / "cli" / "config.json").read_text())["training"]
     assert (recorded["in_batch_pairs"], recorded["in_batch_mining"], recorded["model"]["dropout"]) == (2, "hardest", 0.2)
+    assert recorded["compile"] is False
 
 
 def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> None:
-    import torch
-
     index = np.array([0, 1, 0, 2])  # positions 0 and 2 hold the same image
     emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.8, 0.6]]), dim=1)
     first, second = trainer.in_batch_pairs(index, 1, torch.Generator().manual_seed(0), emb)
@@ -159,8 +159,6 @@ def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> Non
 
 
 def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Path, tmp_path: Path) -> None:
-    import torch
-
     index = np.array([3, 5, 3, 7, 9, 5])
     first, second = trainer.in_batch_pairs(index, 4, torch.Generator().manual_seed(0))
     assert len(first) == len(second) > 0 and (index[first] != index[second]).all()
@@ -207,3 +205,97 @@ def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
     assert resumed.best["step"] == one.best["step"]
     assert resumed.best["val_perturbed_mse"] == pytest.approx(one.best["val_perturbed_mse"], abs=1e-7)
     assert block_file.read_bytes()[:2] == b"PK"
+
+
+def test_compiled_training_matches_eager_training(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # torch.compile (Inductor) on the real path: the same run within float tolerance. TINY's
+    # 64 pairs make 4 full batches of 16 per epoch, so every step goes through the compiled
+    # network; the epoch's evaluation runs eagerly. No dropout: Inductor draws its own masks.
+    config = TINY.with_overrides(epochs=1, model__dropout=0.0)
+    eager = train([data], tmp_path / "eager", config, device="cpu", progress=False)
+    with caplog.at_level("INFO", logger="deepssim.training.trainer"):
+        compiled = train([data], tmp_path / "compiled", config.with_overrides(compile=True),
+                         device="cpu", progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("torch.compile: ready") for m in messages), messages
+    assert compiled.best["step"] == eager.best["step"] == 4
+    for key in ("val_clean_mse", "val_perturbed_mse", "val_perturbed_mae"):
+        assert compiled.best[key] == pytest.approx(eager.best[key], rel=1e-3, abs=1e-5)
+
+
+class _FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        raise RuntimeError("InductorError: backward compilation failed\nmore detail")
+
+
+def _broken_compile(where: str):  # type: ignore[no-untyped-def]
+    """A stand-in for torch.compile that fails when called, when its result is called, or in
+    the backward pass of its result (where Inductor compiles the backward graph)."""
+    def compile(fn, **options):  # type: ignore[no-untyped-def]
+        if where == "compile":
+            raise RuntimeError("Dynamo is not supported on this Python\nmore detail")
+
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if where == "call":
+                raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+            out = fn(*args, **kwargs)
+            return _FailingBackward.apply(out) if out.requires_grad else out
+        return call
+    return compile
+
+
+@pytest.mark.parametrize("where", ["compile", "call", "backward"])
+def test_a_failed_compilation_is_reported_and_training_goes_on_eagerly(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    eager = train([data], tmp_path / "eager", TINY, device="cpu", progress=False)
+    monkeypatch.setattr(trainer.torch, "compile", _broken_compile(where))
+    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+        fallback = train([data], tmp_path / "fallback", TINY.with_overrides(compile=True), device="cpu",
+                         progress=False)
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warnings) == 1 and "RuntimeError" in warnings[0] and "more detail" not in warnings[0]
+    # The failed attempt drew no random numbers and changed no weights: the run is the eager one.
+    assert fallback.best == {**eager.best, "elapsed_s": fallback.best["elapsed_s"]}
+    assert (tmp_path / "eager" / "model.safetensors").read_bytes() == (
+        tmp_path / "fallback" / "model.safetensors").read_bytes()
+
+
+def test_step_network_runs_other_batch_sizes_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def spy_compile(fn, **options):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(fn)
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(trainer.torch, "compile", spy_compile)
+    network = trainer.Embedder(TINY.model).eval()
+    step = trainer.StepNetwork(network, TINY.preprocess, compile=True, full=4, amp=False,
+                               device=torch.device("cpu"))
+    calls.clear()  # the warm-up's calls
+    batch = torch.rand(6, 32, 32)
+    full, short = step(batch[:4]), step(batch[:3])
+    assert len(calls) == 2  # normalisation and network, for the full batch only
+    assert torch.allclose(full[:3], short, atol=1e-6)
+
+
+def test_resume_may_switch_compile_but_not_other_settings(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut", TINY, monkeypatch)
+    monkeypatch.setattr(trainer.torch, "compile", _broken_compile("compile"))  # fast, eager
+    resumed = train([data], tmp_path / "cut", TINY.with_overrides(compile=True), device="cpu", resume=True,
+                    progress=False)
+    assert resumed.best["step"] == 8
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut2", TINY, monkeypatch)
+    with pytest.raises(ValueError, match="other settings"):
+        train([data], tmp_path / "cut2", TINY.with_overrides(lr=0.01), device="cpu", resume=True, progress=False)
