@@ -29,7 +29,8 @@ from deepssim.training.trainer import StepNetwork, perturbed_batch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=None, help="sampled pairs a step (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sampled pairs a step (default: the preset's)")
     parser.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     parser.add_argument("--rounds", type=int, default=10, help="timed steps of each variant")
     args = parser.parse_args()
