@@ -38,8 +38,9 @@ REFERENCE_SIZE = 128
 
 class Family(Protocol):
     """A near-copy generator: ``strength`` 0 is the identity, 1 a strong change (median SSIM
-    to the source 0.3-0.75, depending on the family). Deterministic given ``rng``; ``partner`` is a second image
-    of the same shape, used by families that blend images and ignored by the others."""
+    to the source 0.3-0.75, depending on the family). Deterministic given ``rng``;
+    ``partner`` is a second image of the same shape, used by families that blend images and
+    ignored by the others."""
 
     def __call__(
         self,
