@@ -77,8 +77,8 @@ def run_demo(
         f"{n_planted} are copies by the oracle (reference SSIM > 0.85), flipped / rotated / "
         f"re-contrasted, in {bench}")
 
-    # No torch.compile: on a fresh machine its first compilation takes about a minute, more
-    # than its faster steps win back in a few training minutes.
+    # No torch.compile: on a fresh machine its first compilation would add about a minute of
+    # wall time to a demo that trains for a few.
     config = get_preset("fast").with_overrides(
         max_minutes=train_minutes, n_train_pairs=size.n_train_pairs, n_val_pairs=size.n_val_pairs, seed=seed,
         compile=False)

@@ -189,7 +189,9 @@ class StepNetwork:
     With ``compile``, both go through ``torch.compile`` for batches of ``full`` images; other
     batch sizes run eagerly (same weights) instead of compiling again. The compilation is done
     and checked here, before training starts (see ``_compile``); if it fails, the run is
-    told once and trains eagerly, with the same results, only slower.
+    told once and trains eagerly: the same training up to rounding, only slower. (A failure
+    that only the network's own first step would meet, after the copy compiled, is not
+    caught: it stops the run.)
     """
 
     def __init__(self, network: Embedder, preprocess: Preprocess, *, compile: bool, full: int,
@@ -224,8 +226,8 @@ class StepNetwork:
         except Exception as exc:  # no C++ compiler, an unsupported Python or platform, a bug
             cause = getattr(exc, "inner_exception", None) or exc
             text = str(cause).strip().splitlines()
-            log.warning("torch.compile failed (%s%s); training continues uncompiled (same results, "
-                        "slower)", type(cause).__name__, f": {text[0]}" if text else "")
+            log.warning("torch.compile failed (%s%s); training continues uncompiled (the same "
+                        "training up to rounding, slower)", type(cause).__name__, f": {text[0]}" if text else "")
             log.debug("torch.compile failure", exc_info=True)
             return None
         log.info("torch.compile: ready in %.1f s", time.perf_counter() - t0)
@@ -332,11 +334,25 @@ def _cpu_has_bf16() -> bool:
 
 def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the interrupted one: all but ``compile``,
-    which changes speed only (a run may resume with or without it), with the defaults of
-    settings added since filled in."""
+    which changes speed and rounding only (a run may resume with or without it), with the
+    defaults of settings added since filled in."""
     settings = TrainConfig.from_dict(config).to_dict()
     settings.pop("compile")
     return settings
+
+
+def _check_resume(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume the run saved at ``path`` with other settings, naming them."""
+    try:
+        before = _resume_settings(saved)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: written by another version of deepssim ({exc}); train again "
+                         "into a new folder") from None
+    now = _resume_settings(config.to_dict())
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        raise ValueError(f"{path}: the earlier run used other settings ({', '.join(changed)}); "
+                         "resume with the same command")
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -419,10 +435,10 @@ def train(
         if not state_path.is_file():
             raise FileNotFoundError(f"{state_path}: nothing to resume (no earlier run in {out})")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        same = _resume_settings(state["config"]) == _resume_settings(config.to_dict())
-        if not same or state["data"] != data_print:
-            raise ValueError(f"{state_path}: the earlier run used other settings or data; "
-                             "resume with the same command")
+        _check_resume(state_path, state["config"], config)
+        if state["data"] != data_print:
+            raise ValueError(f"{state_path}: the earlier run used other data; resume with the same "
+                             "command")
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -437,9 +453,11 @@ def train(
         log.warning("cpu_bf16 is on but this CPU has no native bfloat16: training will be slow")
     # Compiled before the clock starts, like the pairs are built: the time budget and the
     # learning-rate schedule count training steps only.
-    step_network = StepNetwork(network, config.preprocess, compile=config.compile,
-                               full=2 * config.batch_size, amp=use_amp, device=dev)
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    steps_left = epoch < config.epochs and (budget is None or elapsed_before < budget)
+    step_network = StepNetwork(network, config.preprocess, full=2 * config.batch_size, amp=use_amp,
+                               device=dev, compile=config.compile and steps_left
+                               and len(train_pairs) >= config.batch_size)
     t0 = time.perf_counter() - elapsed_before
     stopped_by = "epochs"
     # With a time budget the step count is unknown: the bar then counts steps and time only.

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deepssim.refssim import registered_ssim, ssim_pairs
-from deepssim.training.presets import ALL_FAMILIES
+from deepssim.training.presets import ALL_FAMILIES, get_preset
 from deepssim.training.pairs import (
     BENCHMARK_FAMILIES,
     BLOCK_SIZE,
@@ -142,9 +142,11 @@ def test_blocks_change_each_block_on_its_own(images: np.ndarray) -> None:
     assert changed[:, 1].min() >= c0 and changed[:, 1].max() < c0 + side
 
 
-def test_preset_families_are_all_families_and_the_benchmark_keeps_its_seven() -> None:
+def test_fast_trains_on_all_families_the_others_and_the_benchmark_keep_the_seven() -> None:
     assert ALL_FAMILIES == tuple(FAMILIES)
     assert BENCHMARK_FAMILIES == ("noise", "blur", "elastic", "intensity", "resample", "mix", "texture")
+    assert get_preset("fast").families == ALL_FAMILIES
+    assert get_preset("paper").families == get_preset("plus").families == BENCHMARK_FAMILIES
 
 
 def test_family_rejects_bad_input(images: np.ndarray) -> None:

@@ -295,7 +295,16 @@ def test_resume_may_switch_compile_but_not_other_settings(
     monkeypatch.setattr(trainer.torch, "compile", _broken_compile("compile"))  # fast, eager
     resumed = train([data], tmp_path / "cut", TINY.with_overrides(compile=True), device="cpu", resume=True,
                     progress=False)
-    assert resumed.best["step"] == 8
+    full = train([data], tmp_path / "full", TINY, device="cpu", progress=False)
+    assert resumed.best["step"] == full.best["step"] == 8
+    assert resumed.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
     _train_interrupted_after_epoch_1(data, tmp_path / "cut2", TINY, monkeypatch)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         train([data], tmp_path / "cut2", TINY.with_overrides(lr=0.01), device="cpu", resume=True, progress=False)
+    # A state written before ``compile`` existed resumes as well.
+    state_path = tmp_path / "cut2" / trainer.STATE
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["compile"]
+    torch.save(state, state_path)
+    old = train([data], tmp_path / "cut2", TINY, device="cpu", resume=True, progress=False)
+    assert old.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
