@@ -13,7 +13,6 @@ import csv
 import hashlib
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..model.checkpoint import save_model
+from ..model.checkpoint import atomic_write, save_model
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -216,13 +215,12 @@ class StepNetwork:
         log.info("torch.compile: compiling the training step (about a minute the first time)")
         size = self.preprocess.size
         try:
+            normalize = torch.compile(network_input, dynamic=False)
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                probe = (torch.compile(network_input, dynamic=False),
-                         torch.compile(copy.deepcopy(self.network).train(), dynamic=False))
+                probe = torch.compile(copy.deepcopy(self.network).train(), dynamic=False)
                 dummy = torch.rand((self.full, size, size), generator=torch.Generator().manual_seed(0))
-                self._run(*probe, dummy.to(self.device)).float().sum().backward()
-            compiled = (torch.compile(network_input, dynamic=False),
-                        torch.compile(self.network, dynamic=False))
+                self._run(normalize, probe, dummy.to(self.device)).float().sum().backward()
+            compiled = (normalize, torch.compile(self.network, dynamic=False))
         except Exception as exc:  # no C++ compiler, an unsupported Python or platform, a bug
             cause = getattr(exc, "inner_exception", None) or exc
             text = str(cause).strip().splitlines()
@@ -356,9 +354,7 @@ def _check_resume(path: Path, saved: dict[str, Any], config: TrainConfig) -> Non
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def train(
