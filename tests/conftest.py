@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -17,19 +18,43 @@ def shared_data() -> Path:
     return DATA
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 'small' embedder (width 8, 16-d) at 32 px, saved as a model folder."""
+def _tiny_model(folder: Path, *, smooth_stats: bool = False, **options: object) -> Path:
+    """A random 'small' embedder (width 8, 16-d) at 32 px saved as a model folder. Its
+    BatchNorm statistics come from a few batches of noise, or with ``smooth_stats`` are the
+    exact averages over smooth random images, which makes its embeddings of such images
+    differ clearly (with noise statistics they are all nearly the same vector)."""
     import torch
+    from scipy import ndimage
 
     from deepssim.model import Embedder, ModelConfig, Preprocess, save_model
 
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    net = Embedder(ModelConfig(backbone="small", width=8, embedding_dim=16))
-    # A few training-mode passes so that BatchNorm statistics are not the defaults.
+    net = Embedder(ModelConfig(backbone="small", width=8, embedding_dim=16, **options))  # type: ignore[arg-type]
+    preprocess = Preprocess(size=32)
+    rng = np.random.default_rng(0)
     with torch.no_grad():
-        for _ in range(3):
-            net(torch.randn(8, 3, 32, 32))
-    save_model(folder, net.eval(), Preprocess(size=32), {"preset": "test"})
+        for module in net.modules():
+            if smooth_stats and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # a cumulative average
+        for _ in range(10 if smooth_stats else 3):
+            if smooth_stats:
+                smooth = [ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(16)]
+                net(preprocess.normalize(torch.from_numpy(np.stack(smooth).astype(np.float32))))
+            else:
+                net(torch.randn(8, 3, 32, 32))
+    save_model(folder, net.eval(), preprocess, {"preset": "test"})
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 'small' embedder (width 8, 16-d) at 32 px, saved as a model folder."""
+    return _tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def flip_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedder scored by flip search (the best cosine over the second image's flips),
+    whose embeddings of smooth images depend on their orientation."""
+    return _tiny_model(tmp_path_factory.mktemp("flip-model"), smooth_stats=True, flip_search=True)

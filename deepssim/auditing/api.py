@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from ..model.api import DeepSSIMModel, load_model
 from ..model.checkpoint import library_versions
+from ..model.flips import FLIPS
 from ..readers import ImageRef, ReadError, SliceSpec, load_ref, scan
 from ..readers.read import load_refs
-from .cache import ContentHasher, EmbeddingCache, cached_or_missing, default_cache_dir, model_key
+from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
 from .decide import CLASSES, Thresholds, classify, resolve_thresholds, wilson_interval
-from .nearest import search
+from .nearest import search_flips
 from .result import AuditResult, Match
 from .verify import REFERENCE_THRESHOLDS, VerifyGrid, verify_pairs
 
@@ -99,20 +100,31 @@ def _readable(refs: Sequence[ImageRef], skip: bool, done: list[int], failed: lis
         start = stop
 
 
+def _views(key: str, flips: bool) -> list[str]:
+    """Cache keys of an image: its own, or one per flip (``flips.FLIPS``)."""
+    return [f"{key}|flip{f}" for f in range(len(FLIPS))] if flips else [key]
+
+
 def embed_set(
     model: DeepSSIMModel, images: ImageSet, keys: list[str], cache: EmbeddingCache | None, *,
-    skip_unreadable: bool, batch_size: int, progress: bool,
+    skip_unreadable: bool, batch_size: int, progress: bool, flips: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Embeddings of the set (cached ones read, the rest computed and cached chunk by chunk).
+    """Embeddings of the set (cached ones read, the rest computed and cached chunk by chunk):
+    (N, D), or with ``flips`` (N, 4, D), those of each image's four flips.
 
     Returns:
         The embeddings of the readable images, the positions (into ``images.refs``) they
         belong to, and cache counts.
     """
-    hit, miss = cached_or_missing(cache, keys)
+    hit, miss = [], []
+    for k, key in enumerate(keys):
+        cached = cache is not None and all(v in cache for v in _views(key, flips))
+        (hit if cached else miss).append(k)
+    shape = (len(FLIPS), -1) if flips else (-1,)
     parts: dict[int, np.ndarray] = {}
     if hit:
-        parts.update(zip(hit, cache.get([keys[k] for k in hit])))  # type: ignore[union-attr]
+        stored = cache.get([v for k in hit for v in _views(keys[k], flips)])  # type: ignore[union-attr]
+        parts.update(zip(hit, stored.reshape(len(hit), *shape)))
     failed: list[str] = []
     with tqdm(total=len(miss), unit="img", desc=f"embed {images.name}", file=sys.stderr,
               disable=not (progress and miss)) as bar:
@@ -120,11 +132,12 @@ def embed_set(
             chunk = miss[start:start + CHUNK]
             done: list[int] = []
             emb = model.embed(_readable([images.refs[k] for k in chunk], skip_unreadable, done, failed),
-                              batch_size=batch_size, progress=False)
+                              batch_size=batch_size, progress=False, flips=flips)
             positions = [chunk[d] for d in done]
             parts.update(zip(positions, emb))
             if cache is not None:
-                cache.add([keys[p] for p in positions], emb)
+                cache.add([v for p in positions for v in _views(keys[p], flips)],
+                          emb.reshape(-1, emb.shape[-1]))
             bar.update(len(chunk))
     images.skipped += failed
     order = np.array(sorted(parts), dtype=np.int64)
@@ -205,14 +218,16 @@ def audit(
         cache = EmbeddingCache(root, model_key(net.checksum, net.preprocess.to_dict()))
     common = {"skip_unreadable": skip_unreadable, "batch_size": batch_size, "progress": progress}
     train_emb, train_pos, train_counts = embed_set(net, train_set, train_keys, cache, **common)
-    synth_emb, synth_pos, synth_counts = embed_set(net, synth_set, synth_keys, cache, **common)
+    synth_emb, synth_pos, synth_counts = embed_set(net, synth_set, synth_keys, cache, **common,
+                                                   flips=net.flip_search)
     timings["embed_s"] = time.perf_counter() - t0
     train_set, train_keys = _keep(train_set, train_keys, train_pos)
     synth_set, synth_keys = _keep(synth_set, synth_keys, synth_pos)
 
     t0 = time.perf_counter()
     # Verification looks at ``verify`` candidates even when fewer are reported.
-    found = search(synth_emb, train_emb, max(top_k, verify), backend=backend, index=index, device=device, progress=progress)
+    found = search_flips(synth_emb, train_emb, max(top_k, verify), backend=backend, index=index,
+                         device=device, progress=progress)
     timings["search_s"] = time.perf_counter() - t0
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
@@ -340,7 +355,7 @@ def _summary(
         "thresholds": thresholds.to_dict(),
         "model": {"path": model.path, "sha256": model.checksum,
                   "preset": model.config.get("preset"), "preprocess": model.preprocess.to_dict(),
-                  "device": str(model.device)},
+                  "device": str(model.device), "flip_search": model.flip_search},
         "search": {"backend": found.backend, "index": found.index, "top_k": top_k,
                    "device": found.device, "recall": found.recall},
         "cache": None if cache is None else {

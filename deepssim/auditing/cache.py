@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -153,11 +153,3 @@ class EmbeddingCache:
         self._write(keys, np.stack(list(self._index.values())))
         for shard in old:
             shard.unlink(missing_ok=True)
-
-
-def cached_or_missing(cache: EmbeddingCache | None, keys: Iterable[str]) -> tuple[list[int], list[int]]:
-    """Positions of ``keys`` that are cached and that are missing (all missing without a cache)."""
-    hit, miss = [], []
-    for k, key in enumerate(keys):
-        (hit if cache is not None and key in cache else miss).append(k)
-    return hit, miss

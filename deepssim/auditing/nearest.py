@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -572,6 +572,35 @@ def search(
                    for r in range(len(rows)))
         recall = hits / (len(rows) * kk)
     return SearchResult(scores, indices, backend, index, dev, recall, seconds)
+
+
+def search_flips(queries: np.ndarray, base: np.ndarray, k: int, **options: Any) -> SearchResult:
+    """``search`` for queries (M, D), or for flip-search queries (M, F, D): the embeddings of
+    each synthetic image's F flips, a training image scoring its best over them.
+
+    The top k of the best-over-flips scores lie in the union of each flip's top k, so each
+    flip is searched (as M * F queries) and the F lists of a query are merged: a training
+    image found by several flips keeps its best score, ordered as ``search`` orders (score
+    descending, the smaller index first among equals). Options as ``search``; an approximate
+    index's recall is measured over the flipped queries.
+    """
+    queries = np.asarray(queries)
+    if queries.ndim != 3:
+        return search(queries, base, k, **options)
+    m, f, d = queries.shape
+    found = search(queries.reshape(m * f, d), base, k, **options)
+    kk = found.scores.shape[1]
+    scores = found.scores.reshape(m, f * kk)
+    indices = found.indices.reshape(m, f * kk)
+    # Each training image's best score first, then its repeats (-1 slots: none found).
+    order = np.lexsort((-scores, indices), axis=-1)
+    scores, indices = np.take_along_axis(scores, order, -1), np.take_along_axis(indices, order, -1)
+    repeat = np.zeros_like(indices, dtype=bool)
+    repeat[:, 1:] = indices[:, 1:] == indices[:, :-1]
+    scores, indices = np.where(repeat, -np.inf, scores).astype(np.float32), np.where(repeat, -1, indices)
+    order = np.lexsort((indices, -scores), axis=-1)[:, :kk]
+    return replace(found, scores=np.take_along_axis(scores, order, -1),
+                   indices=np.take_along_axis(indices, order, -1))
 
 
 def _auto_faiss_flat(pairs: int, device: str) -> bool:

@@ -30,10 +30,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__backbone": args.backbone,
         "model__pooling": args.pooling,
         "model__flip_symmetric": args.flip_symmetric,
+        "model__flip_search": args.flip_search,
         "model__dropout": args.dropout,
         "in_batch_pairs": args.in_batch_pairs,
         "in_batch_mining": args.in_batch_mining,
         "in_batch_block": args.in_batch_block,
+        "in_batch_grouping": args.in_batch_grouping,
         "compile": args.compile,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -57,7 +59,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
-                            skip_unreadable=args.skip_unreadable)
+                            skip_unreadable=args.skip_unreadable, flips=args.flips)
     save_embeddings(args.out, ids, emb, model)
     print(f"{len(ids)} embeddings of dimension {emb.shape[1]} written to {args.out}")
     return 0
@@ -109,6 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="imagenet (torchvision weights API), a weights file, or none")
     p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,
                    help="average features over the four flips (exact flip invariance)")
+    p.add_argument("--flip-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="score a pair by the best cosine over the four flips of its second "
+                        "image (the fast preset does, and trains without flips)")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",
@@ -120,6 +125,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "precomputed per block before training)")
     p.add_argument("--in-batch-block", type=int, metavar="N",
                    help="inputs per block for --in-batch-mining block (default 128)")
+    p.add_argument("--in-batch-grouping", choices=["random", "similar"],
+                   help="blocks of --in-batch-mining block: random inputs, or look-alike "
+                        "inputs, whose pairs are hard pairs of distinct images")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
                         "more steps on the CPU; the first compilation, about a minute, comes "
@@ -142,6 +150,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="embed what can be read instead of stopping at unreadable files")
+    p.add_argument("--flips", action="store_true",
+                   help="embeddings of each image's four flips, (N, 4, D): for the synthetic "
+                        "images of a flip-search model, whose score is the best over them")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("score", help="DeepSSIM score of the pairs listed in a CSV file")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..refssim import resolve_device
 from .checkpoint import DEFAULT_THRESHOLDS, ModelFolderError, load_network, sha256_file
+from .flips import FLIPS, best_flip_scores, by_flip, flipped
 from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ PROGRESS_MIN_IMAGES = 2000
 
 
 class DeepSSIMModel:
-    """A loaded embedder with its preprocessing; ``cos(embed(a), embed(b))`` is the score."""
+    """A loaded embedder with its preprocessing. The score of a pair is
+    ``cos(embed(a), embed(b))``, or for a model with ``flip_search`` the best cosine over the
+    four flips of b (``embed(b, flips=True)``; ``score_pairs`` and the audit apply the rule)."""
 
     def __init__(
         self,
@@ -44,20 +47,23 @@ class DeepSSIMModel:
         self.config = config
         self.checksum = checksum
         self.thresholds: tuple[float, float] = tuple(config.get("thresholds", DEFAULT_THRESHOLDS))  # type: ignore[assignment]
+        self.flip_search = bool(config.get("model", {}).get("flip_search", False))
 
     @torch.no_grad()
-    def embed_batch(self, resized: np.ndarray) -> np.ndarray:
-        """Embeddings (B, D) float32 of already resized images (B, S, S)."""
-        return self._forward(self._prepare(resized))
+    def embed_batch(self, resized: np.ndarray, *, flips: bool = False) -> np.ndarray:
+        """Embeddings (B, D) float32 of already resized images (B, S, S); (B, 4, D) with
+        ``flips``: those of the four flips (``flips.FLIPS``) of each image."""
+        return self._forward(self._prepare(resized), flips)
 
     def _prepare(self, resized: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32))
         return self.preprocess.normalize(x)
 
     @torch.no_grad()
-    def _forward(self, x: torch.Tensor) -> np.ndarray:
-        out = self.network(x.to(self.device))
-        return torch.nn.functional.normalize(out.float(), dim=1).cpu().numpy()
+    def _forward(self, x: torch.Tensor, flips: bool = False) -> np.ndarray:
+        x = x.to(self.device)
+        out = torch.nn.functional.normalize(self.network(flipped(x) if flips else x).float(), dim=1)
+        return (by_flip(out, len(x)) if flips else out).cpu().numpy()
 
     def embed(
         self,
@@ -66,8 +72,10 @@ class DeepSSIMModel:
         batch_size: int = 64,
         progress: bool | None = None,
         total: int | None = None,
+        flips: bool = False,
     ) -> np.ndarray:
-        """L2-normalised float32 embeddings (N, D) of 2D images (any size, resized here).
+        """L2-normalised float32 embeddings (N, D) of 2D images (any size, resized here);
+        with ``flips``, (N, 4, D): those of each image's four flips (``flips.FLIPS``).
 
         Images are resized in a background thread while the network runs on the previous
         batch. Results do not depend on ``batch_size`` (eval mode).
@@ -81,17 +89,21 @@ class DeepSSIMModel:
         chunks: list[np.ndarray] = []
         with tqdm(total=total, unit="img", desc="embed", disable=not show, file=sys.stderr) as bar:
             for x in _prefetch(batches):
-                chunks.append(self._forward(x))
+                chunks.append(self._forward(x, flips))
                 bar.update(len(x))
         if not chunks:
             dim = int(self.config.get("model", {}).get("embedding_dim", 0))
-            return np.empty((0, dim), dtype=np.float32)
+            return np.empty((0, len(FLIPS), dim) if flips else (0, dim), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def embed_second(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
+        """Embeddings of the second images of pairs (the synthetic ones) as the score needs
+        them: (N, D), or (N, 4, D) for a model with ``flip_search``. Keywords as ``embed``."""
+        return self.embed(images, flips=self.flip_search, **kwargs)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         """DeepSSIM score of one pair."""
-        e = self.embed([a, b])
-        return float(e[0] @ e[1])
+        return float(score_pairs(self, [(a, b)])[0])
 
 
 def _batches(
@@ -145,9 +157,10 @@ def score_pairs(
     batch_size: int = 64,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """DeepSSIM score (cosine of embeddings) of each ``(a, b)`` pair, float32 (P,)."""
+    """DeepSSIM score of each ``(a, b)`` pair, float32 (P,): the cosine of the embeddings, or
+    for a model with ``flip_search`` the best cosine over the four flips of b."""
     if not pairs:
         return np.empty(0, dtype=np.float32)
-    flat = [im for pair in pairs for im in pair]
-    emb = model.embed(flat, batch_size=batch_size, progress=progress)
-    return np.einsum("pd,pd->p", emb[0::2], emb[1::2]).astype(np.float32)
+    ea = model.embed([a for a, _ in pairs], batch_size=batch_size, progress=progress)
+    eb = model.embed_second([b for _, b in pairs], batch_size=batch_size, progress=progress)
+    return best_flip_scores(ea, eb).astype(np.float32)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..readers import ReadError, SliceSpec, read_image, scan
 from .api import DeepSSIMModel
+from .flips import best_flip_scores
 from .checkpoint import atomic_write_bytes
 
 
@@ -21,8 +22,11 @@ def embed_folder(
     batch_size: int = 64,
     progress: bool | None = None,
     skip_unreadable: bool = False,
+    flips: bool = False,
 ) -> tuple[list[str], np.ndarray]:
-    """Ids and float32 embeddings of every image under ``root``.
+    """Ids and float32 embeddings of every image under ``root``: (N, D), or with ``flips``
+    (N, 4, D), those of each image's four flips (what a ``flip_search`` model's scores of
+    synthetic images take the best of).
 
     Raises:
         ReadError: unreadable files, listed by name (unless ``skip_unreadable``), or none found.
@@ -31,14 +35,16 @@ def embed_folder(
     result.require_images(skip_unreadable)
     ids = [ref.id for ref in result.refs]
     images = (image for _, image in result.load())
-    return ids, model.embed(images, batch_size=batch_size, progress=progress, total=len(ids))
+    return ids, model.embed(images, batch_size=batch_size, progress=progress, total=len(ids), flips=flips)
 
 
 def save_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray, model: DeepSSIMModel) -> None:
-    """``ids`` (str) + ``embeddings`` (float32) + the model checksum, written atomically."""
+    """``ids`` (str) + ``embeddings`` (float32) + the model checksum and whether it scores by
+    flip search (``flip_search``: a pair's score is then the best cosine over the flips of its
+    synthetic image), written atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=embeddings.astype(np.float32),
-             model_sha256=np.array(model.checksum))
+             model_sha256=np.array(model.checksum), flip_search=np.array(model.flip_search))
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -64,7 +70,8 @@ def score_pairs_csv(
     model: DeepSSIMModel, pairs_csv: str | Path, root: str | Path, *, batch_size: int = 64,
     progress: bool | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
-    """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once.
+    """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once (for
+    a model with ``flip_search``, each synthetic image with its four flips).
 
     Raises:
         ReadError: naming every missing or unreadable image (nothing is scored as 0).
@@ -76,11 +83,16 @@ def score_pairs_csv(
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ReadError(root, f"{len(missing)} image(s) named in {pairs_csv} not found: {shown}")
-    images = (read_image(root / name) for name in names)
-    emb = model.embed(images, batch_size=batch_size, progress=progress, total=len(names))
-    index = {name: k for k, name in enumerate(names)}
-    for row in rows:
-        row["score"] = f"{float(emb[index[row['real']]] @ emb[index[row['synthetic']]]):.6f}"
+    reals = sorted({row["real"] for row in rows})
+    synths = sorted({row["synthetic"] for row in rows})
+    options = {"batch_size": batch_size, "progress": progress}
+    er = model.embed((read_image(root / n) for n in reals), total=len(reals), **options)
+    es = model.embed_second((read_image(root / n) for n in synths), total=len(synths), **options)
+    ir = {name: k for k, name in enumerate(reals)}
+    is_ = {name: k for k, name in enumerate(synths)}
+    scores = best_flip_scores(er[[ir[row["real"]] for row in rows]], es[[is_[row["synthetic"]] for row in rows]])
+    for row, score in zip(rows, scores):
+        row["score"] = f"{float(score):.6f}"
     return [*header, "score"] if "score" not in header else header, rows
 
 

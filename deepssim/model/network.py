@@ -31,7 +31,9 @@ class ModelConfig:
     ``pretrained``: None (random initialisation), ``"imagenet"`` (torchvision's weights API:
     a checksummed download unless already cached) or a path to a local weights file.
     ``flip_symmetric``: average the pooled features of the four flips of the input, so the
-    score is exactly invariant to flips of either image.
+    score is exactly invariant to flips of either image (four forward passes per image).
+    ``flip_search``: a scoring rule, not a layer: a pair scores the best cosine over the four
+    flips of its second image (``flips.py``); such a model is trained without flips.
     ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
     last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
     things are (SSIM compares images position by position).
@@ -44,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.33
     gem_p: float = 3.0
     flip_symmetric: bool = False
+    flip_search: bool = False
     frozen_stages: int = 0
     width: int = 32
     grid: int = 4

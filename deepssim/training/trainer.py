@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import atomic_write, save_model
+from ..model.flips import by_flip, flipped
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -122,12 +123,12 @@ def _cached_pairs(
 
 
 def _cached_blocks(
-    cache: Path, key: dict[str, Any], inputs: np.ndarray, block_size: int, rng: np.random.Generator,
-    device: str, progress: bool,
+    cache: Path, key: dict[str, Any], inputs: np.ndarray, block_size: int, grouping: str,
+    rng: np.random.Generator, device: str, progress: bool,
 ) -> BlockTargets:
     def build() -> BlockTargets:
         t0 = time.perf_counter()
-        blocks = BlockTargets.build(inputs, block_size, rng, device, progress)
+        blocks = BlockTargets.build(inputs, block_size, rng, device, progress, grouping=grouping)
         sizes = [len(m) for m in blocks.matrices]
         log.info("in-batch targets: %d block(s) of %d-%d inputs, %d pairs in %.1f s", len(sizes),
                  min(sizes), max(sizes), sum(k * k for k in sizes), time.perf_counter() - t0)
@@ -241,9 +242,15 @@ def embed_pairs(
     network: Embedder, preprocess: Preprocess, images: np.ndarray, a: np.ndarray, b: np.ndarray,
     perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
 ) -> torch.Tensor:
-    """Cosine scores of pairs (images[a], images[b]); each side perturbed independently."""
-    emb = embed_images(network, preprocess, images, np.concatenate([a, b]), perturb, generator, device)
-    return (emb[: len(a)] * emb[len(a):]).sum(dim=1)
+    """Scores of pairs (images[a], images[b]), each side perturbed independently: cosines,
+    or for a network with ``flip_search`` the best cosine over the four flips of each b."""
+    n = len(a)
+    if not network.config.flip_search:
+        emb = embed_images(network, preprocess, images, np.concatenate([a, b]), perturb, generator, device)
+        return (emb[:n] * emb[n:]).sum(dim=1)
+    x = network_input(preprocess, perturbed_batch(images, np.concatenate([a, b]), perturb, generator, device))
+    emb = network(torch.cat([x[:n], flipped(x[n:])]))
+    return torch.einsum("pd,pfd->pf", emb[:n], by_flip(emb[n:], n)).amax(dim=1)
 
 
 def in_batch_pairs(
@@ -404,8 +411,11 @@ def train(
     blocks = None
     if config.in_batch_pairs and config.in_batch_mining == "block":
         block_key = {k: common[k] for k in ("data", "size", "resize", "seed", "val_fraction")}
-        blocks = _cached_blocks(cache, {**block_key, "part": "blocks", "block": config.in_batch_block},
-                                train_pairs.images[: len(train_idx)], config.in_batch_block,
+        block_key.update(part="blocks", block=config.in_batch_block)
+        if config.in_batch_grouping != "random":  # the key of the caches made before the option
+            block_key["grouping"] = config.in_batch_grouping
+        blocks = _cached_blocks(cache, block_key, train_pairs.images[: len(train_idx)],
+                                config.in_batch_block, config.in_batch_grouping,
                                 np.random.default_rng(config.seed + 2), dev.type, progress)
         if blocks.n_inputs != len(train_idx):
             raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "

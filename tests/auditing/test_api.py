@@ -66,6 +66,7 @@ def test_audit_finds_the_exact_copy_and_fills_every_field(
     assert 0.0 <= lo <= s["memorization_rate"] <= hi <= 1.0
     assert s["thresholds"] == {"different_max": 0.6, "duplicate_min": 0.85, "source": "model"}
     assert s["model"]["sha256"] == json.loads((tiny_model_dir / "config.json").read_text())["weights_sha256"]
+    assert s["model"]["flip_search"] is False
     assert s["search"]["backend"] == "exact" and s["search"]["top_k"] == 3
     # The byte copy has the content of a training image: embedded once, then a cache hit.
     assert s["cache"]["misses"] == 12 and s["cache"]["hits"] == 1
@@ -76,6 +77,29 @@ def test_audit_finds_the_exact_copy_and_fills_every_field(
     for m in by_synth["new1.png"]:
         e = model.embed([read_image(synth / m.synthetic), read_image(train / m.train)])
         assert m.score == pytest.approx(float(e[0] @ e[1]), abs=1e-5)
+
+
+def test_a_flip_search_model_finds_the_flipped_copy_and_caches_the_flips(
+    sets: tuple[Path, Path], flip_model_dir: Path, tmp_path: Path
+) -> None:
+    train, synth = sets
+    first = audit(train, synth, flip_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    best = {m.synthetic: m for m in first.matches if m.rank == 1}
+    assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
+    assert best["exact.png"].train == "t2.png" and best["exact.png"].exact_copy
+    # 8 training images, 5 synthetic ones with four flips each (the byte copy's flips are new).
+    assert first.summary["cache"]["misses"] == 13 and first.summary["cache"]["hits"] == 0
+    assert first.summary["model"]["flip_search"]
+    model = load_model(flip_model_dir, device="cpu")
+    for m in first.matches:
+        if m.synthetic == "new1.png":
+            e = model.embed([read_image(train / m.train)])[0]
+            flips = model.embed([read_image(synth / m.synthetic)], flips=True)[0]
+            assert m.score == pytest.approx(float((flips @ e).max()), abs=1e-5)
+    second = audit(train, synth, flip_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    assert second.summary["cache"]["hits"] == 13 and second.summary["cache"]["misses"] == 0
+    assert [(m.train, m.rank) for m in second.matches] == [(m.train, m.rank) for m in first.matches]
+    np.testing.assert_allclose(second.best_scores, first.best_scores, atol=1e-6)
 
 
 def test_second_audit_reads_the_cache_and_gives_the_same_answer(

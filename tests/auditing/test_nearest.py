@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-from deepssim.auditing.nearest import SearchResult, search, topk_exact, topk_faiss
+from deepssim.auditing.nearest import SearchResult, search, search_flips, topk_exact, topk_faiss
 
 
 def reference(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +82,22 @@ def test_exact_grouped_path_with_tail_and_ties() -> None:
     check_exact(q, b, 4, block_base=4099)
     q, b = unit(rng, 40, 8), unit(rng, 4099, 8)
     check_exact(q, b, 4, block_base=4099)
+
+
+@pytest.mark.parametrize("k", [1, 4, 30])
+def test_flip_search_is_the_top_k_of_the_best_over_flips(k: int) -> None:
+    rng = np.random.default_rng(20 + k)
+    # Quantised: many exact ties, within a query's flips and across training images.
+    q, b = quantised(rng, 50 * 4, 4).reshape(50, 4, 4), quantised(rng, 25, 4)
+    best = np.einsum("mfd,nd->mnf", q.astype(np.float64), b.astype(np.float64)).max(axis=2)
+    cols = np.broadcast_to(np.arange(len(b)), best.shape)
+    order = np.lexsort((cols, -best), axis=1)[:, :k]
+    found = search_flips(q, b, k, backend="exact", device="cpu")
+    np.testing.assert_array_equal(found.indices, order)
+    np.testing.assert_allclose(found.scores, np.take_along_axis(best, order, 1), atol=1e-6)
+    assert found.scores.dtype == np.float32
+    plain = search_flips(q[:, 0], b, k, backend="exact", device="cpu")  # (M, D): plain search
+    np.testing.assert_array_equal(plain.indices, search(q[:, 0], b, k, backend="exact", device="cpu").indices)
 
 
 def test_exact_k_larger_than_base() -> None:

@@ -123,13 +123,18 @@ def test_fsim_grayscale(images: dict[str, np.ndarray]) -> None:
     np.testing.assert_allclose(metric.score([images["a"] * 3 + 7], [images["other"]]), values[2:3], atol=1e-6)
 
 
-def test_deepssim_metric_is_the_model_score(tiny_model_dir: Path, images: dict[str, np.ndarray]) -> None:
-    metric = create_metric("deepssim", MetricOptions(model=tiny_model_dir, device="cpu"))
-    a, b, c = images["a"], images["other"], images["noise1"]
-    values = metric.score([a, a, b], [a, c, c])
-    model = load_model(tiny_model_dir, device="cpu")
-    np.testing.assert_allclose(values, score_pairs(model, [(a, a), (a, c), (b, c)]), atol=1e-6)
+@pytest.mark.parametrize("flip_search", [False, True])
+def test_deepssim_metric_is_the_model_score(tiny_model_dir: Path, flip_model_dir: Path,
+                                            images: dict[str, np.ndarray], flip_search: bool) -> None:
+    folder = flip_model_dir if flip_search else tiny_model_dir
+    metric = create_metric("deepssim", MetricOptions(model=folder, device="cpu"))
+    a, b, c, f = images["a"], images["other"], images["noise1"], images["flipped"]
+    values = metric.score([a, a, b, a], [a, c, c, f])
+    model = load_model(folder, device="cpu")
+    np.testing.assert_allclose(values, score_pairs(model, [(a, a), (a, c), (b, c), (a, f)]), atol=1e-6)
     assert values[0] == pytest.approx(1.0, abs=1e-6)
+    if flip_search:  # a flipped copy is a copy
+        assert values[3] == pytest.approx(1.0, abs=1e-5)
     assert metric.default_thresholds is not None
 
 

@@ -67,6 +67,23 @@ def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> 
     assert best_clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
 
 
+def test_flip_search_training_validates_and_saves_with_the_same_rule(data: Path, tmp_path: Path) -> None:
+    config = TINY.with_overrides(model__flip_search=True, perturb__p_flip0=0.0, perturb__p_flip1=0.0, epochs=1)
+    result = train([data], tmp_path / "m", config, device="cpu", progress=False)
+    model = load_model(result.model_dir, device="cpu")
+    assert model.flip_search and json.loads((result.model_dir / "config.json").read_text())["model"]["flip_search"]
+    pairs = result.val_pairs
+    scores = score_pairs(model, [(pairs.images[i], pairs.images[j]) for i, j in zip(pairs.a, pairs.b)])
+    clean = evaluate(model.network, model.preprocess, pairs, None, model.device)
+    assert clean["mse"] == pytest.approx(float(np.mean((scores - pairs.target) ** 2)), abs=1e-6)
+    assert clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
+    # A flipped image scores as a copy of itself under the rule.
+    images = np.stack([pairs.images[0], pairs.images[0][:, ::-1], pairs.images[0][::-1, ::-1]])
+    got = trainer.embed_pairs(model.network, model.preprocess, images, np.array([0, 0]), np.array([1, 2]),
+                              None, None, model.device)
+    np.testing.assert_allclose(got.detach().numpy(), 1.0, atol=1e-5)
+
+
 def test_same_seed_same_model(data: Path, tmp_path: Path) -> None:
     a = train([data], tmp_path / "a", TINY, device="cpu", progress=False)
     b = train([data], tmp_path / "b", TINY, device="cpu", progress=False)
@@ -127,6 +144,9 @@ def test_presets_and_overrides() -> None:
     fast = get_preset("fast").with_overrides(epochs=3, model__width=16, preprocess__size=64)
     assert (fast.epochs, fast.model.width, fast.preprocess.size) == (3, 16, 64)
     assert TrainConfig.from_dict(fast.to_dict()) == fast
+    # fast scores by flip search, so it trains without flips (rotations and gamma stay).
+    assert fast.model.flip_search and fast.perturb.p_flip0 == fast.perturb.p_flip1 == 0.0
+    assert fast.perturb.p_rotate == 0.8 and not paper.model.flip_search
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
 

@@ -60,12 +60,19 @@ class EmbeddingMetric(Metric):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of 2D images."""
 
+    def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings of the synthetic side: (N, D), or (N, 4, D) for a flip-search model,
+        whose score is the best cosine over the flips."""
+        return self.embed(images)
+
     def score(self, real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray]) -> np.ndarray:
+        from ...model.flips import best_flip_scores
+
         check_pairs(real, synthetic, same_shape=False)
         ua, ia = unique_by_identity(real)
         ub, ib = unique_by_identity(synthetic)
-        ea, eb = self.embed(ua), self.embed(ub)
-        return np.einsum("pd,pd->p", ea[ia], eb[ib]).astype(np.float64)
+        ea, eb = self.embed(ua), self.embed_synthetic(ub)
+        return best_flip_scores(ea[ia], eb[ib]).astype(np.float64)
 
 
 class _ModelFolderMetric(EmbeddingMetric):
@@ -82,6 +89,10 @@ class _ModelFolderMetric(EmbeddingMetric):
         # None: the model's own rule, a bar for long runs only.
         return self.model.embed(images, batch_size=self.options.batch_size,
                                 progress=None if self.options.progress else False)
+
+    def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.model.embed_second(images, batch_size=self.options.batch_size,
+                                       progress=None if self.options.progress else False)
 
 
 class DeepSSIMMetric(_ModelFolderMetric):

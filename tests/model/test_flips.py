@@ -1,0 +1,87 @@
+"""Flip search: a score that is the best cosine over the four flips of the second image."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from deepssim.model import load_model, score_pairs
+from deepssim.model.files import embed_folder, score_pairs_csv
+from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, flipped
+
+
+def test_flipped_and_by_flip_keep_each_image_with_its_flips() -> None:
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    stacked = flipped(x)
+    assert stacked.shape == (8, 1, 3, 4)
+    grouped = by_flip(stacked.flatten(1), 2)  # (images, flips, features)
+    for i in range(2):
+        for f, dims in enumerate(FLIPS):
+            want = torch.flip(x[i], dims) if dims else x[i]
+            assert torch.equal(grouped[i, f], want.flatten())
+    assert torch.equal(grouped[0, 3], torch.rot90(x[0], 2, dims=(-2, -1)).flatten())  # both = 180 deg
+
+
+def test_best_flip_scores() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 4, 3))
+    np.testing.assert_allclose(best_flip_scores(a, b[:, 1]), np.sum(a * b[:, 1], axis=1))
+    np.testing.assert_allclose(best_flip_scores(a, b), np.einsum("pd,pfd->pf", a, b).max(axis=1))
+
+
+def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
+        tiny_model_dir: Path, flip_model_dir: Path) -> None:
+    assert not load_model(tiny_model_dir, device="cpu").flip_search
+    search = load_model(flip_model_dir, device="cpu")
+    plain = load_model(flip_model_dir, device="cpu")
+    plain.flip_search = False  # the same weights, scored by plain cosines
+    assert search.flip_search
+    rng = np.random.default_rng(3)
+    a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
+    views = [a, a[::-1], a[:, ::-1], a[::-1, ::-1]]
+    got = score_pairs(search, [(a, v) for v in views] + [(a, b)])
+    np.testing.assert_allclose(got[:4], 1.0, atol=1e-5)
+    # Plain cosines of a flipped pair are below 1; the search's score is the best of the
+    # plain scores of b's flips.
+    assert max(score_pairs(plain, [(a, v) for v in views[1:]])) < 0.99
+    want = max(score_pairs(plain, [(a, np.ascontiguousarray(v)) for v in [b, b[::-1], b[:, ::-1], b[::-1, ::-1]]]))
+    assert got[4] == pytest.approx(want, abs=1e-5)
+    assert search.score(a, b) == pytest.approx(got[4], abs=1e-6)
+    emb = search.embed([a, b], flips=True)
+    assert emb.shape == (2, 4, 16)
+    np.testing.assert_allclose(emb[:, 0], search.embed([a, b]), atol=1e-6)
+    for batch_size in (1, 3):
+        np.testing.assert_allclose(search.embed([a, b], flips=True, batch_size=batch_size), emb, atol=1e-5)
+    assert search.embed([], flips=True).shape == (0, 4, 16)
+
+
+def test_flip_search_in_the_csv_scores_and_the_embed_command(
+        flip_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = load_model(flip_model_dir, device="cpu")
+    image = np.asarray(Image.open(image_folder / "img0.png"))
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(image_folder / "mirror.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("real,synthetic\nimg0.png,mirror.png\nimg0.png,img2.png\nmirror.png,img0.png\n")
+    _, rows = score_pairs_csv(model, pairs, image_folder)
+    assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(rows[2]["score"]) == pytest.approx(1.0, abs=1e-5)
+    ids, emb = embed_folder(model, image_folder, flips=True)
+    i, j = ids.index("img0.png"), ids.index("img2.png")
+    assert float(rows[1]["score"]) == pytest.approx(float((emb[j] @ emb[i, 0]).max()), abs=1e-5)
+
+    out = tmp_path / "emb.npz"
+    done = subprocess.run([sys.executable, "-m", "deepssim", "embed", str(flip_model_dir), "--images",
+                           str(image_folder), "--out", str(out), "--device", "cpu", "--flips"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with np.load(out) as saved:
+        assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"])
+        np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)
