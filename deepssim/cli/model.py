@@ -39,6 +39,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "compile": args.compile,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.flip_search is not None:
+        # Flip search replaces flip invariance: train without flips with it, with them without.
+        flips = 0.0 if args.flip_search else 0.5
+        overrides.update(perturb__p_flip0=flips, perturb__p_flip1=flips)
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
     config = get_preset(args.preset).with_overrides(**overrides)
@@ -61,7 +65,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
                             skip_unreadable=args.skip_unreadable, flips=args.flips)
     save_embeddings(args.out, ids, emb, model)
-    print(f"{len(ids)} embeddings of dimension {emb.shape[1]} written to {args.out}")
+    views = " (4 flips each)" if args.flips else ""
+    print(f"{len(ids)} embeddings{views} of dimension {emb.shape[-1]} written to {args.out}")
     return 0
 
 
@@ -113,7 +118,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="average features over the four flips (exact flip invariance)")
     p.add_argument("--flip-search", action=argparse.BooleanOptionalAction, default=None,
                    help="score a pair by the best cosine over the four flips of its second "
-                        "image (the fast preset does, and trains without flips)")
+                        "image and train without flips (the fast preset does); "
+                        "--no-flip-search: plain cosines, trained with flips (p 0.5 per axis)")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",

@@ -102,7 +102,8 @@ class DeepSSIMModel:
         return self.embed(images, flips=self.flip_search, **kwargs)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
-        """DeepSSIM score of one pair."""
+        """DeepSSIM score of one pair: a real (training) image ``a``, a synthetic image ``b``
+        (whose flips flip search tries)."""
         return float(score_pairs(self, [(a, b)])[0])
 
 
@@ -157,8 +158,9 @@ def score_pairs(
     batch_size: int = 64,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """DeepSSIM score of each ``(a, b)`` pair, float32 (P,): the cosine of the embeddings, or
-    for a model with ``flip_search`` the best cosine over the four flips of b."""
+    """DeepSSIM score of each ``(a, b)`` pair (a real, b synthetic), float32 (P,): the cosine
+    of the embeddings, or for a model with ``flip_search`` the best cosine over the four flips
+    of b."""
     if not pairs:
         return np.empty(0, dtype=np.float32)
     ea = model.embed([a for a, _ in pairs], batch_size=batch_size, progress=progress)

@@ -71,7 +71,8 @@ def score_pairs_csv(
     progress: bool | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once (for
-    a model with ``flip_search``, each synthetic image with its four flips).
+    a model with ``flip_search``, once per column it appears in, a synthetic image with its
+    four flips).
 
     Raises:
         ReadError: naming every missing or unreadable image (nothing is scored as 0).
@@ -83,11 +84,15 @@ def score_pairs_csv(
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ReadError(root, f"{len(missing)} image(s) named in {pairs_csv} not found: {shown}")
-    reals = sorted({row["real"] for row in rows})
-    synths = sorted({row["synthetic"] for row in rows})
     options = {"batch_size": batch_size, "progress": progress}
-    er = model.embed((read_image(root / n) for n in reals), total=len(reals), **options)
-    es = model.embed_second((read_image(root / n) for n in synths), total=len(synths), **options)
+    if model.flip_search:
+        reals = sorted({row["real"] for row in rows})
+        synths = sorted({row["synthetic"] for row in rows})
+        er = model.embed((read_image(root / n) for n in reals), total=len(reals), **options)
+        es = model.embed_second((read_image(root / n) for n in synths), total=len(synths), **options)
+    else:
+        reals = synths = names
+        er = es = model.embed((read_image(root / n) for n in names), total=len(names), **options)
     ir = {name: k for k, name in enumerate(reals)}
     is_ = {name: k for k, name in enumerate(synths)}
     scores = best_flip_scores(er[[ir[row["real"]] for row in rows]], es[[is_[row["synthetic"]] for row in rows]])

@@ -40,7 +40,7 @@ class TrainConfig:
             ``in_batch_pairs`` times the batch's image count in all (a random subset beyond);
             see ``blocks.py``. ``in_batch_grouping``: those blocks hold random inputs, or
             ``similar`` ones (look-alike thumbnails), whose pairs are the hard pairs of distinct
-            images that random pairs almost never are (SSIM 0.5-0.7).
+            images that random pairs almost never are (SSIM 0.4-0.7).
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.

@@ -380,6 +380,11 @@ def train(
                          "to compute per step); set one of them off")
     if config.in_batch_mining not in ("random", "hardest", "block"):
         raise ValueError(f"in_batch_mining must be 'random', 'hardest' or 'block', got {config.in_batch_mining!r}")
+    if config.in_batch_grouping not in ("random", "similar"):
+        raise ValueError(f"in_batch_grouping must be 'random' or 'similar', got {config.in_batch_grouping!r}")
+    if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
+        log.warning("trained without flips and scored without flip search: flipped copies will "
+                    "score low (turn flip search on, or train with flips)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)

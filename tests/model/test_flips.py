@@ -82,6 +82,7 @@ def test_flip_search_in_the_csv_scores_and_the_embed_command(
                            str(image_folder), "--out", str(out), "--device", "cpu", "--flips"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "6 embeddings (4 flips each) of dimension 16" in done.stdout
     with np.load(out) as saved:
         assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"])
         np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)

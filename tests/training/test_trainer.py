@@ -178,6 +178,27 @@ def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> Non
         train([], "unused", TINY.with_overrides(in_batch_pairs=1, in_batch_mining="best"), progress=False)
 
 
+def test_look_alike_blocks_get_their_own_cache_and_bad_settings_are_refused(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deepssim.training.blocks import BlockTargets
+
+    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6, epochs=1)
+    train([data], tmp_path / "r", config, device="cpu", progress=False)
+    train([data], tmp_path / "s", config.with_overrides(in_batch_grouping="similar"), device="cpu", progress=False)
+    (drawn,) = (tmp_path / "r" / "cache").glob("blocks-*.npz")
+    (similar,) = (tmp_path / "s" / "cache").glob("blocks-*.npz")
+    assert drawn.name != similar.name
+    blocks = BlockTargets.load(similar)
+    assert np.bincount(blocks.block).min() >= 6 and len(blocks.matrices) >= 2
+    with pytest.raises(ValueError, match="in_batch_grouping"):
+        train([data], tmp_path / "x", config.with_overrides(in_batch_grouping="nearest"), device="cpu", progress=False)
+    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+        train([data], tmp_path / "y", TINY.with_overrides(epochs=1, perturb__p_flip0=0.0, perturb__p_flip1=0.0),
+              device="cpu", progress=False)
+    assert "flipped copies will score low" in caplog.text
+
+
 def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Path, tmp_path: Path) -> None:
     index = np.array([3, 5, 3, 7, 9, 5])
     first, second = trainer.in_batch_pairs(index, 4, torch.Generator().manual_seed(0))
