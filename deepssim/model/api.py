@@ -96,7 +96,7 @@ class DeepSSIMModel:
             return np.empty((0, len(FLIPS), dim) if flips else (0, dim), dtype=np.float32)
         return np.concatenate(chunks)
 
-    def embed_second(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
+    def embed_synthetic(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
         """Embeddings of the second images of pairs (the synthetic ones) as the score needs
         them: (N, D), or (N, 4, D) for a model with ``flip_search``. Keywords as ``embed``."""
         return self.embed(images, flips=self.flip_search, **kwargs)
@@ -164,5 +164,5 @@ def score_pairs(
     if not pairs:
         return np.empty(0, dtype=np.float32)
     ea = model.embed([a for a, _ in pairs], batch_size=batch_size, progress=progress)
-    eb = model.embed_second([b for _, b in pairs], batch_size=batch_size, progress=progress)
+    eb = model.embed_synthetic([b for _, b in pairs], batch_size=batch_size, progress=progress)
     return best_flip_scores(ea, eb).astype(np.float32)

@@ -89,7 +89,7 @@ def score_pairs_csv(
         reals = sorted({row["real"] for row in rows})
         synths = sorted({row["synthetic"] for row in rows})
         er = model.embed((read_image(root / n) for n in reals), total=len(reals), **options)
-        es = model.embed_second((read_image(root / n) for n in synths), total=len(synths), **options)
+        es = model.embed_synthetic((read_image(root / n) for n in synths), total=len(synths), **options)
     else:
         reals = synths = names
         er = es = model.embed((read_image(root / n) for n in names), total=len(names), **options)

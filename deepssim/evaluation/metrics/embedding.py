@@ -91,7 +91,7 @@ class _ModelFolderMetric(EmbeddingMetric):
                                 progress=None if self.options.progress else False)
 
     def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return self.model.embed_second(images, batch_size=self.options.batch_size,
+        return self.model.embed_synthetic(images, batch_size=self.options.batch_size,
                                        progress=None if self.options.progress else False)
 
 
