@@ -232,6 +232,7 @@ def audit(
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
     scores, indices = _put_exact_copies_first(scores, found.indices, synth_keys, train_keys)
+    _check_found(indices, synth_set.ids, found.index)
     train_key_set = set(train_keys)
     exact = np.array([k in train_key_set for k in synth_keys], dtype=bool)
     verified = np.full(scores.shape, np.nan)
@@ -256,12 +257,13 @@ def audit(
         Match(synth_set.ids[s], r + 1, train_set.ids[int(indices[s, r])], float(scores[s, r]),
               str(pair_labels[s, r]), bool(exact[s]) and r == 0,
               float(verified[s, r]) if checked[s, r] else None)
-        for s in range(len(synth_set.ids)) for r in range(scores.shape[1])
+        for s in range(len(synth_set.ids)) for r in range(scores.shape[1]) if indices[s, r] >= 0
     ]
     timings["total_s"] = time.perf_counter() - t_start
     summary = _summary(net, chosen, train_set, synth_set, scores[:, 0], indices[:, 0], labels, exact,
                        found, top_k, cache, train_counts, synth_counts, timings)
     summary["verify"] = verify_info
+    summary["search"]["missing_slots"] = int((indices < 0).sum())
     deciding = np.where(checked[:, 0], verified[:, 0], scores[:, 0]) if verify > 0 else None
     return AuditResult(matches, summary, synth_set.ids, train_set.ids, scores[:, 0].copy(),
                        indices[:, 0].copy(), labels, chosen, synth_set.refs, train_set.refs,
@@ -285,12 +287,14 @@ def _verify(
     """Verified SSIM of the ``top`` candidates of ``rows``, which are re-ranked by it."""
     scores, indices = scores.copy(), indices.copy()
     verified = np.full(scores.shape, np.nan)
-    needed = sorted({int(t) for s in rows for t in indices[s, :top]})
+    needed = sorted({int(t) for s in rows for t in indices[s, :top] if t >= 0})
     train_images = {t: load_ref(train_refs[t]) for t in needed}
     pairs, where = [], []
     for s in rows:
         synthetic = load_ref(synth_refs[s])
         for r in range(top):
+            if indices[s, r] < 0:  # an approximate index found fewer neighbours
+                continue
             pairs.append((train_images[int(indices[s, r])], synthetic))
             where.append((s, r))
     values = verify_pairs(pairs, grid, progress=progress)
@@ -301,6 +305,18 @@ def _verify(
         for arr in (scores, indices, verified):
             arr[s, :top] = arr[s, :top][order]
     return scores, indices, verified
+
+
+def _check_found(indices: np.ndarray, synth_ids: list[str], index: str) -> None:
+    """Approximate indexes may return fewer neighbours than asked (index -1): those slots are
+    left out of the matches, but an image with no neighbour at all cannot be judged."""
+    empty = np.flatnonzero(indices[:, 0] < 0)
+    if len(empty):
+        names = ", ".join(synth_ids[s] for s in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise RuntimeError(
+            f"the approximate {index!r} index found no training neighbour for {len(empty)} synthetic "
+            f"image(s) ({names}); use the exact search (index 'flat')"
+        )
 
 
 def _put_exact_copies_first(

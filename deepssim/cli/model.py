@@ -36,6 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "in_batch_mining": args.in_batch_mining,
         "in_batch_block": args.in_batch_block,
         "in_batch_grouping": args.in_batch_grouping,
+        "flip_pairs": args.flip_pairs,
         "compile": args.compile,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -43,6 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # Flip search replaces flip invariance: train without flips with it, with them without.
         flips = 0.0 if args.flip_search else 0.5
         overrides.update(perturb__p_flip0=flips, perturb__p_flip1=flips)
+        if not args.flip_search and args.flip_pairs is None:
+            overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
     config = get_preset(args.preset).with_overrides(**overrides)
@@ -134,6 +137,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-batch-grouping", choices=["random", "similar"],
                    help="blocks of --in-batch-mining block: random inputs, or look-alike "
                         "inputs, whose pairs are hard pairs of distinct images")
+    p.add_argument("--flip-pairs", type=float, metavar="P",
+                   help="probability that a sampled pair is shown flipped (both sides alike); "
+                        "in-batch pairs of differently flipped pairs learn the SSIM of their "
+                        "relative orientation (0: off)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
                         "more steps on the CPU; the first compilation, about a minute, comes "

@@ -23,7 +23,10 @@ from .network import Embedder, ModelConfig
 from .preprocess import Preprocess
 
 FORMAT = "deepssim-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Newest format read. 1: plain cosine scores. 2: the score is the best cosine over the flips of
+the second image (``model.flip_search``), which a reader of format 1 would ignore and so score
+wrongly; models without flip search are still written as format 1, which every version reads."""
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 DEFAULT_THRESHOLDS = (0.60, 0.85)
@@ -93,7 +96,7 @@ def save_model(
     atomic_write_bytes(folder / WEIGHTS, blob)
     config: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if network.config.flip_search else 1,
         "model": network.config.to_dict(),
         "preprocess": preprocess.to_dict(),
         "thresholds": list(DEFAULT_THRESHOLDS),

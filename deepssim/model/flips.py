@@ -36,3 +36,14 @@ def best_flip_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if b.ndim == 2:
         return np.einsum("pd,pd->p", a, b)
     return np.einsum("pd,pfd->pf", a, b).max(axis=1)
+
+
+def flip_each(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
+    """Each image of a batch (B, ..., H, W) flipped by its code, an index into ``FLIPS``. The
+    codes are bit masks (1: rows, 2: columns), so flipping by ``c`` then ``d`` is ``c ^ d``."""
+    out = x.clone()
+    for code in range(1, len(FLIPS)):
+        sel = torch.from_numpy(np.flatnonzero(codes == code)).to(x.device)
+        if len(sel):
+            out[sel] = torch.flip(x[sel], FLIPS[code])
+    return out

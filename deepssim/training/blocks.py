@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import atomic_write
+from ..model.flips import FLIPS
 from ..refssim import ssim_matrix
 
 _FORMAT_VERSION = 1
@@ -64,17 +65,20 @@ class BlockTargets:
 
     ``block[i]`` is input i's block and ``pos[i]`` its place in it; ``matrices[k]`` is the
     (n_k, n_k) SSIM matrix of block k's inputs, ``matrices[k][p, q] = ssim(x_p, x_q)`` (the
-    data range of the first image, as everywhere).
+    data range of the first image, as everywhere). Built with ``flips``, ``flipped[k]`` is
+    (3, n_k, n_k): ``flipped[k][c - 1, p, q] = ssim(x_p, flip_c(x_q))`` for the flip codes
+    c = 1, 2, 3 of ``FLIPS``, the targets of inputs shown in different orientations.
     """
 
     block: np.ndarray
     pos: np.ndarray
     matrices: list[np.ndarray]
+    flipped: list[np.ndarray] | None = None
 
     @classmethod
     def build(
         cls, inputs: np.ndarray, block_size: int, rng: np.random.Generator,
-        device: str = "cpu", progress: bool = False, grouping: str = "random",
+        device: str = "cpu", progress: bool = False, grouping: str = "random", flips: bool = False,
     ) -> BlockTargets:
         """Blocks of ``block_size`` to ``2 * block_size - 1`` inputs (all N when fewer).
 
@@ -94,7 +98,7 @@ class BlockTargets:
             raise ValueError(f"unknown block grouping {grouping!r}: use 'random' or 'similar'")
         block = np.empty(n, np.int64)
         pos = np.empty(n, np.int64)
-        matrices = []
+        matrices, flipped = [], []
         views = list(inputs)
         bar = tqdm(members, desc="block targets", unit="block", disable=not progress, file=sys.stderr)
         for k, idx in enumerate(bar):
@@ -102,7 +106,13 @@ class BlockTargets:
             pos[idx] = np.arange(len(idx))
             chosen = [views[i] for i in idx]
             matrices.append(ssim_matrix(chosen, chosen, device=device, progress=False).astype(np.float32))
-        return cls(block=block, pos=pos, matrices=matrices)
+            if flips:
+                flipped.append(np.stack([
+                    ssim_matrix(chosen, [np.ascontiguousarray(np.flip(v, dims)) for v in chosen],
+                                device=device, progress=False).astype(np.float32)
+                    for dims in FLIPS[1:]
+                ]))
+        return cls(block=block, pos=pos, matrices=matrices, flipped=flipped if flips else None)
 
     @property
     def n_inputs(self) -> int:
@@ -113,15 +123,23 @@ class BlockTargets:
         n = self.n_inputs
         return np.where(index < n, self.block[np.minimum(index, n - 1)], -1)
 
-    def target(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """SSIM of inputs (i[k], j[k]), each pair within one block."""
+    def target(self, i: np.ndarray, j: np.ndarray, relative: np.ndarray | None = None) -> np.ndarray:
+        """SSIM of inputs (i[k], j[k]), each pair within one block; with ``relative``, of
+        (i[k], j[k] flipped by code ``relative[k]``), which needs targets built with flips."""
         bi, bj = self.block[i], self.block[j]
         if np.any(bi != bj):
             raise ValueError("pairs across blocks have no precomputed target")
+        if relative is not None and np.any(relative) and self.flipped is None:
+            raise ValueError("these block targets were built without flips")
         out = np.empty(len(i), np.float32)
         for k in np.unique(bi):
             sel = bi == k
-            out[sel] = self.matrices[k][self.pos[i[sel]], self.pos[j[sel]]]
+            p, q = self.pos[i[sel]], self.pos[j[sel]]
+            out[sel] = self.matrices[k][p, q]
+            if relative is not None and self.flipped is not None:
+                code = relative[sel]
+                moved = code > 0
+                out[np.flatnonzero(sel)[moved]] = self.flipped[k][code[moved] - 1, p[moved], q[moved]]
         return out
 
     def batches(self, a: np.ndarray, b: np.ndarray, order: np.ndarray, batch_size: int,
@@ -162,6 +180,7 @@ class BlockTargets:
     def save(self, path: str | os.PathLike[str]) -> None:
         """One .npz file, written atomically."""
         arrays = {f"m{k}": m for k, m in enumerate(self.matrices)}
+        arrays.update({f"f{k}": m for k, m in enumerate(self.flipped or [])})
         atomic_write(Path(path), lambda fh: np.savez(fh, version=np.int64(_FORMAT_VERSION), block=self.block,
                                                      pos=self.pos, **arrays))
 
@@ -171,5 +190,7 @@ class BlockTargets:
             if "version" not in data or int(data["version"]) != _FORMAT_VERSION:
                 raise ValueError(f"{path}: not a block-target file of format {_FORMAT_VERSION}")
             block, pos = data["block"], data["pos"]
-            matrices = [data[f"m{k}"] for k in range(int(block.max()) + 1)]
-        return cls(block=block, pos=pos, matrices=matrices)
+            n = int(block.max()) + 1
+            matrices = [data[f"m{k}"] for k in range(n)]
+            flipped = [data[f"f{k}"] for k in range(n)] if "f0" in data else None
+        return cls(block=block, pos=pos, matrices=matrices, flipped=flipped)

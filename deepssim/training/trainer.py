@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import atomic_write, save_model
-from ..model.flips import by_flip, flipped
+from ..model.flips import FLIPS, by_flip, flip_each, flipped
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -124,14 +124,14 @@ def _cached_pairs(
 
 def _cached_blocks(
     cache: Path, key: dict[str, Any], inputs: np.ndarray, block_size: int, grouping: str,
-    rng: np.random.Generator, device: str, progress: bool,
+    rng: np.random.Generator, device: str, progress: bool, flips: bool,
 ) -> BlockTargets:
     def build() -> BlockTargets:
         t0 = time.perf_counter()
-        blocks = BlockTargets.build(inputs, block_size, rng, device, progress, grouping=grouping)
+        blocks = BlockTargets.build(inputs, block_size, rng, device, progress, grouping=grouping, flips=flips)
         sizes = [len(m) for m in blocks.matrices]
         log.info("in-batch targets: %d block(s) of %d-%d inputs, %d pairs in %.1f s", len(sizes),
-                 min(sizes), max(sizes), sum(k * k for k in sizes), time.perf_counter() - t0)
+                 min(sizes), max(sizes), (4 if flips else 1) * sum(k * k for k in sizes), time.perf_counter() - t0)
         return blocks
 
     return _cached(cache, "blocks", key, BlockTargets, build)
@@ -279,6 +279,34 @@ def in_batch_pairs(
     return first[keep], second[keep]
 
 
+def pair_flips(n: int, p: float, generator: torch.Generator) -> np.ndarray | None:
+    """Flip codes (``FLIPS`` indices) of a batch's 2n positions, sampled pairs (k, n + k) both
+    flipped by the same code: with probability ``p`` one of the three flips, else none.
+    None when ``p`` is 0 (no draws, so runs without flips keep their random streams)."""
+    if not p:
+        return None
+    flip = torch.rand(n, generator=generator) < p
+    code = torch.randint(1, len(FLIPS), (n,), generator=generator)
+    codes = torch.where(flip, code, 0).numpy()
+    return np.concatenate([codes, codes])
+
+
+def targets_in_frame(
+    images: np.ndarray, i: np.ndarray, j: np.ndarray, relative: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """SSIM of (images[i[k]], images[j[k]] flipped by code ``relative[k]``): the target of two
+    inputs whose flips differ by that code (flipping both sides alike leaves SSIM unchanged)."""
+    views: dict[tuple[int, int], np.ndarray] = {}  # one array per view: its statistics once
+
+    def view(k: int, code: int) -> np.ndarray:
+        if (k, code) not in views:
+            views[k, code] = np.ascontiguousarray(np.flip(images[k], FLIPS[code]) if code else images[k])
+        return views[k, code]
+
+    return ssim_pairs([view(int(k), 0) for k in i], [view(int(k), int(c)) for k, c in zip(j, relative)],
+                      device=device.type).astype(np.float32)
+
+
 @torch.no_grad()
 def evaluate(
     network: Embedder, preprocess: Preprocess, pairs: PairSet, perturb: Perturb | None,
@@ -382,6 +410,11 @@ def train(
         raise ValueError(f"in_batch_mining must be 'random', 'hardest' or 'block', got {config.in_batch_mining!r}")
     if config.in_batch_grouping not in ("random", "similar"):
         raise ValueError(f"in_batch_grouping must be 'random' or 'similar', got {config.in_batch_grouping!r}")
+    if not 0.0 <= config.flip_pairs <= 1.0:
+        raise ValueError(f"flip_pairs is a probability, got {config.flip_pairs}")
+    if config.flip_pairs and (config.registered_targets or config.perturb.p_flip0 or config.perturb.p_flip1):
+        raise ValueError("flip_pairs recomputes SSIM targets in the pairs' relative orientation: it "
+                         "needs plain SSIM targets and no flips in the perturbation")
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")
@@ -419,9 +452,12 @@ def train(
         block_key.update(part="blocks", block=config.in_batch_block)
         if config.in_batch_grouping != "random":  # the key of the caches made before the option
             block_key["grouping"] = config.in_batch_grouping
+        if config.flip_pairs:
+            block_key["flips"] = True
         blocks = _cached_blocks(cache, block_key, train_pairs.images[: len(train_idx)],
                                 config.in_batch_block, config.in_batch_grouping,
-                                np.random.default_rng(config.seed + 2), dev.type, progress)
+                                np.random.default_rng(config.seed + 2), dev.type, progress,
+                                flips=bool(config.flip_pairs))
         if blocks.n_inputs != len(train_idx):
             raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "
                              f"set has {len(train_idx)}; delete the cache folder and train again")
@@ -492,7 +528,11 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(frac, config.warmup_fraction)
             index = np.concatenate([train_pairs.a[batch], train_pairs.b[batch]])
-            emb = step_network(perturbed_batch(train_pairs.images, index, perturb, generator, dev))
+            x = perturbed_batch(train_pairs.images, index, perturb, generator, dev)
+            codes = pair_flips(len(batch), config.flip_pairs, generator)
+            if codes is not None:
+                x = flip_each(x, codes)
+            emb = step_network(x)
             half = len(batch)
             scores = (emb[:half] * emb[half:]).sum(dim=1)
             target = torch.from_numpy(train_pairs.target[batch]).to(dev)
@@ -504,13 +544,20 @@ def train(
                 if len(first) > cap:
                     keep = np.sort(torch.randperm(len(first), generator=generator)[:cap].numpy())
                     first, second = first[keep], second[keep]
-                extra = blocks.target(index[first], index[second])
+                extra = blocks.target(index[first], index[second],
+                                      None if codes is None else codes[first] ^ codes[second])
             elif config.in_batch_pairs:
                 first, second = in_batch_pairs(index, config.in_batch_pairs, generator,
                                                emb if config.in_batch_mining == "hardest" else None)
                 view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
                 extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
                                    device=dev.type)
+            if len(first) and codes is not None and blocks is None:
+                relative = codes[first] ^ codes[second]
+                moved = np.flatnonzero(relative)
+                if len(moved):
+                    extra[moved] = targets_in_frame(train_pairs.images, index[first[moved]],
+                                                    index[second[moved]], relative[moved], dev)
             if len(first):
                 extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
                 # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,

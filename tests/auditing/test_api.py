@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +266,45 @@ def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_
         if m.verified_ssim is not None and not m.exact_copy:
             assert m.label == ("duplicate" if m.verified_ssim > 0.3 else "similar" if m.verified_ssim > 0.2
                                else "different")
+
+
+def _with_missing_slots(real, blank):  # type: ignore[no-untyped-def]
+    """``search_flips`` as an approximate index answers it: the ``blank`` slots found nothing."""
+    def search(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        scores, indices = found.scores.copy(), found.indices.copy()
+        scores[blank], indices[blank] = -np.inf, -1
+        return replace(found, scores=scores, indices=indices, index="ivf")
+    return search
+
+
+def test_slots_an_approximate_index_left_empty_are_not_matches(
+    sets: tuple[Path, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, synth = sets
+    blank = np.zeros((5, 8), dtype=bool)
+    blank[:, 6:] = True  # two slots of every image
+    blank[2, 1:] = True  # new0.png: only its best neighbour was found
+    monkeypatch.setattr(audit_api, "search_flips", _with_missing_slots(audit_api.search_flips, blank))
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8, verify=8,
+                   thresholds=(-1.0, -1.0))
+    ranks: dict[str, list[int]] = {}
+    for m in result.matches:
+        ranks.setdefault(m.synthetic, []).append(m.rank)
+        assert np.isfinite(m.score) and (m.verified_ssim is not None or m.synthetic == "exact.png")
+    assert ranks["new0.png"] == [1] and ranks["new1.png"] == list(range(1, 7))
+    # The byte copy's source is put first even where the search left it out.
+    assert result.matches[0].train == "t2.png" and result.matches[0].exact_copy
+    assert result.summary["search"]["missing_slots"] == 5 * 8 - len(result.matches)
+    assert result.summary["verify"]["pairs"] == 4 * 6 - 5  # only the slots that were found
+
+
+def test_an_image_without_any_neighbour_is_an_error_that_names_it(
+    sets: tuple[Path, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, synth = sets
+    blank = np.zeros((5, 3), dtype=bool)
+    blank[3] = True  # new1.png
+    monkeypatch.setattr(audit_api, "search_flips", _with_missing_slots(audit_api.search_flips, blank))
+    with pytest.raises(RuntimeError, match=r"no training neighbour for 1 synthetic image\(s\) \(new1.png\)"):
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import torch
 from scipy import ndimage
 
 from deepssim.model import load_model, score_pairs
+from deepssim.model.checkpoint import CONFIG
 from deepssim.model.files import embed_folder, score_pairs_csv
-from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, flipped
+from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flipped
 
 
 def test_flipped_and_by_flip_keep_each_image_with_its_flips() -> None:
@@ -86,3 +88,22 @@ def test_flip_search_in_the_csv_scores_and_the_embed_command(
     with np.load(out) as saved:
         assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"])
         np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)
+
+
+def test_a_flip_search_model_is_written_in_a_format_plain_readers_refuse(
+        tiny_model_dir: Path, flip_model_dir: Path) -> None:
+    # A reader of format 1 ignores model.flip_search and would score plain cosines.
+    assert json.loads((flip_model_dir / CONFIG).read_text())["format_version"] == 2
+    assert json.loads((tiny_model_dir / CONFIG).read_text())["format_version"] == 1
+
+
+def test_flip_each_flips_every_image_by_its_code_and_codes_compose_by_xor() -> None:
+    x = torch.arange(2 * 5 * 3 * 4, dtype=torch.float32).reshape(10, 3, 4)
+    codes = np.arange(10) % 4
+    out = flip_each(x, codes)
+    for k in range(10):
+        dims = FLIPS[codes[k]]
+        assert torch.equal(out[k], torch.flip(x[k], dims) if dims else x[k])
+    other = np.arange(10)[::-1] % 4
+    assert torch.equal(flip_each(out, other), flip_each(x, codes ^ other))
+    assert torch.equal(x, torch.arange(120, dtype=torch.float32).reshape(10, 3, 4))  # input untouched

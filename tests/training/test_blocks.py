@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepssim.model.flips import FLIPS
 from deepssim.refssim import ssim
 from deepssim.training.blocks import BlockTargets, similar_blocks
 
@@ -129,3 +130,26 @@ def test_save_load_round_trip_and_bad_file(inputs: np.ndarray, tmp_path: Path) -
         BlockTargets.load(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="block_size"):
         BlockTargets.build(inputs, 1, np.random.default_rng(0))
+
+
+def test_blocks_with_flips_hold_the_ssim_of_every_relative_flip(inputs: np.ndarray, tmp_path: Path) -> None:
+    blocks = BlockTargets.build(inputs, 5, np.random.default_rng(0), flips=True)
+    i, j = np.triu_indices(16, k=1)
+    same = blocks.block[i] == blocks.block[j]
+    i, j = i[same], j[same]
+    code = np.arange(len(i)) % 4
+    want = [ssim(inputs[a], np.flip(inputs[b], FLIPS[c]).copy()) for a, b, c in zip(i, j, code)]
+    np.testing.assert_allclose(blocks.target(i, j, code), want, atol=1e-6)
+    np.testing.assert_array_equal(blocks.target(i, j, np.zeros_like(code)), blocks.target(i, j))
+    # Flipping both sides alike leaves SSIM unchanged, so a code is all a pair needs.
+    a, b = inputs[0].astype(np.float64), inputs[9].astype(np.float64)
+    for c in range(4):
+        for d in range(4):
+            assert ssim(np.flip(a, FLIPS[c]).copy(), np.flip(b, FLIPS[d]).copy()) == pytest.approx(
+                ssim(a, np.flip(b, FLIPS[c ^ d]).copy()), abs=1e-12)
+    blocks.save(tmp_path / "f.npz")
+    back = BlockTargets.load(tmp_path / "f.npz")
+    assert back.flipped is not None and all((x == y).all() for x, y in zip(back.flipped, blocks.flipped or []))
+    plain = BlockTargets.build(inputs, 5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="without flips"):
+        plain.target(i, j, code)

@@ -147,6 +147,7 @@ def test_presets_and_overrides() -> None:
     # fast scores by flip search, so it trains without flips (rotations and gamma stay).
     assert fast.model.flip_search and fast.perturb.p_flip0 == fast.perturb.p_flip1 == 0.0
     assert fast.perturb.p_rotate == 0.8 and not paper.model.flip_search
+    assert fast.flip_pairs == 0.75 and paper.flip_pairs == 0.0
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
 
@@ -349,3 +350,104 @@ def test_resume_may_switch_compile_but_not_other_settings(
     torch.save(state, state_path)
     old = train([data], tmp_path / "cut2", TINY, device="cpu", resume=True, progress=False)
     assert old.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
+
+
+@pytest.mark.parametrize("mining", ["block", "random"])
+def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mining: str
+) -> None:
+    from deepssim.refssim import ssim
+    from deepssim.training.blocks import BlockTargets
+
+    # No perturbation: the network sees the inputs flipped, nothing else.
+    config = TINY.with_overrides(epochs=1, flip_pairs=0.75, in_batch_pairs=100 if mining == "block" else 8,
+                                 in_batch_mining=mining,
+                                 in_batch_block=6, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
+                                 perturb__p_rotate=0.0, perturb__p_gamma=0.0)
+    seen: list[torch.Tensor] = []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    targets: list[torch.Tensor] = []
+    relative: list[np.ndarray] = []
+    real_call, real_loss, real_flip = trainer.StepNetwork.__call__, torch.nn.functional.mse_loss, trainer.flip_each
+    real_blocks, real_random = BlockTargets.pairs_in_batch, trainer.in_batch_pairs
+
+    def call(self, batch):  # type: ignore[no-untyped-def]
+        seen.append(batch.clone())
+        return real_call(self, batch)
+
+    def loss(scores, target):  # type: ignore[no-untyped-def]
+        targets.append(target.clone())
+        return real_loss(scores, target)
+
+    def flip(x, codes):  # type: ignore[no-untyped-def]
+        relative.append(codes)
+        return real_flip(x, codes)
+
+    def found(first, second):  # type: ignore[no-untyped-def]
+        pairs.append((first, second))
+        return first, second
+
+    monkeypatch.setattr(trainer.StepNetwork, "__call__", call)
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", loss)
+    monkeypatch.setattr(trainer, "flip_each", flip)
+    monkeypatch.setattr(BlockTargets, "pairs_in_batch", lambda self, index: found(*real_blocks(self, index)))
+    monkeypatch.setattr(trainer, "in_batch_pairs", lambda *a, **k: found(*real_random(*a, **k)))
+    train([data], tmp_path / "m", config, device="cpu", progress=False)
+    assert len(seen) == len(pairs) == len(relative) == len(targets) // 2 > 0
+    moved = 0
+    for step, x in enumerate(seen):
+        x = x.double().numpy()
+        n = len(x) // 2
+        sampled, extra = targets[2 * step], targets[2 * step + 1]
+        want = [ssim(x[k], x[n + k]) for k in range(n)]  # both sides flipped alike
+        np.testing.assert_allclose(sampled.numpy(), want, atol=1e-5)
+        first, second = pairs[step]
+        want = [ssim(x[p], x[q]) for p, q in zip(first, second)]
+        np.testing.assert_allclose(extra.numpy(), want, atol=1e-5)
+        codes = relative[step]
+        assert (codes[:n] == codes[n:]).all()
+        moved += int(np.count_nonzero(codes[first] ^ codes[second]))
+    assert moved > 0  # pairs in other relative orientations were checked
+
+
+def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data: Path, tmp_path: Path) -> None:
+    from deepssim.training.blocks import BlockTargets
+
+    config = TINY.with_overrides(epochs=1, in_batch_pairs=8, in_batch_mining="block", in_batch_block=6,
+                                 perturb__p_flip0=0.0, perturb__p_flip1=0.0)
+    train([data], tmp_path / "plain", config, device="cpu", progress=False)
+    train([data], tmp_path / "flips", config.with_overrides(flip_pairs=0.5), device="cpu", progress=False)
+    (plain,) = (tmp_path / "plain" / "cache").glob("blocks-*.npz")
+    (flips,) = (tmp_path / "flips" / "cache").glob("blocks-*.npz")
+    assert plain.name != flips.name
+    assert BlockTargets.load(plain).flipped is None and BlockTargets.load(flips).flipped is not None
+    for bad, message in [({"flip_pairs": 1.5}, "probability"),
+                         ({"flip_pairs": 0.5, "perturb__p_flip0": 0.5}, "no flips in the perturbation"),
+                         ({"flip_pairs": 0.5, "in_batch_pairs": 0, "registered_targets": True}, "plain SSIM")]:
+        with pytest.raises(ValueError, match=message):
+            train([data], tmp_path / "bad", config.with_overrides(**bad), device="cpu", progress=False)
+
+
+@pytest.mark.parametrize(("flags", "flips", "flip_pairs"), [
+    ([], 0.0, 0.75),
+    (["--no-flip-search"], 0.5, 0.0),
+    (["--flip-pairs", "0.25"], 0.0, 0.25),
+    (["--preset", "paper", "--flip-search"], 0.0, 0.0),
+])
+def test_train_command_couples_flip_settings(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], flips: float, flip_pairs: float
+) -> None:
+    import deepssim.training as training
+    from deepssim.cli import main
+
+    got: list[TrainConfig] = []
+
+    def fake_train(images, out, config, **kwargs):  # type: ignore[no-untyped-def]
+        got.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["train", "images", "--out", "m", *flags])
+    (config,) = got
+    assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
