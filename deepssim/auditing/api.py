@@ -192,6 +192,8 @@ def audit(
     Raises:
         ReadError: empty folders or unreadable files (unless ``skip_unreadable``).
         ModelFolderError: ``model`` is not a model folder.
+        RuntimeError: an approximate index found no training neighbour for some synthetic
+            image (named).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

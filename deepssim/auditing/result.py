@@ -23,7 +23,8 @@ REPORT_PAIRS = 48
 
 @dataclass(frozen=True)
 class Match:
-    """One of the top-k training images of a synthetic image (rank 1 is the best).
+    """One of the top-k training images of a synthetic image (rank 1 is the best; an
+    approximate index may have found fewer than k).
 
     ``score`` is the DeepSSIM score; ``verified_ssim`` the verified reference SSIM when the
     pair was verified (it then decides ``label`` and the rank), else None.
@@ -49,7 +50,8 @@ class AuditResult:
     """Every synthetic image's top-k training matches, its class, and the summary.
 
     Attributes:
-        matches: Top-k matches of every synthetic image, by synthetic image then rank.
+        matches: Top-k matches of every synthetic image, by synthetic image then rank (fewer
+            where an approximate index found fewer neighbours).
         summary: The headline figures (also ``summary.json``).
         synthetic_ids / train_ids: The images audited, in scan order.
         best_scores: Best-match score per synthetic image.

@@ -44,8 +44,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # Flip search replaces flip invariance: train without flips with it, with them without.
         flips = 0.0 if args.flip_search else 0.5
         overrides.update(perturb__p_flip0=flips, perturb__p_flip1=flips)
-        if not args.flip_search and args.flip_pairs is None:
+        if not args.flip_search and args.flip_pairs:
+            raise ValueError("--flip-pairs needs training without flips, and --no-flip-search "
+                             "trains with them: drop one of the two")
+        if not args.flip_search:
             overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
+    if args.flip_symmetric and args.flip_pairs is None:
+        overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
     config = get_preset(args.preset).with_overrides(**overrides)
@@ -140,7 +145,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-pairs", type=float, metavar="P",
                    help="probability that a sampled pair is shown flipped (both sides alike); "
                         "in-batch pairs of differently flipped pairs learn the SSIM of their "
-                        "relative orientation (0: off)")
+                        "relative orientation (0: off; the fast preset: 0.75; needs training "
+                        "without flips and a model that is not flip-symmetric)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
                         "more steps on the CPU; the first compilation, about a minute, comes "

@@ -23,10 +23,7 @@ from .network import Embedder, ModelConfig
 from .preprocess import Preprocess
 
 FORMAT = "deepssim-model"
-FORMAT_VERSION = 2
-"""Newest format read. 1: plain cosine scores. 2: the score is the best cosine over the flips of
-the second image (``model.flip_search``), which a reader of format 1 would ignore and so score
-wrongly; models without flip search are still written as format 1, which every version reads."""
+FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 DEFAULT_THRESHOLDS = (0.60, 0.85)
@@ -96,7 +93,7 @@ def save_model(
     atomic_write_bytes(folder / WEIGHTS, blob)
     config: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": 2 if network.config.flip_search else 1,
+        "format_version": FORMAT_VERSION,
         "model": network.config.to_dict(),
         "preprocess": preprocess.to_dict(),
         "thresholds": list(DEFAULT_THRESHOLDS),
@@ -143,7 +140,10 @@ def load_network(folder: str | Path) -> tuple[Embedder, Preprocess, dict[str, An
     if expected and sha256_file(weights) != expected:
         raise ModelFolderError(f"{weights}: checksum does not match config.json (corrupt or replaced)")
     # Weights come from the file, so no pretrained download may happen on rebuild.
-    model_config = ModelConfig.from_dict({**config["model"], "pretrained": None})
+    try:
+        model_config = ModelConfig.from_dict({**config["model"], "pretrained": None})
+    except ValueError as exc:
+        raise ModelFolderError(f"{folder / CONFIG}: {exc}") from None
     network = Embedder(model_config, log_init=False)
     try:
         state = load_file(str(weights))

@@ -279,6 +279,16 @@ def in_batch_pairs(
     return first[keep], second[keep]
 
 
+def capped(
+    first: np.ndarray, second: np.ndarray, cap: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``cap`` of the pairs (first[k], second[k]): a random subset, in their order."""
+    if len(first) <= cap:
+        return first, second
+    keep = np.sort(torch.randperm(len(first), generator=generator)[:cap].numpy())
+    return first[keep], second[keep]
+
+
 def pair_flips(n: int, p: float, generator: torch.Generator) -> np.ndarray | None:
     """Flip codes (``FLIPS`` indices) of a batch's 2n positions, sampled pairs (k, n + k) both
     flipped by the same code: with probability ``p`` one of the three flips, else none.
@@ -295,7 +305,8 @@ def targets_in_frame(
     images: np.ndarray, i: np.ndarray, j: np.ndarray, relative: np.ndarray, device: torch.device
 ) -> np.ndarray:
     """SSIM of (images[i[k]], images[j[k]] flipped by code ``relative[k]``): the target of two
-    inputs whose flips differ by that code (flipping both sides alike leaves SSIM unchanged)."""
+    inputs whose flips differ by that code (flipping both sides alike leaves SSIM unchanged).
+    Each image's statistics are computed once per view, however many pairs it is in."""
     views: dict[tuple[int, int], np.ndarray] = {}  # one array per view: its statistics once
 
     def view(k: int, code: int) -> np.ndarray:
@@ -385,7 +396,8 @@ def _check_resume(path: Path, saved: dict[str, Any], config: TrainConfig) -> Non
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
         raise ValueError(f"{path}: the earlier run used other settings ({', '.join(changed)}); "
-                         "resume with the same command")
+                         "resume with the same command (a preset's defaults may have changed since: "
+                         "set those settings back with their flags)")
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -412,9 +424,11 @@ def train(
         raise ValueError(f"in_batch_grouping must be 'random' or 'similar', got {config.in_batch_grouping!r}")
     if not 0.0 <= config.flip_pairs <= 1.0:
         raise ValueError(f"flip_pairs is a probability, got {config.flip_pairs}")
-    if config.flip_pairs and (config.registered_targets or config.perturb.p_flip0 or config.perturb.p_flip1):
+    if config.flip_pairs and (config.registered_targets or config.perturb.p_flip0 or config.perturb.p_flip1
+                              or config.model.flip_symmetric):
         raise ValueError("flip_pairs recomputes SSIM targets in the pairs' relative orientation: it "
-                         "needs plain SSIM targets and no flips in the perturbation")
+                         "needs plain SSIM targets, no flips in the perturbation and a model that "
+                         "is not flip-symmetric (set flip_pairs to 0)")
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")
@@ -539,25 +553,15 @@ def train(
             loss = torch.nn.functional.mse_loss(scores.float(), target)
             first = second = np.empty(0, np.int64)
             if config.in_batch_pairs and blocks is not None:
-                first, second = blocks.pairs_in_batch(index)
-                cap = config.in_batch_pairs * len(index)
-                if len(first) > cap:
-                    keep = np.sort(torch.randperm(len(first), generator=generator)[:cap].numpy())
-                    first, second = first[keep], second[keep]
+                first, second = capped(*blocks.pairs_in_batch(index), config.in_batch_pairs * len(index),
+                                       generator)
                 extra = blocks.target(index[first], index[second],
                                       None if codes is None else codes[first] ^ codes[second])
             elif config.in_batch_pairs:
                 first, second = in_batch_pairs(index, config.in_batch_pairs, generator,
                                                emb if config.in_batch_mining == "hardest" else None)
-                view = {i: train_pairs.images[i] for i in set(index.tolist())}  # stats once per image
-                extra = ssim_pairs([view[i] for i in index[first]], [view[i] for i in index[second]],
-                                   device=dev.type)
-            if len(first) and codes is not None and blocks is None:
-                relative = codes[first] ^ codes[second]
-                moved = np.flatnonzero(relative)
-                if len(moved):
-                    extra[moved] = targets_in_frame(train_pairs.images, index[first[moved]],
-                                                    index[second[moved]], relative[moved], dev)
+                relative = np.zeros(len(first), np.int64) if codes is None else codes[first] ^ codes[second]
+                extra = targets_in_frame(train_pairs.images, index[first], index[second], relative, dev)
             if len(first):
                 extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
                 # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,

@@ -284,6 +284,7 @@ def test_slots_an_approximate_index_left_empty_are_not_matches(
     train, synth = sets
     blank = np.zeros((5, 8), dtype=bool)
     blank[:, 6:] = True  # two slots of every image
+    blank[0] = True  # exact.png: nothing found, but its byte-identical source is known
     blank[2, 1:] = True  # new0.png: only its best neighbour was found
     monkeypatch.setattr(audit_api, "search_flips", _with_missing_slots(audit_api.search_flips, blank))
     result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8, verify=8,
@@ -293,7 +294,8 @@ def test_slots_an_approximate_index_left_empty_are_not_matches(
         ranks.setdefault(m.synthetic, []).append(m.rank)
         assert np.isfinite(m.score) and (m.verified_ssim is not None or m.synthetic == "exact.png")
     assert ranks["new0.png"] == [1] and ranks["new1.png"] == list(range(1, 7))
-    # The byte copy's source is put first even where the search left it out.
+    # The byte copy's source is put first even where the search found nothing.
+    assert ranks["exact.png"] == [1]
     assert result.matches[0].train == "t2.png" and result.matches[0].exact_copy
     assert result.summary["search"]["missing_slots"] == 5 * 8 - len(result.matches)
     assert result.summary["verify"]["pairs"] == 4 * 6 - 5  # only the slots that were found

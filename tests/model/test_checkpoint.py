@@ -57,6 +57,11 @@ def test_integrity_errors_name_the_problem(tiny_model_dir: Path, tmp_path: Path)
     (newer / CONFIG).write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="newer than this deepssim"):
         load_model(newer)
+    config["format_version"] = 1
+    config["model"]["flip_search_v2"] = True  # a setting of a later deepssim
+    (newer / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="unknown model settings flip_search_v2.*upgrade deepssim"):
+        load_model(newer)
     other = _copy(tiny_model_dir, tmp_path / "other")
     config = json.loads((other / CONFIG).read_text())
     config["model"]["width"] = 16

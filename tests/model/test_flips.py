@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import torch
 from scipy import ndimage
 
 from deepssim.model import load_model, score_pairs
-from deepssim.model.checkpoint import CONFIG
 from deepssim.model.files import embed_folder, score_pairs_csv
 from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flipped
 
@@ -88,13 +86,6 @@ def test_flip_search_in_the_csv_scores_and_the_embed_command(
     with np.load(out) as saved:
         assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"])
         np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)
-
-
-def test_a_flip_search_model_is_written_in_a_format_plain_readers_refuse(
-        tiny_model_dir: Path, flip_model_dir: Path) -> None:
-    # A reader of format 1 ignores model.flip_search and would score plain cosines.
-    assert json.loads((flip_model_dir / CONFIG).read_text())["format_version"] == 2
-    assert json.loads((tiny_model_dir / CONFIG).read_text())["format_version"] == 1
 
 
 def test_flip_each_flips_every_image_by_its_code_and_codes_compose_by_xor() -> None:

@@ -352,16 +352,15 @@ def test_resume_may_switch_compile_but_not_other_settings(
     assert old.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
 
 
-@pytest.mark.parametrize("mining", ["block", "random"])
+@pytest.mark.parametrize(("mining", "per_image"), [("block", 100), ("block", 1), ("random", 8), ("hardest", 4)])
 def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mining: str
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mining: str, per_image: int
 ) -> None:
     from deepssim.refssim import ssim
-    from deepssim.training.blocks import BlockTargets
 
     # No perturbation: the network sees the inputs flipped, nothing else.
-    config = TINY.with_overrides(epochs=1, flip_pairs=0.75, in_batch_pairs=100 if mining == "block" else 8,
-                                 in_batch_mining=mining,
+    # per_image 1 with blocks: the cap keeps a random subset of the block pairs.
+    config = TINY.with_overrides(epochs=1, flip_pairs=0.75, in_batch_pairs=per_image, in_batch_mining=mining,
                                  in_batch_block=6, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
                                  perturb__p_rotate=0.0, perturb__p_gamma=0.0)
     seen: list[torch.Tensor] = []
@@ -369,7 +368,7 @@ def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
     targets: list[torch.Tensor] = []
     relative: list[np.ndarray] = []
     real_call, real_loss, real_flip = trainer.StepNetwork.__call__, torch.nn.functional.mse_loss, trainer.flip_each
-    real_blocks, real_random = BlockTargets.pairs_in_batch, trainer.in_batch_pairs
+    real_capped, real_random = trainer.capped, trainer.in_batch_pairs
 
     def call(self, batch):  # type: ignore[no-untyped-def]
         seen.append(batch.clone())
@@ -390,7 +389,7 @@ def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
     monkeypatch.setattr(trainer.StepNetwork, "__call__", call)
     monkeypatch.setattr(torch.nn.functional, "mse_loss", loss)
     monkeypatch.setattr(trainer, "flip_each", flip)
-    monkeypatch.setattr(BlockTargets, "pairs_in_batch", lambda self, index: found(*real_blocks(self, index)))
+    monkeypatch.setattr(trainer, "capped", lambda *a: found(*real_capped(*a)))  # the block pairs kept
     monkeypatch.setattr(trainer, "in_batch_pairs", lambda *a, **k: found(*real_random(*a, **k)))
     train([data], tmp_path / "m", config, device="cpu", progress=False)
     assert len(seen) == len(pairs) == len(relative) == len(targets) // 2 > 0
@@ -423,6 +422,7 @@ def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data:
     assert BlockTargets.load(plain).flipped is None and BlockTargets.load(flips).flipped is not None
     for bad, message in [({"flip_pairs": 1.5}, "probability"),
                          ({"flip_pairs": 0.5, "perturb__p_flip0": 0.5}, "no flips in the perturbation"),
+                         ({"flip_pairs": 0.5, "model__flip_symmetric": True}, "not flip-symmetric"),
                          ({"flip_pairs": 0.5, "in_batch_pairs": 0, "registered_targets": True}, "plain SSIM")]:
         with pytest.raises(ValueError, match=message):
             train([data], tmp_path / "bad", config.with_overrides(**bad), device="cpu", progress=False)
@@ -433,6 +433,7 @@ def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data:
     (["--no-flip-search"], 0.5, 0.0),
     (["--flip-pairs", "0.25"], 0.0, 0.25),
     (["--preset", "paper", "--flip-search"], 0.0, 0.0),
+    (["--flip-symmetric"], 0.0, 0.0),
 ])
 def test_train_command_couples_flip_settings(
     monkeypatch: pytest.MonkeyPatch, flags: list[str], flips: float, flip_pairs: float
@@ -451,3 +452,10 @@ def test_train_command_couples_flip_settings(
         main(["train", "images", "--out", "m", *flags])
     (config,) = got
     assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
+
+
+def test_train_command_refuses_flip_pairs_with_flips(capsys: pytest.CaptureFixture[str]) -> None:
+    from deepssim.cli import main
+
+    assert main(["train", "images", "--out", "m", "--no-flip-search", "--flip-pairs", "0.5"]) == 2
+    assert "--flip-pairs needs training without flips" in capsys.readouterr().err
