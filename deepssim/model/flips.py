@@ -47,3 +47,8 @@ def flip_each(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
         if len(sel):
             out[sel] = torch.flip(x[sel], FLIPS[code])
     return out
+
+
+def flip_image(image: np.ndarray, code: int) -> np.ndarray:
+    """A 2D image flipped by ``code`` (an index into ``FLIPS``), C-contiguous."""
+    return np.ascontiguousarray(np.flip(image, FLIPS[code]) if code else image)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .flips import by_flip, flipped
+
 log = logging.getLogger(__name__)
 
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
@@ -216,9 +218,7 @@ class Embedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings (B, embedding_dim) of network input (B, C, S, S)."""
         if self.config.flip_symmetric:
-            b = x.shape[0]
-            flips = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
-            feats = self.features(flips).reshape(4, b, -1).mean(dim=0)
+            feats = by_flip(self.features(flipped(x)), x.shape[0]).mean(dim=1)
         else:
             feats = self.features(x)
         # The head and the normalisation stay in float32 under mixed precision: the score is

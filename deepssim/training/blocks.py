@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import atomic_write
-from ..model.flips import FLIPS
+from ..model.flips import FLIPS, flip_image
 from ..refssim import ssim_matrix
 
 _FORMAT_VERSION = 1
@@ -108,9 +108,9 @@ class BlockTargets:
             matrices.append(ssim_matrix(chosen, chosen, device=device, progress=False).astype(np.float32))
             if flips:
                 flipped.append(np.stack([
-                    ssim_matrix(chosen, [np.ascontiguousarray(np.flip(v, dims)) for v in chosen],
+                    ssim_matrix(chosen, [flip_image(v, code) for v in chosen],
                                 device=device, progress=False).astype(np.float32)
-                    for dims in FLIPS[1:]
+                    for code in range(1, len(FLIPS))
                 ]))
         return cls(block=block, pos=pos, matrices=matrices, flipped=flipped if flips else None)
 

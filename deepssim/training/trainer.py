@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import atomic_write, save_model
-from ..model.flips import FLIPS, by_flip, flip_each, flipped
+from ..model.flips import FLIPS, by_flip, flip_each, flip_image, flipped
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -311,7 +311,7 @@ def targets_in_frame(
 
     def view(k: int, code: int) -> np.ndarray:
         if (k, code) not in views:
-            views[k, code] = np.ascontiguousarray(np.flip(images[k], FLIPS[code]) if code else images[k])
+            views[k, code] = flip_image(images[k], code)
         return views[k, code]
 
     return ssim_pairs([view(int(k), 0) for k in i], [view(int(k), int(c)) for k, c in zip(j, relative)],
