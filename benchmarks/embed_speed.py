@@ -8,6 +8,10 @@ the network's speed the whole path keeps (target: >= 85%).
 
     python benchmarks/embed_speed.py                       # fast-preset network, 512 images
     python benchmarks/embed_speed.py --backbone resnet18 --size 224
+    python benchmarks/embed_speed.py --device cuda --backbone convnext_base --size 224 --n 2048
+
+On a GPU the raw forward starts from tensors already on the GPU, and the embeddings of both
+paths are also compared with the same model's on the CPU (device independence).
 """
 
 from __future__ import annotations
@@ -35,16 +39,21 @@ def main() -> None:
     parser.add_argument("--backbone", default=None, help="default: the fast preset's")
     parser.add_argument("--size", type=int, default=None, help="default: the fast preset's")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="the brain-tumor-mri folder (holds manifest.csv); default ../shared/data's")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        raise SystemExit(f"{DATA} not found: this benchmark reads ../shared/data in place")
+    data = args.data
+    if not (data / "manifest.csv").is_file():
+        raise SystemExit(f"{data / 'manifest.csv'} not found: this benchmark reads ../shared/data in place")
+    cuda = args.device.startswith("cuda")
     fast = get_preset("fast")
     config = fast.model if args.backbone is None else ModelConfig(backbone=args.backbone)
     preprocess = Preprocess(size=args.size or fast.preprocess.size, intensity=fast.preprocess.intensity)
 
-    with open(DATA / "manifest.csv") as fh:
+    with open(data / "manifest.csv") as fh:
         rows = list(csv.DictReader(fh))
-    paths = [DATA / r["path"] for r in rows[:: max(1, len(rows) // args.n)][: args.n]]
+    paths = [(data / r["path"]).resolve() for r in rows[:: max(1, len(rows) // args.n)][: args.n]]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
@@ -52,7 +61,7 @@ def main() -> None:
             (folder / f"{k:05d}.jpg").symlink_to(path)
         torch.manual_seed(0)
         save_model(Path(tmp) / "model", Embedder(config).eval(), preprocess)
-        model = load_model(Path(tmp) / "model", device="cpu")
+        model = load_model(Path(tmp) / "model", device=args.device)
 
         _, first = embed_folder(model, folder, batch_size=args.batch_size)  # warm-up
         t_files = float("inf")
@@ -64,24 +73,35 @@ def main() -> None:
         from deepssim.readers import read_image
 
         resized = np.stack([preprocess.resize(read_image(folder / i)) for i in ids])
-        tensors = preprocess.normalize(torch.from_numpy(resized))
+        tensors = preprocess.normalize(torch.from_numpy(resized)).to(args.device)
         t_raw = float("inf")
         with torch.no_grad():
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
                 out = [model.network(tensors[s : s + args.batch_size])
                        for s in range(0, len(tensors), args.batch_size)]
+                if cuda:
+                    torch.cuda.synchronize()
                 t_raw = min(t_raw, time.perf_counter() - t0)
-        raw = torch.cat(out).numpy()
+        raw = torch.cat(out).float().cpu().numpy()
+        if cuda:
+            on_cpu = load_model(Path(tmp) / "model", device="cpu")
+            _, cpu_emb = embed_folder(on_cpu, folder, batch_size=args.batch_size)
     n = len(ids)
+    where = f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu"
     print(f"# embedding throughput, {n} JPEG files, backbone {config.backbone}, {preprocess.size} px, "
-          f"batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"batch {args.batch_size}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print()
     print("| path | images/s | share of raw |")
     print("|---|---|---|")
     print(f"| raw network forward (tensors in memory) | {n / t_raw:,.0f} | 100% |")
     print(f"| deepssim embed (files on disk) | {n / t_files:,.0f} | {100 * t_raw / t_files:.0f}% |")
     print(f"\nmax |embedding difference| between the two paths: {np.abs(raw - emb).max():.1e}")
+    if cuda:
+        unit = [x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (emb, cpu_emb)]
+        cos_gap = np.abs((unit[0] * unit[1]).sum(-1) - 1).max()
+        print(f"max |embedding difference| CUDA vs CPU (same model, deepssim embed): "
+              f"{np.abs(emb - cpu_emb).max():.1e}; max |1 - cosine|: {cos_gap:.1e}")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,13 @@ def main() -> None:
                         help="generator families used only for validation pairs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a preset field, e.g. model__width=48 or lr=0.001")
+    parser.add_argument("--data", type=Path, default=DATA, help="image folder (default: ../shared/data's)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not DATA.is_dir():
-        raise SystemExit(f"{DATA} not found: this benchmark reads ../shared/data in place")
+    if not args.data.is_dir():
+        raise SystemExit(f"{args.data} not found: this benchmark reads ../shared/data in place")
     held_out = tuple(args.held_out.split(","))
     base = get_preset("fast")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -53,10 +56,10 @@ def main() -> None:
     if set(config.families) & set(held_out):
         raise SystemExit(f"--set families includes a held-out family ({', '.join(held_out)})")
     t0 = time.perf_counter()
-    result = train([DATA], args.out, config, progress=True)
+    result = train([args.data], args.out, config, device=args.device, progress=not args.no_progress)
     wall = time.perf_counter() - t0
     network, preprocess, _ = load_network(result.model_dir)
-    device = resolve_device("auto")
+    device = resolve_device(args.device)
     network.to(device)
     assert result.val_pairs is not None
     rows = {
@@ -67,10 +70,11 @@ def main() -> None:
                                                    Perturb(BENCHMARK_PERTURB), device),
     }
     steps = int(result.history[-1]["step"]) if result.history else 0
+    where = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print()
     print(f"# fast preset, {args.size} px, {args.minutes:g}-minute budget "
           f"(wall {wall / 60:.1f} min incl. data and pairs; {steps} steps, "
-          f"stopped by {result.stopped_by}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"stopped by {result.stopped_by}), torch {torch.__version__}, {where}")
     print(f"# validation: {len(result.val_pairs)} pairs of held-out images; "
           f"near-copies by held-out families {', '.join(held_out)}; best at step {int(result.best['step'])}")
     print()
