@@ -38,6 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "in_batch_grouping": args.in_batch_grouping,
         "flip_pairs": args.flip_pairs,
         "compile": args.compile,
+        "val_every": args.val_every,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.flip_search is not None:
@@ -151,6 +152,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
                         "more steps on the CPU; the first compilation, about a minute, comes "
                         "before the time budget starts)")
+    p.add_argument("--val-every", type=int, metavar="N",
+                   help="validate every N epochs and when training stops (0: only when it "
+                        "stops, as the fast preset does; validation time counts against "
+                        "--max-minutes)")
     p.add_argument("--n-train-pairs", type=int)
     p.add_argument("--n-val-pairs", type=int)
     p.add_argument("--max-images", type=int, help="use a random subset of at most N images")

@@ -1,9 +1,10 @@
 """Self-supervised DeepSSIM training: pairs with SSIM targets, perturbed sides, MSE on cosine.
 
 The run writes into its output folder: the best model (``model.safetensors`` +
-``config.json``), ``metrics.csv`` (one row per evaluation), TensorBoard events when the
-``tensorboard`` package is installed, the cached pair sets (``cache/``), and
-``train_state.pt`` (weights, optimizer, schedule and random states) for ``--resume``.
+``config.json``), ``metrics.csv`` (one row per validation: every ``val_every`` epochs and when
+training stops), TensorBoard events when the ``tensorboard`` package is installed, the cached
+pair sets (``cache/``), and ``train_state.pt`` (weights, optimizer, schedule and random
+states, saved after every epoch) for ``--resume``.
 """
 
 from __future__ import annotations
@@ -378,10 +379,12 @@ def _cpu_has_bf16() -> bool:
 
 def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the interrupted one: all but ``compile``,
-    which changes speed and rounding only (a run may resume with or without it), with the
-    defaults of settings added since filled in."""
+    which changes speed and rounding only, and ``val_every``, which changes when the run is
+    measured only (a run may resume with other values of these), with the defaults of
+    settings added since filled in."""
     settings = TrainConfig.from_dict(config).to_dict()
     settings.pop("compile")
+    settings.pop("val_every")
     return settings
 
 
@@ -422,6 +425,8 @@ def train(
         raise ValueError(f"in_batch_mining must be 'random', 'hardest' or 'block', got {config.in_batch_mining!r}")
     if config.in_batch_grouping not in ("random", "similar"):
         raise ValueError(f"in_batch_grouping must be 'random' or 'similar', got {config.in_batch_grouping!r}")
+    if config.val_every < 0:
+        raise ValueError(f"val_every is a number of epochs (0: validate only at the end), got {config.val_every}")
     if not 0.0 <= config.flip_pairs <= 1.0:
         raise ValueError(f"flip_pairs is a probability, got {config.flip_pairs}")
     if config.flip_pairs and (config.registered_targets or config.perturb.p_flip0 or config.perturb.p_flip1
@@ -579,14 +584,18 @@ def train(
             bar.set_postfix(loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
             epoch += 1
-        if done == 0 and history:  # the budget ran out at an epoch's end: evaluated already
-            break
-        row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
-                                time.perf_counter() - t0, running / max(1, done), logs)
-        history.append(row)
-        if not best or row["val_perturbed_mse"] < best["val_perturbed_mse"]:
-            best = row
-            save_model(out, network, config.preprocess, _model_extra(config, data_print, len(images), best))
+        if done == 0 and history and history[-1]["step"] == step:
+            break  # the budget ran out at an epoch's end: validated already
+        stopping = stopped_by == "max_minutes" or epoch >= config.epochs
+        if stopping or (config.val_every > 0 and epoch % config.val_every == 0):
+            row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
+                                    time.perf_counter() - t0, running / max(1, done), logs)
+            history.append(row)
+            if not best or row["val_perturbed_mse"] < best["val_perturbed_mse"]:
+                best = row
+                save_model(out, network, config.preprocess, _model_extra(config, data_print, len(images), best))
+        else:
+            log.info("epoch %d step %d: train MSE %.4f", epoch, step, running / max(1, done))
         _save_state(state_path, {
             "config": config.to_dict(), "data": data_print, "network": network.state_dict(),
             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -352,6 +353,52 @@ def test_resume_may_switch_compile_but_not_other_settings(
     assert old.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
 
 
+def _validated_steps(folder: Path) -> list[int]:
+    lines = (folder / "metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[1]) for line in lines]
+
+
+@pytest.mark.parametrize(("val_every", "steps"), [(0, [12]), (1, [4, 8, 12]), (2, [8, 12])])
+def test_val_every_validates_every_n_epochs_and_at_the_end(
+    data: Path, tmp_path: Path, val_every: int, steps: list[int]
+) -> None:
+    config = TINY.with_overrides(epochs=3, val_every=val_every)
+    result = train([data], tmp_path / "m", config, device="cpu", progress=False)
+    assert _validated_steps(result.model_dir) == steps == [int(row["step"]) for row in result.history]
+    # Validation does not change the training: the last validation is the same in every case.
+    reference = train([data], tmp_path / "ref", TINY.with_overrides(epochs=3), device="cpu", progress=False)
+    assert result.history[-1]["val_perturbed_mse"] == pytest.approx(
+        reference.history[-1]["val_perturbed_mse"], abs=1e-7)
+    saved = json.loads((result.model_dir / "config.json").read_text())
+    assert saved["validation"]["step"] == result.best["step"]
+
+
+def test_val_every_0_still_resumes_and_stops_at_the_budget(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TINY.with_overrides(epochs=3, val_every=0)
+    # The state is saved at every epoch's end, validated or not: an interruption loses nothing.
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut", config, monkeypatch)
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    state = torch.load(tmp_path / "cut" / trainer.STATE, weights_only=True)
+    assert state["step"] == 4 and state["best"] == {} and state["history"] == []
+    # It may resume with another val_every (it changes when the run is measured, not the run).
+    resumed = train([data], tmp_path / "cut", config.with_overrides(val_every=1), device="cpu",
+                    resume=True, progress=False)
+    full = train([data], tmp_path / "full", config, device="cpu", progress=False)
+    assert _validated_steps(tmp_path / "cut") == [8, 12] and _validated_steps(tmp_path / "full") == [12]
+    assert resumed.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
+    # A time budget that runs out mid-epoch validates once, where it stopped.
+    clock = iter(np.arange(0.0, 1e4, 7.0))
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    cut = train([data], tmp_path / "budget", config.with_overrides(max_minutes=1.0), device="cpu",
+                progress=False)
+    assert cut.stopped_by == "max_minutes" and len(cut.history) == 1
+    assert 0 < cut.best["step"] < 12 and _validated_steps(tmp_path / "budget") == [cut.best["step"]]
+    with pytest.raises(ValueError, match="val_every"):
+        train([data], tmp_path / "bad", TINY.with_overrides(val_every=-1), device="cpu", progress=False)
+
+
 @pytest.mark.parametrize(("mining", "per_image"), [("block", 100), ("block", 1), ("random", 8), ("hardest", 4)])
 def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mining: str, per_image: int
@@ -438,6 +485,19 @@ def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data:
 def test_train_command_couples_flip_settings(
     monkeypatch: pytest.MonkeyPatch, flags: list[str], flips: float, flip_pairs: float
 ) -> None:
+    config = _command_config(monkeypatch, flags)
+    assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
+
+
+@pytest.mark.parametrize(("flags", "val_every"), [
+    ([], 0), (["--preset", "paper"], 1), (["--val-every", "3"], 3), (["--preset", "plus", "--val-every", "0"], 0),
+])
+def test_train_command_val_every(monkeypatch: pytest.MonkeyPatch, flags: list[str], val_every: int) -> None:
+    assert _command_config(monkeypatch, flags).val_every == val_every
+
+
+def _command_config(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> TrainConfig:
+    """The configuration ``deepssim train images --out m FLAGS`` would train with."""
     import deepssim.training as training
     from deepssim.cli import main
 
@@ -451,7 +511,7 @@ def test_train_command_couples_flip_settings(
     with pytest.raises(SystemExit):
         main(["train", "images", "--out", "m", *flags])
     (config,) = got
-    assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
+    return config
 
 
 def test_train_command_refuses_flip_pairs_with_flips(capsys: pytest.CaptureFixture[str]) -> None:
