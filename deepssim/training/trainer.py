@@ -115,11 +115,13 @@ def _cached(cache: Path, what: str, key: dict[str, Any], kind: type[T], build: C
 
 def _cached_pairs(
     cache: Path, key: dict[str, Any], images: np.ndarray, n_pairs: int, families: Sequence[str],
-    config: TrainConfig, seed: int, progress: bool,
+    config: TrainConfig, seed: int, device: str, progress: bool,
 ) -> PairSet:
+    # The targets' SSIMs on the training device (equal to 1e-12 on either: cache keys ignore it).
     return _cached(cache, "pairs", key, PairSet, lambda: build_pairs(
         images, n_pairs, families=families, rng=np.random.default_rng(seed),
         copy_fraction=config.copy_fraction, registered=config.registered_targets, progress=progress,
+        device=device,
     ))
 
 
@@ -459,12 +461,12 @@ def train(
     train_pairs = _cached_pairs(cache, {**common, "part": "train", "n": config.n_train_pairs,
                                         "families": config.families},
                                 images[train_idx], config.n_train_pairs, config.families, config,
-                                config.seed, progress)
+                                config.seed, str(dev), progress)
     val_families = config.val_families or config.families
     val_pairs = _cached_pairs(cache, {**common, "part": "val", "n": config.n_val_pairs,
                                       "families": val_families},
                               images[val_idx], config.n_val_pairs, val_families, config,
-                              config.seed + 1, progress)
+                              config.seed + 1, str(dev), progress)
     blocks = None
     if config.in_batch_pairs and config.in_batch_mining == "block":
         block_key = {k: common[k] for k in ("data", "size", "resize", "seed", "val_fraction")}
@@ -475,7 +477,7 @@ def train(
             block_key["flips"] = True
         blocks = _cached_blocks(cache, block_key, train_pairs.images[: len(train_idx)],
                                 config.in_batch_block, config.in_batch_grouping,
-                                np.random.default_rng(config.seed + 2), dev.type, progress,
+                                np.random.default_rng(config.seed + 2), str(dev), progress,
                                 flips=bool(config.flip_pairs))
         if blocks.n_inputs != len(train_idx):
             raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "

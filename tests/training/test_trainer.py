@@ -519,3 +519,18 @@ def test_train_command_refuses_flip_pairs_with_flips(capsys: pytest.CaptureFixtu
 
     assert main(["train", "images", "--out", "m", "--no-flip-search", "--flip-pairs", "0.5"]) == 2
     assert "--flip-pairs needs training without flips" in capsys.readouterr().err
+
+
+def test_pair_targets_are_computed_on_the_training_device(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devices: list[str] = []
+    real = trainer.build_pairs
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        devices.append(kwargs["device"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "build_pairs", spy)
+    train([data], tmp_path / "m", TINY.with_overrides(epochs=1), device="cpu", progress=False)
+    assert devices == ["cpu", "cpu"]  # training and validation pairs (on CUDA: "cuda")
