@@ -101,8 +101,10 @@ EOF
 run smoke 120 "$PY" -m deepssim train "$DATA/Training" --preset fast --device "$DEVICE" \
     --out "$WORK/smoke" --no-progress --no-compile $SMOKE
 run search 120 "$PY" benchmarks/search_speed.py --device "$DEVICE" $SEARCH
-run embed 120 "$PY" benchmarks/embed_speed.py --device "$DEVICE" --data "$DATA" --n "$EMBED_N" --batch-size 256
-run embed 150 "$PY" benchmarks/embed_speed.py --device "$DEVICE" --data "$DATA" --n $((EMBED_N / 2)) --batch-size 128 $EMBED_BIG
+run embed 120 "$PY" benchmarks/embed_speed.py --device "$DEVICE" --data "$DATA" --n "$EMBED_N" --batch-size 256 \
+    --workers 1,8
+run embed 150 "$PY" benchmarks/embed_speed.py --device "$DEVICE" --data "$DATA" --n $((EMBED_N / 2)) --batch-size 128 \
+    --workers 1,8 $EMBED_BIG
 run paper 200 "$PY" -m deepssim train "$DATA/Training" --preset paper --pretrained none --device "$DEVICE" \
     --out "$WORK/paper" --no-progress $PAPER
 trained paper

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from .model import workers_option
+
 
 def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
     c = summary["counts"]
@@ -39,6 +41,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         progress=not args.no_progress, trust_torchscript=args.trust_torchscript, verify=args.verify,
         verify_thresholds=args.verify_thresholds,
         verify_grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift),
+        workers=args.workers,
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -82,6 +85,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="FAISS index; ivf and hnsw are approximate (their recall is measured and reported)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=64)
+    workers_option(p)
     p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR or ~/.cache/deepssim)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--skip-unreadable", action="store_true",

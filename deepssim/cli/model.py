@@ -72,7 +72,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
-                            skip_unreadable=args.skip_unreadable, flips=args.flips)
+                            skip_unreadable=args.skip_unreadable, flips=args.flips, workers=args.workers)
     save_embeddings(args.out, ids, emb, model)
     views = " (4 flips each)" if args.flips else ""
     print(f"{len(ids)} embeddings{views} of dimension {emb.shape[-1]} written to {args.out}")
@@ -91,6 +91,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
     else:
         print(f"{len(rows)} scored pairs written to {args.out}", file=sys.stderr)
     return 0
+
+
+def workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads that read and resize the files while the network runs "
+                        "(default: half the cores, at most 8); results do not depend on it")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -177,6 +183,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flips", action="store_true",
                    help="embeddings of each image's four flips, (N, 4, D): for the synthetic "
                         "images of a flip-search model, whose score is the best over them")
+    workers_option(p)
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("score", help="DeepSSIM score of the pairs listed in a CSV file")

@@ -56,7 +56,9 @@ class DeepSSIMModel:
         return self._forward(self._prepare(resized), flips)
 
     def _prepare(self, resized: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32))
+        # Normalised where the network runs: on a GPU the per-image rank normalisation would
+        # otherwise cost the CPU about 1 ms an image, more than the network there.
+        x = torch.from_numpy(np.ascontiguousarray(resized, dtype=np.float32)).to(self.device)
         return self.preprocess.normalize(x)
 
     @torch.no_grad()

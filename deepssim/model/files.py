@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..readers import ReadError, SliceSpec, read_image, scan
+from ..readers.read import reading_workers
 from .api import DeepSSIMModel
 from .flips import best_flip_scores
 from .checkpoint import atomic_write_bytes
@@ -23,10 +24,12 @@ def embed_folder(
     progress: bool | None = None,
     skip_unreadable: bool = False,
     flips: bool = False,
+    workers: int | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Ids and float32 embeddings of every image under ``root``: (N, D), or with ``flips``
     (N, 4, D), those of each image's four flips (what a ``flip_search`` model's scores of
-    synthetic images take the best of).
+    synthetic images take the best of). Files are read and resized in ``workers`` threads
+    (default ``reading_workers()``) while the network runs; the result does not depend on it.
 
     Raises:
         ReadError: unreadable files, listed by name (unless ``skip_unreadable``), or none found.
@@ -34,7 +37,8 @@ def embed_folder(
     result = scan(root, slices, progress=bool(progress))
     result.require_images(skip_unreadable)
     ids = [ref.id for ref in result.refs]
-    images = (image for _, image in result.load())
+    images = (image for _, image in result.load(workers=reading_workers(workers),
+                                                transform=model.preprocess.resize))
     return ids, model.embed(images, batch_size=batch_size, progress=progress, total=len(ids), flips=flips)
 
 

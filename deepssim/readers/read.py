@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -103,23 +105,104 @@ def load_ref(ref: ImageRef) -> np.ndarray:
     return cut(reader.read(ref.path, ref.member), ref, ref.id, reader.default_axis)
 
 
-def load_refs(refs: Sequence[ImageRef], progress: bool = False) -> Iterator[tuple[ImageRef, np.ndarray]]:
+MAX_READING_WORKERS = 8
+
+
+def reading_workers(workers: int | None = None) -> int:
+    """Threads that read files while a network runs: ``workers``, or by default half the
+    cores (the network gets the others), at least 1 and at most MAX_READING_WORKERS. On 2
+    cores, 2 reading threads embedded 7% slower than 1 (benchmarks/embed_speed.py)."""
+    if workers is None:
+        return max(1, min(MAX_READING_WORKERS, (os.cpu_count() or 1) // 2))
+    if isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def load_refs(
+    refs: Sequence[ImageRef],
+    progress: bool = False,
+    *,
+    workers: int = 1,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[ImageRef, np.ndarray]]:
     """Yield (ref, image) in `refs` order, reading each file or volume only once.
 
-    A volume is kept in memory from its first ref to its last, so refs grouped by
-    file (as a scan gives them) hold at most one volume at a time.
+    A volume is kept in memory from its first ref to its last, so refs grouped by file (as a
+    scan gives them) hold few volumes at a time.
+
+    Args:
+        workers: with more than one, files are read (and ``transform``-ed) in that many
+            threads, up to ``2 * workers`` files ahead of the consumer: decoding and resizing
+            release the GIL, so this scales with the cores. The output is the same.
+        transform: applied to each image where it is read (e.g. a resize).
 
     Raises:
         ReadError: a file cannot be read (raised when its first ref is reached).
     """
-    last_use = {(ref.path, ref.member): position for position, ref in enumerate(refs)}
-    cache: dict[tuple[Path, str | None], tuple[np.ndarray, int]] = {}
-    for position, ref in enumerate(tqdm(refs, desc="reading", unit="img", file=sys.stderr, disable=not progress)):
-        key = (ref.path, ref.member)
-        if key not in cache:
-            reader = reader_for(ref.path)
-            cache[key] = (reader.read(ref.path, ref.member), reader.default_axis)
-        data, default_axis = cache[key]
-        if last_use[key] == position:
-            del cache[key]
-        yield ref, cut(data, ref, ref.id, default_axis)
+    bar = tqdm(total=len(refs), desc="reading", unit="img", file=sys.stderr, disable=not progress)
+    with bar:
+        for run, images in read_runs(refs, workers=workers, transform=transform):
+            if isinstance(images, ReadError):
+                raise images
+            for ref, image in zip(run, images):
+                bar.update(1)
+                yield ref, image
+
+
+def read_runs(
+    refs: Sequence[ImageRef],
+    *,
+    workers: int = 1,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[list[ImageRef], list[np.ndarray] | ReadError]]:
+    """The images of ``refs`` in order, run by run (consecutive refs of one file or volume):
+    ``(run, images)``, or ``(run, error)`` for a file that cannot be read, so that a caller
+    may skip it. Each file is read once; ``workers`` and ``transform`` as in ``load_refs``."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    keys = [(ref.path, ref.member) for ref in refs]
+    uses: dict[tuple[Path, str | None], list[int]] = {}
+    for position, key in enumerate(keys):
+        uses.setdefault(key, []).append(position)
+    files = iter(uses)  # in order of first use, the order in which they are needed
+
+    def read(key: tuple[Path, str | None]) -> dict[int, np.ndarray] | ReadError:
+        try:
+            reader = reader_for(key[0])
+            data = reader.read(*key)
+            images = {p: cut(data, refs[p], refs[p].id, reader.default_axis) for p in uses[key]}
+        except ReadError as exc:
+            return exc
+        return {p: transform(im) for p, im in images.items()} if transform is not None else images
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepssim-read") if workers > 1 else None
+    pending: dict[tuple[Path, str | None], Future[dict[int, np.ndarray] | ReadError]] = {}
+
+    def submit(key: tuple[Path, str | None]) -> None:
+        if pool is not None:
+            pending[key] = pool.submit(read, key)
+        else:
+            pending[key] = done = Future()
+            done.set_result(read(key))
+
+    try:
+        start = 0
+        while start < len(refs):
+            key = keys[start]
+            stop = start + 1
+            while stop < len(refs) and keys[stop] == key:
+                stop += 1
+            while key not in pending:
+                submit(next(files))
+            while pool is not None and len(pending) < 2 * workers and (ahead := next(files, None)) is not None:
+                submit(ahead)
+            result = pending[key].result()
+            if uses[key][-1] < stop:  # its last use: let the images go
+                del pending[key]
+            run = list(refs[start:stop])
+            yield run, result if isinstance(result, ReadError) else [result[p] for p in range(start, stop)]
+            start = stop
+    finally:  # a consumer that stops early leaves no reads queued
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

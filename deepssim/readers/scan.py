@@ -38,15 +38,21 @@ class ScanResult:
     ignored: list[str] = field(default_factory=list)
 
     def load(
-        self, refs: Sequence[ImageRef] | None = None, progress: bool = False
+        self,
+        refs: Sequence[ImageRef] | None = None,
+        progress: bool = False,
+        *,
+        workers: int = 1,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Iterator[tuple[ImageRef, np.ndarray]]:
-        """Yield (ref, float32 image) for `refs` (default all), reading each file once.
+        """Yield (ref, float32 image) for `refs` (default all), reading each file once;
+        ``workers`` threads read ahead, ``transform`` is applied as read (``load_refs``).
 
         Raises:
             ReadError: a file fails to read now (for example truncated pixel data that
                 a header-only scan cannot see), naming the file.
         """
-        return load_refs(self.refs if refs is None else refs, progress)
+        return load_refs(self.refs if refs is None else refs, progress, workers=workers, transform=transform)
 
     def require_images(self, skip_unreadable: bool = False) -> None:
         """Raise ReadError listing the unreadable files (unless ``skip_unreadable``), or when

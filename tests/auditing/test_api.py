@@ -175,9 +175,14 @@ def test_bad_inputs_are_named(sets: tuple[Path, Path], tiny_model_dir: Path, tmp
     broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ReadError, match="broken.png"):
         audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None)
+    with pytest.raises(ReadError, match="broken.png"):
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, workers=3)
     skipped = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, skip_unreadable=True)
     assert skipped.summary["n_synthetic"] == 5
     assert len(skipped.summary["skipped_unreadable"]) == 1 and "broken.png" in skipped.summary["skipped_unreadable"][0]
+    threads = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, skip_unreadable=True, workers=3)
+    assert threads.summary["skipped_unreadable"] == skipped.summary["skipped_unreadable"]
+    assert threads.matches == skipped.matches  # results do not depend on workers
 
 
 def test_several_source_folders_get_prefixed_ids(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -215,7 +220,7 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
     out = tmp_path / "out"
     done = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
                    "--out", str(out), "--device", "cpu", "--cache", str(tmp_path / "c"), "--json",
-                   "--thresholds", "0.6,0.85", "--top-k", "2")
+                   "--thresholds", "0.6,0.85", "--top-k", "2", "--workers", "2")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "flags"

@@ -51,6 +51,9 @@ def test_embed_folder_and_score_csv(tiny_model_dir: Path, image_folder: Path, tm
     model = load_model(tiny_model_dir, device="cpu")
     ids, emb = embed_folder(model, image_folder)
     assert ids == sorted(ids) and len(ids) == 5 and "sub/img1.png" in ids
+    for workers in (1, 3):  # reading threads change nothing
+        again_ids, again = embed_folder(model, image_folder, workers=workers)
+        assert again_ids == ids and np.array_equal(again, emb)
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("real,synthetic,label\nimg0.png,sub/img1.png,different\nimg2.png,img2.png,duplicate\n")
     header, rows = score_pairs_csv(model, pairs, image_folder)
@@ -76,7 +79,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_embed_and_score_commands(tiny_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "emb.npz"
     done = _cli("embed", str(tiny_model_dir), "--images", str(image_folder), "--out", str(out),
-                "--device", "cpu")
+                "--device", "cpu", "--workers", "2")
     assert done.returncode == 0, done.stderr
     data = np.load(out)
     assert data["embeddings"].shape == (5, 16) and list(data["ids"])[0] == "img0.png"

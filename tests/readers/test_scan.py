@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepssim.readers import SliceSpec, load_ref, read_slices, resolve_id, scan
+from deepssim.readers import ReadError, SliceSpec, load_ref, read_slices, resolve_id, scan
+from deepssim.readers.read import MAX_READING_WORKERS, read_runs, reading_workers
 from deepssim.readers.npy import NpyReader
 
 nib = pytest.importorskip("nibabel")
@@ -78,7 +80,10 @@ def test_id_round_trip(tree: Path, select: str) -> None:
         np.testing.assert_array_equal(load_ref(ref), image)
 
 
-def test_load_reads_each_file_once_in_given_order(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_load_reads_each_file_once_in_given_order(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
     result = scan(tree / "sub", SliceSpec.parse("all"))
     reads: Counter[Path] = Counter()
     original = NpyReader.read
@@ -90,7 +95,7 @@ def test_load_reads_each_file_once_in_given_order(tree: Path, monkeypatch: pytes
     monkeypatch.setattr(NpyReader, "read", counting)
     stack = [ref for ref in result.refs if ref.id.startswith("stack.npy")]
     shuffled = [stack[2], result.refs[0], stack[0], stack[1]]
-    assert [ref for ref, _ in result.load(shuffled)] == shuffled
+    assert [ref for ref, _ in result.load(shuffled, workers=workers)] == shuffled
     assert reads == {tree / "sub" / "stack.npy": 1}
 
 
@@ -106,3 +111,54 @@ def test_read_slices_ids_relative_to_root(tree: Path) -> None:
     assert [ref.id for ref, _ in slices] == ["sub/vol.nii.gz#axis2:1", "sub/vol.nii.gz#axis2:2"]
     folder = read_slices(tree / "patient1" / "series3")
     assert [ref.id for ref, _ in folder] == ["series3#axis2:2"]
+
+
+@pytest.mark.parametrize("workers", [2, 5])
+def test_reading_threads_give_the_same_images_in_the_same_order(tree: Path, workers: int) -> None:
+    result = scan(tree, SliceSpec.parse("all"))
+    one = list(result.load())
+    many = list(result.load(workers=workers))
+    assert [ref for ref, _ in many] == [ref for ref, _ in one] == result.refs
+    for (_, a), (_, b) in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+    halves = list(result.load(workers=workers, transform=lambda image: image[::2, ::2]))
+    for (_, a), (_, b) in zip(one, halves, strict=True):
+        np.testing.assert_array_equal(a[::2, ::2], b)
+
+
+def test_reading_threads_raise_a_read_error_where_the_file_is(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = scan(tree / "sub", SliceSpec.parse("all"))
+    bad = tree / "sub" / "stack.npy"
+    original = NpyReader.read
+
+    def failing(self: NpyReader, path: Path, member: str | None = None) -> np.ndarray:
+        if path == bad:
+            raise ReadError(path, "truncated after the header")
+        return original(self, path, member)
+
+    monkeypatch.setattr(NpyReader, "read", failing)
+    first_bad = next(k for k, ref in enumerate(result.refs) if ref.path == bad)
+    got = []
+    with pytest.raises(ReadError, match="stack.npy.*truncated"):
+        for ref, _ in result.load(workers=3):
+            got.append(ref)
+    assert got == result.refs[:first_bad]
+    # read_runs hands the error over in its place and goes on (the audit's --skip-unreadable).
+    runs = list(read_runs(result.refs, workers=3))
+    assert [ref for run, _ in runs for ref in run] == result.refs
+    assert [run[0].path for run, images in runs if isinstance(images, ReadError)] == [bad]
+
+
+def test_reading_threads_stop_with_the_consumer_and_bad_counts(tree: Path) -> None:
+    result = scan(tree, SliceSpec.parse("all"))
+    loading = result.load(workers=4)
+    next(loading)
+    loading.close()  # the threads are shut down: nothing is left queued
+    assert not [t for t in threading.enumerate() if t.name.startswith("deepssim-read")]
+    with pytest.raises(ValueError, match="workers"):
+        list(result.load(workers=0))
+    assert 1 <= reading_workers() <= MAX_READING_WORKERS and reading_workers(3) == 3
+    with pytest.raises(ValueError, match="workers"):
+        reading_workers(0)
