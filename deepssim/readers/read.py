@@ -110,10 +110,12 @@ MAX_READING_WORKERS = 8
 
 def reading_workers(workers: int | None = None) -> int:
     """Threads that read files while a network runs: ``workers``, or by default half the
-    cores (the network gets the others), at least 1 and at most MAX_READING_WORKERS. On 2
-    cores, 2 reading threads embedded 7% slower than 1 (benchmarks/embed_speed.py)."""
+    cores this process may use (the network gets the others), at least 1 and at most
+    MAX_READING_WORKERS. On 2 cores, 2 reading threads embedded 0-7% slower than 1 in two
+    runs of benchmarks/embed_speed.py."""
     if workers is None:
-        return max(1, min(MAX_READING_WORKERS, (os.cpu_count() or 1) // 2))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(MAX_READING_WORKERS, cores // 2))
     if isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     return workers
@@ -157,8 +159,13 @@ def read_runs(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[list[ImageRef], list[np.ndarray] | ReadError]]:
     """The images of ``refs`` in order, run by run (consecutive refs of one file or volume):
-    ``(run, images)``, or ``(run, error)`` for a file that cannot be read, so that a caller
-    may skip it. Each file is read once; ``workers`` and ``transform`` as in ``load_refs``."""
+    ``(run, images)``, or ``(run, error)`` for a file that cannot be read (or one of whose
+    slices cannot be cut: the whole file is then an error), so that a caller may skip it.
+    Each file is read once; ``workers`` and ``transform`` as in ``load_refs``.
+
+    Memory: each reading thread holds one file's data and its slices (transformed one by one
+    as they are cut), and up to ``2 * workers`` files' slices wait for the consumer: with
+    large volumes and all their slices, fewer workers hold less."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     keys = [(ref.path, ref.member) for ref in refs]
@@ -171,10 +178,10 @@ def read_runs(
         try:
             reader = reader_for(key[0])
             data = reader.read(*key)
-            images = {p: cut(data, refs[p], refs[p].id, reader.default_axis) for p in uses[key]}
+            keep = transform if transform is not None else (lambda image: image)
+            return {p: keep(cut(data, refs[p], refs[p].id, reader.default_axis)) for p in uses[key]}
         except ReadError as exc:
             return exc
-        return {p: transform(im) for p, im in images.items()} if transform is not None else images
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepssim-read") if workers > 1 else None
     pending: dict[tuple[Path, str | None], Future[dict[int, np.ndarray] | ReadError]] = {}

@@ -117,7 +117,8 @@ def _cached_pairs(
     cache: Path, key: dict[str, Any], images: np.ndarray, n_pairs: int, families: Sequence[str],
     config: TrainConfig, seed: int, device: str, progress: bool,
 ) -> PairSet:
-    # The targets' SSIMs on the training device (equal to 1e-12 on either: cache keys ignore it).
+    # The targets' SSIMs on the training device. Cache keys ignore the device: the values agree to
+    # float rounding (a near-tie of a registered target's alignment search may differ).
     return _cached(cache, "pairs", key, PairSet, lambda: build_pairs(
         images, n_pairs, families=families, rng=np.random.default_rng(seed),
         copy_fraction=config.copy_fraction, registered=config.registered_targets, progress=progress,
@@ -533,14 +534,23 @@ def train(
                desc=f"train (budget {config.max_minutes:g} min)" if budget else "train",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     network.train()
+    last_loss = history[-1]["train_mse"] if history else float("nan")  # of the last epoch with steps
     while epoch < config.epochs:
-        order = torch.randperm(len(train_pairs), generator=generator).numpy()
-        if blocks is None:
-            batches = [order[k * config.batch_size : (k + 1) * config.batch_size] for k in range(steps_per_epoch)]
+        if budget is not None and time.perf_counter() - t0 >= budget:
+            # Out of time at an epoch's end: no permutation drawn, so that the saved state
+            # resumes (with a larger budget) as an uninterrupted run goes on.
+            stopped_by = "max_minutes"
+            if history and history[-1]["step"] == step:
+                break  # validated and saved at this step already
+            batches = None
         else:
-            batches = blocks.batches(train_pairs.a, train_pairs.b, order, config.batch_size, generator)
+            order = torch.randperm(len(train_pairs), generator=generator).numpy()
+            if blocks is None:
+                batches = [order[k * config.batch_size : (k + 1) * config.batch_size] for k in range(steps_per_epoch)]
+            else:
+                batches = blocks.batches(train_pairs.a, train_pairs.b, order, config.batch_size, generator)
         running, done = 0.0, 0
-        for batch in batches:
+        for batch in batches or []:
             elapsed = time.perf_counter() - t0
             if budget is not None and elapsed >= budget:
                 stopped_by = "max_minutes"
@@ -585,19 +595,22 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
-            epoch += 1
-        if done == 0 and history and history[-1]["step"] == step:
-            break  # the budget ran out at an epoch's end: validated already
+            if batches is not None:
+                epoch += 1
+        if done:
+            last_loss = running / done
+        elif history and history[-1]["step"] == step:
+            break  # the budget ran out before the epoch's first step: validated already
         stopping = stopped_by == "max_minutes" or epoch >= config.epochs
         if stopping or (config.val_every > 0 and epoch % config.val_every == 0):
             row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
-                                    time.perf_counter() - t0, running / max(1, done), logs)
+                                    time.perf_counter() - t0, last_loss, logs)
             history.append(row)
             if not best or row["val_perturbed_mse"] < best["val_perturbed_mse"]:
                 best = row
                 save_model(out, network, config.preprocess, _model_extra(config, data_print, len(images), best))
         else:
-            log.info("epoch %d step %d: train MSE %.4f", epoch, step, running / max(1, done))
+            log.info("epoch %d step %d: train MSE %.4f", epoch, step, last_loss)
         _save_state(state_path, {
             "config": config.to_dict(), "data": data_print, "network": network.state_dict(),
             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),

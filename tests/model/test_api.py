@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from deepssim.model import load_model, score_pairs
@@ -74,6 +75,16 @@ def test_embed_folder_and_score_csv(tiny_model_dir: Path, image_folder: Path, tm
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "deepssim", *args], capture_output=True,
                           text=True, timeout=300)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_embeddings_equal_the_cpu_ones(
+    tiny_model_dir: Path, image_folder: Path
+) -> None:  # pragma: no cover - GPU only
+    ids, on_cpu = embed_folder(load_model(tiny_model_dir, device="cpu"), image_folder, workers=1)
+    gpu_ids, on_gpu = embed_folder(load_model(tiny_model_dir, device="cuda"), image_folder, workers=3)
+    assert gpu_ids == ids
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-5)
 
 
 def test_embed_and_score_commands(tiny_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:

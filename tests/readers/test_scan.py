@@ -157,6 +157,10 @@ def test_reading_threads_stop_with_the_consumer_and_bad_counts(tree: Path) -> No
     next(loading)
     loading.close()  # the threads are shut down: nothing is left queued
     assert not [t for t in threading.enumerate() if t.name.startswith("deepssim-read")]
+    with pytest.raises(RuntimeError, match="consumer"):
+        for _ in result.load(workers=4):
+            raise RuntimeError("the consumer fails")
+    assert not [t for t in threading.enumerate() if t.name.startswith("deepssim-read")]
     with pytest.raises(ValueError, match="workers"):
         list(result.load(workers=0))
     assert 1 <= reading_workers() <= MAX_READING_WORKERS and reading_workers(3) == 3

@@ -164,6 +164,14 @@ def test_targets_are_the_reference_ssim(pairs: PairSet) -> None:
     np.testing.assert_allclose(pairs.target, expected, atol=1e-6)
 
 
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_pairs_equal_the_cpu_ones(images: np.ndarray, pairs: PairSet) -> None:  # pragma: no cover - GPU only
+    on_gpu = build_pairs(images, 600, families=list(FAMILIES), rng=np.random.default_rng(7), device="cuda")
+    np.testing.assert_array_equal(on_gpu.a, pairs.a)
+    np.testing.assert_array_equal(on_gpu.b, pairs.b)
+    np.testing.assert_allclose(on_gpu.target, pairs.target, atol=1e-9)
+
+
 def test_layout_and_families(images: np.ndarray, pairs: PairSet) -> None:
     assert len(pairs) == 600
     assert pairs.images.dtype == np.float32 and pairs.a.dtype == pairs.b.dtype == np.int64

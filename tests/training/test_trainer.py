@@ -395,6 +395,15 @@ def test_val_every_0_still_resumes_and_stops_at_the_budget(
                 progress=False)
     assert cut.stopped_by == "max_minutes" and len(cut.history) == 1
     assert 0 < cut.best["step"] < 12 and _validated_steps(tmp_path / "budget") == [cut.best["step"]]
+    # A budget that runs out at an epoch's end, which was not validated: validated there once,
+    # with that epoch's training loss in its row.
+    clock = iter(np.arange(0.0, 1e4, 7.0))
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    edge = train([data], tmp_path / "edge", config.with_overrides(max_minutes=40 / 60), device="cpu",
+                 progress=False)
+    (row,) = edge.history
+    assert edge.stopped_by == "max_minutes" and (row["epoch"], row["step"]) == (1, 4)
+    assert np.isfinite(row["train_mse"]) and row["train_mse"] > 0
     with pytest.raises(ValueError, match="val_every"):
         train([data], tmp_path / "bad", TINY.with_overrides(val_every=-1), device="cpu", progress=False)
 
