@@ -536,13 +536,12 @@ def train(
     network.train()
     last_loss = history[-1]["train_mse"] if history else float("nan")  # of the last epoch with steps
     while epoch < config.epochs:
-        if budget is not None and time.perf_counter() - t0 >= budget:
-            # Out of time at an epoch's end: no permutation drawn, so that the saved state
-            # resumes (with a larger budget) as an uninterrupted run goes on.
+        # Out of time at an epoch's end: no permutation drawn, so that the saved state is the
+        # one an uninterrupted run would have there.
+        out_of_time = budget is not None and time.perf_counter() - t0 >= budget
+        if out_of_time:
             stopped_by = "max_minutes"
-            if history and history[-1]["step"] == step:
-                break  # validated and saved at this step already
-            batches = None
+            batches = []
         else:
             order = torch.randperm(len(train_pairs), generator=generator).numpy()
             if blocks is None:
@@ -550,7 +549,7 @@ def train(
             else:
                 batches = blocks.batches(train_pairs.a, train_pairs.b, order, config.batch_size, generator)
         running, done = 0.0, 0
-        for batch in batches or []:
+        for batch in batches:
             elapsed = time.perf_counter() - t0
             if budget is not None and elapsed >= budget:
                 stopped_by = "max_minutes"
@@ -595,12 +594,12 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
-            if batches is not None:
+            if not out_of_time:
                 epoch += 1
         if done:
             last_loss = running / done
         elif history and history[-1]["step"] == step:
-            break  # the budget ran out before the epoch's first step: validated already
+            break  # out of time before the epoch's first step, validated and saved already
         stopping = stopped_by == "max_minutes" or epoch >= config.epochs
         if stopping or (config.val_every > 0 and epoch % config.val_every == 0):
             row = _evaluate_and_log(network, config, val_pairs, perturb, dev, epoch, step,
