@@ -58,3 +58,11 @@ def flip_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny embedder scored by flip search (the best cosine over the second image's flips),
     whose embeddings of smooth images depend on their orientation."""
     return _tiny_model(tmp_path_factory.mktemp("flip-model"), smooth_stats=True, flip_search=True)
+
+
+@pytest.fixture(scope="session")
+def joint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``flip_model_dir``'s network scored by flip search with joint flips (each cosine the
+    mean over the four flips of both images)."""
+    return _tiny_model(tmp_path_factory.mktemp("joint-model"), smooth_stats=True, flip_search=True,
+                       joint_flips=True)

@@ -100,8 +100,9 @@ def _readable(
 
 
 def _views(key: str, flips: bool) -> list[str]:
-    """Cache keys of an image: its own, or one per flip (``flips.FLIPS``)."""
-    return [f"{key}|flip{f}" for f in range(len(FLIPS))] if flips else [key]
+    """Cache keys of an image: its own, and with ``flips`` one per other flip (``flips.FLIPS``),
+    so that an image embedded with and without its flips shares its unflipped entry."""
+    return [key, *(f"{key}|flip{f}" for f in range(1, len(FLIPS)))] if flips else [key]
 
 
 def embed_set(
@@ -223,9 +224,12 @@ def audit(
         cache = EmbeddingCache(root, model_key(net.checksum, net.preprocess.to_dict()))
     common = {"skip_unreadable": skip_unreadable, "batch_size": batch_size, "progress": progress,
               "workers": reading_workers(workers)}
-    train_emb, train_pos, train_counts = embed_set(net, train_set, train_keys, cache, **common)
+    # The cache holds per-flip embeddings; the score's vectors are made from them (flips.py).
+    train_emb, train_pos, train_counts = embed_set(net, train_set, train_keys, cache, **common,
+                                                   flips=net.real_flips)
     synth_emb, synth_pos, synth_counts = embed_set(net, synth_set, synth_keys, cache, **common,
-                                                   flips=net.flip_search)
+                                                   flips=net.synthetic_flips)
+    train_emb, synth_emb = net.as_real(train_emb), net.as_synthetic(synth_emb)
     timings["embed_s"] = time.perf_counter() - t0
     train_set, train_keys = _keep(train_set, train_keys, train_pos)
     synth_set, synth_keys = _keep(synth_set, synth_keys, synth_pos)
@@ -377,7 +381,8 @@ def _summary(
         "thresholds": thresholds.to_dict(),
         "model": {"path": model.path, "sha256": model.checksum,
                   "preset": model.config.get("preset"), "preprocess": model.preprocess.to_dict(),
-                  "device": str(model.device), "flip_search": model.flip_search},
+                  "device": str(model.device), "flip_search": model.flip_search,
+                  "joint_flips": model.joint_flips},
         "search": {"backend": found.backend, "index": found.index, "top_k": top_k,
                    "device": found.device, "recall": found.recall},
         "cache": None if cache is None else {

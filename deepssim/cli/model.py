@@ -31,6 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__pooling": args.pooling,
         "model__flip_symmetric": args.flip_symmetric,
         "model__flip_search": args.flip_search,
+        "model__joint_flips": args.joint_flips,
         "model__dropout": args.dropout,
         "in_batch_pairs": args.in_batch_pairs,
         "in_batch_mining": args.in_batch_mining,
@@ -39,6 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "flip_pairs": args.flip_pairs,
         "compile": args.compile,
         "val_every": args.val_every,
+        "init": args.init,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.flip_search is not None:
@@ -127,6 +129,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
     p.add_argument("--pooling", choices=["avg", "gem", "grid"])
+    p.add_argument("--init", metavar="MODEL_DIR",
+                   help="start from the weights of this trained model (fine-tuning; its network "
+                        "settings must match the run's)")
     p.add_argument("--pretrained",
                    help="imagenet (torchvision weights API), a weights file, or none")
     p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,
@@ -135,6 +140,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="score a pair by the best cosine over the four flips of its second "
                         "image and train without flips (the fast preset does); "
                         "--no-flip-search: plain cosines, trained with flips (p 0.5 per axis)")
+    p.add_argument("--joint-flips", action=argparse.BooleanOptionalAction, default=None,
+                   help="score each cosine as the mean over the four flips applied to both images "
+                        "(four estimates of one SSIM; the real side is embedded four times too)")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",

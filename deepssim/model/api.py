@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..refssim import resolve_device
 from .checkpoint import DEFAULT_THRESHOLDS, ModelFolderError, load_network, sha256_file
-from .flips import FLIPS, best_flip_scores, by_flip, flipped
+from .flips import FLIPS, best_flip_scores, by_flip, flipped, joint, joint_views
 from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class DeepSSIMModel:
         self.checksum = checksum
         self.thresholds: tuple[float, float] = tuple(config.get("thresholds", DEFAULT_THRESHOLDS))  # type: ignore[assignment]
         self.flip_search = bool(config.get("model", {}).get("flip_search", False))
+        self.joint_flips = bool(config.get("model", {}).get("joint_flips", False))
 
     @torch.no_grad()
     def embed_batch(self, resized: np.ndarray, *, flips: bool = False) -> np.ndarray:
@@ -98,10 +99,39 @@ class DeepSSIMModel:
             return np.empty((0, len(FLIPS), dim) if flips else (0, dim), dtype=np.float32)
         return np.concatenate(chunks)
 
+    def embed_real(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
+        """Embeddings of the first images of pairs (the real, training ones) as the score needs
+        them: (N, D), or (N, 4 * D) for a model with ``joint_flips`` (``flips.joint``).
+        Keywords as ``embed``."""
+        return self.as_real(self.embed(images, flips=self.real_flips, **kwargs))
+
     def embed_synthetic(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
         """Embeddings of the second images of pairs (the synthetic ones) as the score needs
-        them: (N, D), or (N, 4, D) for a model with ``flip_search``. Keywords as ``embed``."""
-        return self.embed(images, flips=self.flip_search, **kwargs)
+        them: (N, D), or (N, 4, D) for a model with ``flip_search``; with ``joint_flips``,
+        (N, 4 * D) or (N, 4, 4 * D) (``flips.joint_views``). Keywords as ``embed``."""
+        return self.as_synthetic(self.embed(images, flips=self.synthetic_flips, **kwargs))
+
+    def as_real(self, emb: np.ndarray) -> np.ndarray:
+        """``embed_real``'s result from ``embed``'s: ``emb`` (N, D), or (N, 4, D) with
+        ``joint_flips``."""
+        return joint(emb) if self.joint_flips else emb
+
+    def as_synthetic(self, emb: np.ndarray) -> np.ndarray:
+        """``embed_synthetic``'s result from ``embed``'s: ``emb`` (N, D), or (N, 4, D) with
+        ``flip_search`` or ``joint_flips``."""
+        if not self.joint_flips:
+            return emb
+        return joint_views(emb) if self.flip_search else joint(emb)
+
+    @property
+    def real_flips(self) -> bool:
+        """Whether the real side is embedded with its four flips (``embed(flips=...)``)."""
+        return self.joint_flips
+
+    @property
+    def synthetic_flips(self) -> bool:
+        """Whether the synthetic side is embedded with its four flips."""
+        return self.flip_search or self.joint_flips
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         """DeepSSIM score of one pair: a real (training) image ``a``, a synthetic image ``b``
@@ -162,9 +192,9 @@ def score_pairs(
 ) -> np.ndarray:
     """DeepSSIM score of each ``(a, b)`` pair (a real, b synthetic), float32 (P,): the cosine
     of the embeddings, or for a model with ``flip_search`` the best cosine over the four flips
-    of b."""
+    of b; with ``joint_flips`` each cosine is the mean over the four flips of both images."""
     if not pairs:
         return np.empty(0, dtype=np.float32)
-    ea = model.embed([a for a, _ in pairs], batch_size=batch_size, progress=progress)
+    ea = model.embed_real([a for a, _ in pairs], batch_size=batch_size, progress=progress)
     eb = model.embed_synthetic([b for _, b in pairs], batch_size=batch_size, progress=progress)
     return best_flip_scores(ea, eb).astype(np.float32)

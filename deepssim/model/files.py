@@ -43,12 +43,14 @@ def embed_folder(
 
 
 def save_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray, model: DeepSSIMModel) -> None:
-    """``ids`` (str) + ``embeddings`` (float32) + the model checksum and whether it scores by
-    flip search (``flip_search``: a pair's score is then the best cosine over the flips of its
-    synthetic image), written atomically."""
+    """``ids`` (str) + ``embeddings`` (float32) + the model checksum and its scoring rule
+    (``flip_search``: a pair's score is the best cosine over the flips of its synthetic image;
+    ``joint_flips``: each cosine is the mean over the four flips of both images, made from the
+    embeddings of each image's flips, ``flips.joint``), written atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=embeddings.astype(np.float32),
-             model_sha256=np.array(model.checksum), flip_search=np.array(model.flip_search))
+             model_sha256=np.array(model.checksum), flip_search=np.array(model.flip_search),
+             joint_flips=np.array(model.joint_flips))
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -75,8 +77,8 @@ def score_pairs_csv(
     progress: bool | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once (for
-    a model with ``flip_search``, once per column it appears in, a synthetic image with its
-    four flips).
+    a model with ``flip_search`` or ``joint_flips``, once per column it appears in, with its
+    four flips as the score needs them).
 
     Raises:
         ReadError: naming every missing or unreadable image (nothing is scored as 0).
@@ -89,10 +91,10 @@ def score_pairs_csv(
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ReadError(root, f"{len(missing)} image(s) named in {pairs_csv} not found: {shown}")
     options = {"batch_size": batch_size, "progress": progress}
-    if model.flip_search:
+    if model.flip_search or model.joint_flips:
         reals = sorted({row["real"] for row in rows})
         synths = sorted({row["synthetic"] for row in rows})
-        er = model.embed((read_image(root / n) for n in reals), total=len(reals), **options)
+        er = model.embed_real((read_image(root / n) for n in reals), total=len(reals), **options)
         es = model.embed_synthetic((read_image(root / n) for n in synths), total=len(synths), **options)
     else:
         reals = synths = names

@@ -9,6 +9,18 @@ images' own orientation, without flip augmentation, and a pair is scored as
 invariance, and a flipped copy is scored in the orientation that undoes the flip exactly. The
 four flips are the identity, axis 0 (up-down), axis 1 (left-right) and both (a 180 degree
 rotation).
+
+Joint flips (``ModelConfig.joint_flips``): flipping both images of a pair alike does not change
+their SSIM, so ``cos(embed(f(a)), embed(f(b)))`` for the four flips ``f`` are four estimates of
+one target, from views the network sees differently; their mean is the score:
+
+    score(a, b) = max over g of mean over f of cos(embed(f(a)), embed(f(g(b))))
+
+(without flip search, g is the identity only). A mean of cosines of unit vectors is one inner
+product of their concatenations scaled by 1/2, so each real image becomes one vector of 4 x D
+(``joint``) and each synthetic image four (``joint_views``: the concatenation for each g, the
+flips being their own inverses and commuting, ``f(g(b))`` is flip ``f ^ g`` of b), and the
+search, the cache of per-flip embeddings and ``best_flip_scores`` work on them unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +40,30 @@ def flipped(x: torch.Tensor) -> torch.Tensor:
 def by_flip(emb: torch.Tensor, n: int) -> torch.Tensor:
     """Embeddings (4 * n, D) of ``flipped`` input as (n, 4, D)."""
     return emb.reshape(len(FLIPS), n, -1).transpose(0, 1)
+
+
+def joint(emb: np.ndarray) -> np.ndarray:
+    """Per-flip embeddings (N, 4, D) as unit vectors (N, 4 * D) whose inner product is the mean
+    cosine over the four joint flips of a pair."""
+    return (emb.reshape(len(emb), -1) * 0.5).astype(np.float32)
+
+
+def joint_views(emb: np.ndarray) -> np.ndarray:
+    """Per-flip embeddings (N, 4, D) of synthetic images as (N, 4, 4 * D): for each relative
+    flip g, the concatenation over f of the embeddings of flip ``f ^ g``, against ``joint`` of
+    the real image."""
+    order = np.array([[f ^ g for f in range(len(FLIPS))] for g in range(len(FLIPS))])
+    return (emb[:, order].reshape(len(emb), len(FLIPS), -1) * 0.5).astype(np.float32)
+
+
+def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool) -> torch.Tensor:
+    """Joint-flip scores of pairs from per-flip embeddings ``ea``, ``eb`` (P, 4, D): the mean
+    cosine over the joint flips, the best over the relative flips with ``search`` (the same
+    numbers as ``joint`` against ``joint_views``, for tensors)."""
+    cos = torch.einsum("pfd,phd->pfh", ea, eb)
+    rel = range(len(FLIPS)) if search else range(1)
+    per = torch.stack([torch.stack([cos[:, f, f ^ g] for f in range(len(FLIPS))]).mean(0) for g in rel], 1)
+    return per.amax(dim=1)
 
 
 def best_flip_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:

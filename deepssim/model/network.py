@@ -36,6 +36,10 @@ class ModelConfig:
     score is exactly invariant to flips of either image (four forward passes per image).
     ``flip_search``: a scoring rule, not a layer: a pair scores the best cosine over the four
     flips of its second image (``flips.py``); such a model is trained without flips.
+    ``joint_flips``: a scoring rule too: each cosine is the mean over the four flips applied to
+    both images of the pair (``flips.py``), four estimates of one SSIM (flipping both images
+    alike leaves SSIM unchanged) from four views the network sees differently; the real side
+    is embedded four times as well.
     ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
     last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
     things are (SSIM compares images position by position).
@@ -49,6 +53,7 @@ class ModelConfig:
     gem_p: float = 3.0
     flip_symmetric: bool = False
     flip_search: bool = False
+    joint_flips: bool = False
     frozen_stages: int = 0
     width: int = 32
     grid: int = 4

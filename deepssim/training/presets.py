@@ -52,6 +52,11 @@ class TrainConfig:
             epochs, and always when training stops; 0: only when it stops. Validation time
             counts against ``max_minutes``: the ``fast`` preset validates only at the end (a
             validation of 2,000 pairs costs it about 30 s on the 2-core CPU, with flip search).
+        init: a model folder (``deepssim train --out``) whose weights training starts from
+            instead of ``model.pretrained`` / random ones: fine-tuning a trained DeepSSIM model
+            on other data. Its network must be the one ``model`` describes (backbone, width,
+            pooling, head); its preprocessing is not checked. The run's own learning-rate
+            schedule and optimizer start afresh.
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.
@@ -92,6 +97,7 @@ class TrainConfig:
     in_batch_grouping: Literal["random", "similar"] = "random"
     flip_pairs: float = 0.0
     val_every: int = 1
+    init: str | None = None
     cpu_bf16: bool = False
     compile: bool = False
     seed: int = 42
@@ -162,7 +168,11 @@ PRESETS: dict[str, TrainConfig] = {
         # second image, so trained without flips: benchmark macro F1 perturbed 0.62 -> 0.69
         # (fixed thresholds) / 0.74 (calibrated), for MAE 0.067 -> 0.082 on train_fast's
         # pairs, where it over-estimates unrelated images (docs/quality.md, run 24).
-        model=ModelConfig(backbone="small", width=32, pooling="avg", dropout=0.0, flip_search=True),
+        # Joint flips (model/flips.py): each cosine the mean over the four flips of both images,
+        # four estimates of one SSIM: MAE 0.067 -> 0.055 on train_fast's pairs with the same
+        # weights (docs/quality.md, run 27); the real side is embedded four times.
+        model=ModelConfig(backbone="small", width=32, pooling="avg", dropout=0.0, flip_search=True,
+                          joint_flips=True),
         preprocess=Preprocess(size=128, intensity="rank"),
         perturb=PerturbConfig(p_flip0=0.0, p_flip1=0.0, p_rotate=0.8, max_degrees=10.0,
                               p_gamma=0.8, gamma_range=(0.5, 1.5)),

@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..model.checkpoint import atomic_write, save_model
-from ..model.flips import FLIPS, by_flip, flip_each, flip_image, flipped
+from ..model.checkpoint import ModelFolderError, atomic_write, load_network, save_model
+from ..model.flips import FLIPS, by_flip, flip_each, flip_image, flipped, joint_scores
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -242,17 +242,36 @@ class StepNetwork:
         return self._run(*self.compiled, batch)
 
 
+def _initial_state(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights of the model folder ``config.init``, checked to fit ``config.model``."""
+    trained, _, _ = load_network(config.init)
+    # Scoring rules and where the first weights came from do not change the network.
+    ignore = {"pretrained", "flip_search", "joint_flips"}
+    mine = {k: v for k, v in asdict(config.model).items() if k not in ignore}
+    theirs = {k: v for k, v in asdict(trained.config).items() if k not in ignore}
+    if mine != theirs:
+        diff = ", ".join(f"{k} {theirs.get(k)!r} vs {mine[k]!r}" for k in mine if mine[k] != theirs.get(k))
+        raise ModelFolderError(f"{config.init}: its network is not the one to be trained ({diff}); "
+                               "fine-tune with the same model settings")
+    return trained.state_dict()
+
+
 def embed_pairs(
     network: Embedder, preprocess: Preprocess, images: np.ndarray, a: np.ndarray, b: np.ndarray,
     perturb: Perturb | None, generator: torch.Generator | None, device: torch.device,
 ) -> torch.Tensor:
     """Scores of pairs (images[a], images[b]), each side perturbed independently: cosines,
-    or for a network with ``flip_search`` the best cosine over the four flips of each b."""
+    or for a network with ``flip_search`` the best cosine over the four flips of each b;
+    with ``joint_flips`` each cosine the mean over the four flips of both (``flips.py``)."""
     n = len(a)
-    if not network.config.flip_search:
+    search, joint = network.config.flip_search, network.config.joint_flips
+    if not (search or joint):
         emb = embed_images(network, preprocess, images, np.concatenate([a, b]), perturb, generator, device)
         return (emb[:n] * emb[n:]).sum(dim=1)
     x = network_input(preprocess, perturbed_batch(images, np.concatenate([a, b]), perturb, generator, device))
+    if joint:
+        emb = by_flip(network(flipped(x)), 2 * n)
+        return joint_scores(emb[:n], emb[n:], search)
     emb = network(torch.cat([x[:n], flipped(x[n:])]))
     return torch.einsum("pd,pfd->pf", emb[:n], by_flip(emb[n:], n)).amax(dim=1)
 
@@ -440,6 +459,8 @@ def train(
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")
+    # Checked before the minutes of image reading and pair building.
+    initial = _initial_state(config) if config.init is not None and not resume else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -485,7 +506,11 @@ def train(
                              f"set has {len(train_idx)}; delete the cache folder and train again")
 
     # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
-    network = Embedder(config.model).to(dev, memory_format=torch.channels_last)
+    network = Embedder(config.model, log_init=initial is None)
+    if initial is not None:
+        network.load_state_dict(initial)
+        log.info("network initialised from %s", config.init)
+    network = network.to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(_param_groups(network, config), lr=config.lr,
                                   weight_decay=config.weight_decay)
     for group in optimizer.param_groups:

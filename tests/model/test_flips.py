@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from deepssim.model import load_model, score_pairs
 from deepssim.model.files import embed_folder, score_pairs_csv
-from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flipped
+from deepssim.model.flips import (FLIPS, best_flip_scores, by_flip, flip_each, flipped, joint, joint_scores,
+                                  joint_views)
 
 
 def test_flipped_and_by_flip_keep_each_image_with_its_flips() -> None:
@@ -33,6 +34,45 @@ def test_best_flip_scores() -> None:
     a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 4, 3))
     np.testing.assert_allclose(best_flip_scores(a, b[:, 1]), np.sum(a * b[:, 1], axis=1))
     np.testing.assert_allclose(best_flip_scores(a, b), np.einsum("pd,pfd->pf", a, b).max(axis=1))
+
+
+def test_joint_vectors_score_the_mean_over_joint_flips() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((5, 4, 3))
+    a /= np.linalg.norm(a, axis=-1, keepdims=True)
+    b /= np.linalg.norm(b, axis=-1, keepdims=True)
+    # Relative flip g: a flipped by f against b flipped by f then g, i.e. by f ^ g.
+    want = np.stack([np.mean([np.sum(a[:, f] * b[:, f ^ g], axis=1) for f in range(4)], axis=0)
+                     for g in range(4)], axis=1)
+    ja, jb = joint(a), joint_views(b)
+    assert ja.shape == (5, 12) and jb.shape == (5, 4, 12)
+    np.testing.assert_allclose(np.linalg.norm(ja, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.einsum("pd,pgd->pg", ja, jb), want, atol=1e-6)
+    np.testing.assert_allclose(best_flip_scores(ja, jb), want.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(best_flip_scores(ja, joint(b)), want[:, 0], atol=1e-6)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    np.testing.assert_allclose(joint_scores(ta, tb, search=True).numpy(), want.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(joint_scores(ta, tb, search=False).numpy(), want[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("search", [True, False])
+def test_a_joint_flips_model_scores_the_mean_over_joint_flips(joint_model_dir: Path, search: bool) -> None:
+    model = load_model(joint_model_dir, device="cpu")
+    assert model.joint_flips and model.flip_search
+    model.flip_search = search
+    rng = np.random.default_rng(4)
+    a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
+    views = lambda x: [np.ascontiguousarray(v) for v in (x, x[::-1], x[:, ::-1], x[::-1, ::-1])]  # noqa: E731
+    # By hand, from embeddings of explicitly flipped images.
+    ea, eb = model.embed(views(a)), model.embed(views(b))
+    want = max(np.mean([ea[f] @ eb[f ^ g] for f in range(4)]) for g in (range(4) if search else [0]))
+    got = score_pairs(model, [(a, b), (a, a)] + [(a, v) for v in views(a)[1:]])
+    assert got[0] == pytest.approx(want, abs=1e-5)
+    assert got[1] == pytest.approx(1.0, abs=1e-5)
+    if search:  # a flipped copy is still a copy
+        np.testing.assert_allclose(got[2:], 1.0, atol=1e-5)
+    assert model.embed_real([a, b]).shape == (2, 64)
+    assert model.embed_synthetic([a, b]).shape == ((2, 4, 64) if search else (2, 64))
 
 
 def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
@@ -84,7 +124,7 @@ def test_flip_search_in_the_csv_scores_and_the_embed_command(
     assert done.returncode == 0, done.stderr
     assert "6 embeddings (4 flips each) of dimension 16" in done.stdout
     with np.load(out) as saved:
-        assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"])
+        assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"]) and not saved["joint_flips"]
         np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)
 
 
@@ -98,3 +138,19 @@ def test_flip_each_flips_every_image_by_its_code_and_codes_compose_by_xor() -> N
     other = np.arange(10)[::-1] % 4
     assert torch.equal(flip_each(out, other), flip_each(x, codes ^ other))
     assert torch.equal(x, torch.arange(120, dtype=torch.float32).reshape(10, 3, 4))  # input untouched
+
+
+def test_joint_flips_in_the_csv_scores(joint_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = load_model(joint_model_dir, device="cpu")
+    image = np.asarray(Image.open(image_folder / "img0.png"))
+    Image.fromarray(np.ascontiguousarray(image[::-1])).save(image_folder / "upside.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("real,synthetic\nimg0.png,upside.png\nimg0.png,img2.png\n")
+    _, rows = score_pairs_csv(model, pairs, image_folder)
+    assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
+    ids, emb = embed_folder(model, image_folder, flips=True)
+    i, j = ids.index("img0.png"), ids.index("img2.png")
+    assert float(rows[1]["score"]) == pytest.approx(float(best_flip_scores(joint(emb[[i]]), joint_views(emb[[j]]))[0]),
+                                                    abs=1e-5)

@@ -68,11 +68,14 @@ def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> 
     assert best_clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
 
 
-def test_flip_search_training_validates_and_saves_with_the_same_rule(data: Path, tmp_path: Path) -> None:
-    config = TINY.with_overrides(model__flip_search=True, perturb__p_flip0=0.0, perturb__p_flip1=0.0, epochs=1)
+@pytest.mark.parametrize("joint", [False, True])
+def test_flip_search_training_validates_and_saves_with_the_same_rule(data: Path, tmp_path: Path, joint: bool) -> None:
+    config = TINY.with_overrides(model__flip_search=True, perturb__p_flip0=0.0, perturb__p_flip1=0.0, epochs=1,
+                                 model__joint_flips=joint)
     result = train([data], tmp_path / "m", config, device="cpu", progress=False)
     model = load_model(result.model_dir, device="cpu")
     assert model.flip_search and json.loads((result.model_dir / "config.json").read_text())["model"]["flip_search"]
+    assert model.joint_flips == joint
     pairs = result.val_pairs
     scores = score_pairs(model, [(pairs.images[i], pairs.images[j]) for i, j in zip(pairs.a, pairs.b)])
     clean = evaluate(model.network, model.preprocess, pairs, None, model.device)
@@ -543,3 +546,21 @@ def test_pair_targets_are_computed_on_the_training_device(
     monkeypatch.setattr(trainer, "build_pairs", spy)
     train([data], tmp_path / "m", TINY.with_overrides(epochs=1), device="cpu", progress=False)
     assert devices == ["cpu", "cpu"]  # training and validation pairs (on CUDA: "cuda")
+
+
+def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path, tmp_path: Path) -> None:
+    first = train([data], tmp_path / "a", TINY.with_overrides(epochs=1), device="cpu", progress=False)
+    start = trainer._initial_state(TINY.with_overrides(init=str(first.model_dir)))
+    trained = load_model(first.model_dir, device="cpu").network.state_dict()
+    assert start.keys() == trained.keys()
+    assert all(torch.equal(start[k], trained[k]) for k in start)
+    # A fine-tuning run records where it started; its weights move on from there.
+    tuned = train([data], tmp_path / "b", TINY.with_overrides(epochs=1, init=str(first.model_dir)),
+                  device="cpu", progress=False)
+    recorded = json.loads((tuned.model_dir / "config.json").read_text())["training"]
+    assert recorded["init"] == str(first.model_dir)
+    wider = TINY.with_overrides(epochs=1, init=str(first.model_dir), model__width=12)
+    with pytest.raises(ValueError, match="width 8 vs 12"):
+        train([data], tmp_path / "c", wider, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="not a model folder|config.json"):
+        train([data], tmp_path / "d", TINY.with_overrides(init=str(data)), device="cpu", progress=False)

@@ -60,6 +60,11 @@ class EmbeddingMetric(Metric):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of 2D images."""
 
+    def embed_real(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings of the real side as the score needs them (``embed`` unless the model
+        averages over joint flips)."""
+        return self.embed(images)
+
     def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings of the synthetic side: (N, D), or (N, 4, D) for a flip-search model,
         whose score is the best cosine over the flips."""
@@ -71,7 +76,7 @@ class EmbeddingMetric(Metric):
         check_pairs(real, synthetic, same_shape=False)
         ua, ia = unique_by_identity(real)
         ub, ib = unique_by_identity(synthetic)
-        ea, eb = self.embed(ua), self.embed_synthetic(ub)
+        ea, eb = self.embed_real(ua), self.embed_synthetic(ub)
         return best_flip_scores(ea[ia], eb[ib]).astype(np.float64)
 
 
@@ -89,6 +94,10 @@ class _ModelFolderMetric(EmbeddingMetric):
         # None: the model's own rule, a bar for long runs only.
         return self.model.embed(images, batch_size=self.options.batch_size,
                                 progress=None if self.options.progress else False)
+
+    def embed_real(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.model.embed_real(images, batch_size=self.options.batch_size,
+                                     progress=None if self.options.progress else False)
 
     def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.model.embed_synthetic(images, batch_size=self.options.batch_size,
