@@ -45,7 +45,8 @@ def by_flip(emb: torch.Tensor, n: int) -> torch.Tensor:
 def joint(emb: np.ndarray) -> np.ndarray:
     """Per-flip embeddings (N, 4, D) as unit vectors (N, 4 * D) whose inner product is the mean
     cosine over the four joint flips of a pair."""
-    return (emb.reshape(len(emb), -1) * 0.5).astype(np.float32)
+    n, f, d = emb.shape
+    return (emb.reshape(n, f * d) * 0.5).astype(np.float32)
 
 
 def joint_views(emb: np.ndarray) -> np.ndarray:
@@ -53,7 +54,8 @@ def joint_views(emb: np.ndarray) -> np.ndarray:
     flip g, the concatenation over f of the embeddings of flip ``f ^ g``, against ``joint`` of
     the real image."""
     order = np.array([[f ^ g for f in range(len(FLIPS))] for g in range(len(FLIPS))])
-    return (emb[:, order].reshape(len(emb), len(FLIPS), -1) * 0.5).astype(np.float32)
+    n, f, d = emb.shape
+    return (emb[:, order].reshape(n, f, f * d) * 0.5).astype(np.float32)
 
 
 def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool) -> torch.Tensor:

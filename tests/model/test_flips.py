@@ -73,6 +73,8 @@ def test_a_joint_flips_model_scores_the_mean_over_joint_flips(joint_model_dir: P
         np.testing.assert_allclose(got[2:], 1.0, atol=1e-5)
     assert model.embed_real([a, b]).shape == (2, 64)
     assert model.embed_synthetic([a, b]).shape == ((2, 4, 64) if search else (2, 64))
+    assert model.embed_real([]).shape == (0, 64)
+    assert model.embed_synthetic([]).shape == ((0, 4, 64) if search else (0, 64))
 
 
 def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
