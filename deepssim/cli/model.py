@@ -76,6 +76,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
                             skip_unreadable=args.skip_unreadable, flips=args.flips, workers=args.workers)
     save_embeddings(args.out, ids, emb, model)
+    if model.joint_flips and not args.flips:
+        print("note: this model scores pairs by joint flips, which need every image's four flips: "
+              "embed with --flips to compute its scores from these files", file=sys.stderr)
     views = " (4 flips each)" if args.flips else ""
     print(f"{len(ids)} embeddings{views} of dimension {emb.shape[-1]} written to {args.out}")
     return 0

@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -245,8 +245,9 @@ class StepNetwork:
 def _initial_state(config: TrainConfig) -> dict[str, torch.Tensor]:
     """The weights of the model folder ``config.init``, checked to fit ``config.model``."""
     trained, _, _ = load_network(config.init)
-    # Scoring rules and where the first weights came from do not change the network.
-    ignore = {"pretrained", "flip_search", "joint_flips"}
+    # Scoring rules, where the first weights came from, dropout and frozen stages do not change
+    # the weights a network has.
+    ignore = {"pretrained", "flip_search", "joint_flips", "dropout", "frozen_stages"}
     mine = {k: v for k, v in asdict(config.model).items() if k not in ignore}
     theirs = {k: v for k, v in asdict(trained.config).items() if k not in ignore}
     if mine != theirs:
@@ -506,7 +507,9 @@ def train(
                              f"set has {len(train_idx)}; delete the cache folder and train again")
 
     # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
-    network = Embedder(config.model, log_init=initial is None)
+    # A network fine-tuned from ``init`` needs no pretrained weights underneath.
+    network = Embedder(config.model if initial is None else replace(config.model, pretrained=None),
+                       log_init=initial is None)
     if initial is not None:
         network.load_state_dict(initial)
         log.info("network initialised from %s", config.init)

@@ -554,11 +554,15 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
     trained = load_model(first.model_dir, device="cpu").network.state_dict()
     assert start.keys() == trained.keys()
     assert all(torch.equal(start[k], trained[k]) for k in start)
-    # A fine-tuning run records where it started; its weights move on from there.
-    tuned = train([data], tmp_path / "b", TINY.with_overrides(epochs=1, init=str(first.model_dir)),
-                  device="cpu", progress=False)
+    # A fine-tuning run records where it started and starts there: with a learning rate of 0
+    # its weights stay those of the first model (BatchNorm statistics move on).
+    frozen = TINY.with_overrides(epochs=1, init=str(first.model_dir), lr=0.0, model__dropout=0.3)
+    tuned = train([data], tmp_path / "b", frozen, device="cpu", progress=False)
     recorded = json.loads((tuned.model_dir / "config.json").read_text())["training"]
     assert recorded["init"] == str(first.model_dir)
+    after = dict(load_model(tuned.model_dir, device="cpu").network.named_parameters())
+    before = dict(load_model(first.model_dir, device="cpu").network.named_parameters())
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
     wider = TINY.with_overrides(epochs=1, init=str(first.model_dir), model__width=12)
     with pytest.raises(ValueError, match="width 8 vs 12"):
         train([data], tmp_path / "c", wider, device="cpu", progress=False)
