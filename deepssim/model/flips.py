@@ -42,30 +42,36 @@ def by_flip(emb: torch.Tensor, n: int) -> torch.Tensor:
     return emb.reshape(len(FLIPS), n, -1).transpose(0, 1)
 
 
-def joint(emb: np.ndarray) -> np.ndarray:
+_JOINT_ORDER = np.array([[f ^ g for f in range(len(FLIPS))] for g in range(len(FLIPS))])
+"""``_JOINT_ORDER[g, f]``: the flip of b that meets flip f of a at relative flip g."""
+
+
+def _f32(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else x.astype(np.float32)
+
+
+def joint(emb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Per-flip embeddings (N, 4, D) as unit vectors (N, 4 * D) whose inner product is the mean
-    cosine over the four joint flips of a pair."""
+    cosine over the four joint flips of a pair (arrays or tensors)."""
     n, f, d = emb.shape
-    return (emb.reshape(n, f * d) * 0.5).astype(np.float32)
+    return _f32(emb.reshape(n, f * d) * 0.5)
 
 
-def joint_views(emb: np.ndarray) -> np.ndarray:
+def joint_views(emb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Per-flip embeddings (N, 4, D) of synthetic images as (N, 4, 4 * D): for each relative
     flip g, the concatenation over f of the embeddings of flip ``f ^ g``, against ``joint`` of
-    the real image."""
-    order = np.array([[f ^ g for f in range(len(FLIPS))] for g in range(len(FLIPS))])
+    the real image (arrays or tensors)."""
     n, f, d = emb.shape
-    return (emb[:, order].reshape(n, f, f * d) * 0.5).astype(np.float32)
+    order = torch.from_numpy(_JOINT_ORDER).to(emb.device) if isinstance(emb, torch.Tensor) else _JOINT_ORDER
+    return _f32(emb[:, order].reshape(n, f, f * d) * 0.5)
 
 
 def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool) -> torch.Tensor:
-    """Joint-flip scores of pairs from per-flip embeddings ``ea``, ``eb`` (P, 4, D): the mean
-    cosine over the joint flips, the best over the relative flips with ``search`` (the same
-    numbers as ``joint`` against ``joint_views``, for tensors)."""
-    cos = torch.einsum("pfd,phd->pfh", ea, eb)
-    rel = range(len(FLIPS)) if search else range(1)
-    per = torch.stack([torch.stack([cos[:, f, f ^ g] for f in range(len(FLIPS))]).mean(0) for g in rel], 1)
-    return per.amax(dim=1)
+    """Joint-flip scores of pairs from per-flip embeddings ``ea``, ``eb`` (P, 4, D): ``joint``
+    against ``joint_views`` (the best relative flip) with ``search``, else against ``joint``."""
+    if not search:
+        return (joint(ea) * joint(eb)).sum(dim=1)
+    return torch.einsum("pd,pgd->pg", joint(ea), joint_views(eb)).amax(dim=1)
 
 
 def best_flip_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
