@@ -66,3 +66,10 @@ def joint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mean over the four flips of both images)."""
     return _tiny_model(tmp_path_factory.mktemp("joint-model"), smooth_stats=True, flip_search=True,
                        joint_flips=True)
+
+
+@pytest.fixture(scope="session")
+def cross_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``joint_model_dir``'s network with the relative flip cross-fitted (``flips.cross_fitted``)."""
+    return _tiny_model(tmp_path_factory.mktemp("cross-model"), smooth_stats=True, flip_search=True,
+                       joint_flips=True, cross_fit=True)

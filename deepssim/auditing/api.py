@@ -28,7 +28,7 @@ from ..readers import ImageRef, ReadError, SliceSpec, load_ref, scan
 from ..readers.read import read_runs, reading_workers
 from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
 from .decide import CLASSES, Thresholds, classify, resolve_thresholds, wilson_interval
-from .nearest import search_flips
+from .nearest import rescore, search_flips
 from .result import AuditResult, Match
 from .verify import REFERENCE_THRESHOLDS, VerifyGrid, verify_pairs
 
@@ -238,6 +238,8 @@ def audit(
     # Verification looks at ``verify`` candidates even when fewer are reported.
     found = search_flips(synth_emb, train_emb, max(top_k, verify), backend=backend, index=index,
                          device=device, progress=progress)
+    if net.cross_fit:  # found by the best flip, scored by the cross-fitted one
+        found = rescore(found, synth_emb, train_emb, net.pair_scores)
     timings["search_s"] = time.perf_counter() - t0
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
@@ -382,6 +384,7 @@ def _summary(
         "model": {"path": model.path, "sha256": model.checksum,
                   "preset": model.config.get("preset"), "preprocess": model.preprocess.to_dict(),
                   "device": str(model.device), "flip_search": model.flip_search,
+                  "cross_fit": model.cross_fit,
                   "joint_flips": model.joint_flips},
         "search": {"backend": found.backend, "index": found.index, "top_k": top_k,
                    "device": found.device, "recall": found.recall},

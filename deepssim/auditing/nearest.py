@@ -22,7 +22,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,8 @@ class SearchResult:
     """Top-k neighbours of each query.
 
     Attributes:
-        scores: (M, k') float32, inner products, descending in each row.
+        scores: (M, k') float32, inner products (or the pair rule of ``rescore``),
+            descending in each row.
         indices: (M, k') int64 indices into the base (training) set; among equal scores the
             smaller index comes first. k' = min(k, N). Approximate indexes may find fewer
             than k' neighbours for a query: those slots hold index -1 and score -inf.
@@ -613,3 +614,34 @@ def _auto_faiss_flat(pairs: int, device: str) -> bool:
     faiss_gpu = device != "cpu" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     torch_cuda = device != "cpu" and torch.cuda.is_available()
     return faiss_gpu or not torch_cuda
+
+
+RESCORE_FLOATS = 1 << 26
+"""Floats of the query and candidate rows ``rescore`` gathers at a time (256 MB)."""
+
+
+def rescore(
+    found: SearchResult, queries: np.ndarray, base: np.ndarray,
+    pair_scores: Callable[[np.ndarray, np.ndarray], np.ndarray], chunk: int | None = None,
+) -> SearchResult:
+    """``found`` with each candidate's score recomputed by ``pair_scores(base rows, query
+    rows)`` (a rule that is not one inner product, such as the cross-fitted flip of
+    ``flips.py``: the search finds candidates by the best flip, this scores them) and each
+    query's candidates re-ordered by it (score descending, the smaller index first among
+    equals; empty slots, index -1, stay last). Queries are taken ``chunk`` at a time (by
+    default as many as keep the gathered rows within ``RESCORE_FLOATS``)."""
+    scores = found.scores.copy()
+    m, k = found.indices.shape
+    if chunk is None:
+        row = int(np.prod(queries.shape[1:])) + int(np.prod(base.shape[1:]))
+        chunk = max(1, RESCORE_FLOATS // max(1, k * row))
+    for start in range(0, m, chunk):
+        idx = found.indices[start : start + chunk]
+        rows, cols = np.nonzero(idx >= 0)
+        if len(rows):
+            scores[start + rows, cols] = pair_scores(base[idx[rows, cols]], queries[start + rows])
+    valid = found.indices >= 0
+    order = np.lexsort((np.where(valid, found.indices, np.iinfo(np.int64).max),
+                        -np.where(valid, scores, -np.inf)), axis=-1)
+    return replace(found, scores=np.take_along_axis(scores, order, -1).astype(np.float32),
+                   indices=np.take_along_axis(found.indices, order, -1))

@@ -32,6 +32,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__flip_symmetric": args.flip_symmetric,
         "model__flip_search": args.flip_search,
         "model__joint_flips": args.joint_flips,
+        "model__cross_fit": args.cross_fit,
         "model__dropout": args.dropout,
         "in_batch_pairs": args.in_batch_pairs,
         "in_batch_mining": args.in_batch_mining,
@@ -52,6 +53,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              "trains with them: drop one of the two")
         if not args.flip_search:
             overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
+    if args.cross_fit is None and (args.flip_search is False or args.joint_flips is False):
+        overrides["model__cross_fit"] = False  # cross-fitting chooses among joint flip views
     if args.flip_symmetric and args.flip_pairs is None:
         overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
     if args.pretrained is not None:
@@ -146,6 +149,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--joint-flips", action=argparse.BooleanOptionalAction, default=None,
                    help="score each cosine as the mean over the four flips applied to both images "
                         "(four estimates of one SSIM; the real side is embedded four times too)")
+    p.add_argument("--cross-fit", action=argparse.BooleanOptionalAction, default=None,
+                   help="with flip search and joint flips: choose the relative flip with half of "
+                        "the joint views and score it with the other half (no upward bias from the "
+                        "best of four noisy estimates)")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",

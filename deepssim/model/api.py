@@ -49,6 +49,7 @@ class DeepSSIMModel:
         self.thresholds: tuple[float, float] = tuple(config.get("thresholds", DEFAULT_THRESHOLDS))  # type: ignore[assignment]
         self.flip_search = bool(config.get("model", {}).get("flip_search", False))
         self.joint_flips = bool(config.get("model", {}).get("joint_flips", False))
+        self.cross_fit = bool(config.get("model", {}).get("cross_fit", False))
 
     @torch.no_grad()
     def embed_batch(self, resized: np.ndarray, *, flips: bool = False) -> np.ndarray:
@@ -133,6 +134,11 @@ class DeepSSIMModel:
         """Whether the synthetic side is embedded with its four flips."""
         return self.flip_search or self.joint_flips
 
+    def pair_scores(self, real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
+        """Scores of pairs from ``embed_real`` rows (P, ...) and ``embed_synthetic`` rows
+        (P, ...): the model's rule (``flips.best_flip_scores``)."""
+        return best_flip_scores(real, synthetic, self.cross_fit)
+
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         """DeepSSIM score of one pair: a real (training) image ``a``, a synthetic image ``b``
         (whose flips flip search tries)."""
@@ -197,4 +203,4 @@ def score_pairs(
         return np.empty(0, dtype=np.float32)
     ea = model.embed_real([a for a, _ in pairs], batch_size=batch_size, progress=progress)
     eb = model.embed_synthetic([b for _, b in pairs], batch_size=batch_size, progress=progress)
-    return best_flip_scores(ea, eb).astype(np.float32)
+    return model.pair_scores(ea, eb).astype(np.float32)

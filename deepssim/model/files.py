@@ -11,7 +11,6 @@ import numpy as np
 from ..readers import ReadError, SliceSpec, read_image, scan
 from ..readers.read import reading_workers
 from .api import DeepSSIMModel
-from .flips import best_flip_scores
 from .checkpoint import atomic_write_bytes
 
 
@@ -46,11 +45,12 @@ def save_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray, mo
     """``ids`` (str) + ``embeddings`` (float32) + the model checksum and its scoring rule
     (``flip_search``: a pair's score is the best cosine over the flips of its synthetic image;
     ``joint_flips``: each cosine is the mean over the four flips of both images, made from the
-    embeddings of each image's flips, ``flips.joint``), written atomically."""
+    embeddings of each image's flips, ``flips.joint``; ``cross_fit``: the relative flip
+    cross-fitted, ``flips.cross_fitted``), written atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=embeddings.astype(np.float32),
              model_sha256=np.array(model.checksum), flip_search=np.array(model.flip_search),
-             joint_flips=np.array(model.joint_flips))
+             joint_flips=np.array(model.joint_flips), cross_fit=np.array(model.cross_fit))
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -101,7 +101,7 @@ def score_pairs_csv(
         er = es = model.embed((read_image(root / n) for n in names), total=len(names), **options)
     ir = {name: k for k, name in enumerate(reals)}
     is_ = {name: k for k, name in enumerate(synths)}
-    scores = best_flip_scores(er[[ir[row["real"]] for row in rows]], es[[is_[row["synthetic"]] for row in rows]])
+    scores = model.pair_scores(er[[ir[row["real"]] for row in rows]], es[[is_[row["synthetic"]] for row in rows]])
     for row, score in zip(rows, scores):
         row["score"] = f"{float(score):.6f}"
     return [*header, "score"] if "score" not in header else header, rows

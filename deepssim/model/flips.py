@@ -21,6 +21,14 @@ product of their concatenations scaled by 1/2, so each real image becomes one ve
 (``joint``) and each synthetic image four (``joint_views``: the concatenation for each g, the
 flips being their own inverses and commuting, ``f(g(b))`` is flip ``f ^ g`` of b), and the
 search, the cache of per-flip embeddings and ``best_flip_scores`` work on them unchanged.
+
+Cross-fitted flips (``ModelConfig.cross_fit``, with both rules above): the best of four noisy
+means is biased upwards (the winner's curse: for an unrelated pair, whose four relative flips
+score about alike, the maximum picks whichever estimate came out high). So the relative flip
+is chosen with half of the four joint views and scored with the other half, and the other way
+round, averaged over the three ways of halving the four (as double Q-learning does for the
+same bias). A copy's relative flip stands out in either half, so it is scored as before;
+unrelated images lose the bias (``cross_fitted``).
 """
 
 from __future__ import annotations
@@ -66,20 +74,51 @@ def joint_views(emb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return _f32(emb[:, order].reshape(n, f, f * d) * 0.5)
 
 
-def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool) -> torch.Tensor:
+def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool, cross: bool = False) -> torch.Tensor:
     """Joint-flip scores of pairs from per-flip embeddings ``ea``, ``eb`` (P, 4, D): ``joint``
-    against ``joint_views`` (the best relative flip) with ``search``, else against ``joint``."""
+    against ``joint_views`` (the best relative flip, or the cross-fitted one with ``cross``)
+    with ``search``, else against ``joint``."""
     if not search:
         return (joint(ea) * joint(eb)).sum(dim=1)
-    return torch.einsum("pd,pgd->pg", joint(ea), joint_views(eb)).amax(dim=1)
+    return best_flip_scores(joint(ea), joint_views(eb), cross)
 
 
-def best_flip_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+_HALVES = (((0, 3), (1, 2)), ((0, 1), (2, 3)), ((0, 2), (1, 3)))
+"""The three ways of halving the four joint flips."""
+
+
+def cross_fitted(cos: torch.Tensor) -> torch.Tensor:
+    """Cross-fitted scores (P,) from the cosines (P, G, 4) of each pair's G relative flips at
+    each of the four joint flips: for each halving (A, B) of the joint flips, the relative flip
+    of best mean over A scored by its mean over B and the other way round; the mean of the six."""
+    total = torch.zeros(cos.shape[0], dtype=cos.dtype, device=cos.device)
+    for halves in _HALVES:
+        means = [cos[:, :, list(h)].mean(dim=2) for h in halves]
+        for choose, score in ((means[0], means[1]), (means[1], means[0])):
+            total += score.gather(1, choose.argmax(dim=1, keepdim=True)).squeeze(1)
+    return total / (2 * len(_HALVES))
+
+
+def best_flip_scores(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, cross: bool = False
+) -> np.ndarray | torch.Tensor:
     """Scores of pairs: embeddings ``a`` (P, D) against ``b`` (P, D), plain cosines, or
-    against the flips' embeddings ``b`` (P, 4, D), the best over the flips."""
+    against the flips' embeddings ``b`` (P, G, D), the best over the flips; with ``cross``
+    (``joint`` vectors against ``joint_views``, D = 4 * d), the cross-fitted flip instead of
+    the best (``cross_fitted``). Arrays or tensors, returned as given."""
+    einsum = np.einsum if isinstance(a, np.ndarray) else torch.einsum
     if b.ndim == 2:
-        return np.einsum("pd,pd->p", a, b)
-    return np.einsum("pd,pfd->pf", a, b).max(axis=1)
+        return einsum("pd,pd->p", a, b)
+    if not cross:
+        per_flip = einsum("pd,pgd->pg", a, b)
+        return per_flip.max(axis=1) if isinstance(per_flip, np.ndarray) else per_flip.amax(dim=1)
+    p, g, dim = b.shape
+    # Each joint vector holds the four flips' unit embeddings scaled by 1/2: a block's inner
+    # product is a quarter of that joint flip's cosine.
+    ta, tb = (torch.as_tensor(np.asarray(v, np.float32)) if isinstance(v, np.ndarray) else v for v in (a, b))
+    cos = 4.0 * torch.einsum("pfd,pgfd->pgf", ta.reshape(p, len(FLIPS), -1), tb.reshape(p, g, len(FLIPS), -1))
+    out = cross_fitted(cos)
+    return out.numpy() if isinstance(a, np.ndarray) else out
 
 
 def flip_each(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:

@@ -40,6 +40,9 @@ class ModelConfig:
     both images of the pair (``flips.py``), four estimates of one SSIM (flipping both images
     alike leaves SSIM unchanged) from four views the network sees differently; the real side
     is embedded four times as well.
+    ``cross_fit``: with ``flip_search`` and ``joint_flips``, the relative flip is chosen with
+    half of the joint views and scored with the other half (``flips.cross_fitted``), so that
+    unrelated images are not scored by the luckiest of four estimates.
     ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
     last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
     things are (SSIM compares images position by position).
@@ -54,6 +57,7 @@ class ModelConfig:
     flip_symmetric: bool = False
     flip_search: bool = False
     joint_flips: bool = False
+    cross_fit: bool = False
     frozen_stages: int = 0
     width: int = 32
     grid: int = 4
@@ -64,6 +68,9 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
         if self.pooling not in ("avg", "gem", "grid"):
             raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem or grid")
+        if self.cross_fit and not (self.flip_search and self.joint_flips):
+            raise ValueError("cross_fit chooses among the joint views of flip search: it needs "
+                             "flip_search and joint_flips on")
         if not 0 <= self.frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
 

@@ -247,7 +247,7 @@ def _initial_state(config: TrainConfig) -> dict[str, torch.Tensor]:
     trained, _, _ = load_network(config.init)
     # Scoring rules, where the first weights came from, dropout and frozen stages do not change
     # the weights a network has.
-    ignore = {"pretrained", "flip_search", "joint_flips", "dropout", "frozen_stages"}
+    ignore = {"pretrained", "flip_search", "joint_flips", "cross_fit", "dropout", "frozen_stages"}
     mine = {k: v for k, v in asdict(config.model).items() if k not in ignore}
     theirs = {k: v for k, v in asdict(trained.config).items() if k not in ignore}
     if mine != theirs:
@@ -272,7 +272,7 @@ def embed_pairs(
     x = network_input(preprocess, perturbed_batch(images, np.concatenate([a, b]), perturb, generator, device))
     if joint:
         emb = by_flip(network(flipped(x)), 2 * n)
-        return joint_scores(emb[:n], emb[n:], search)
+        return joint_scores(emb[:n], emb[n:], search, network.config.cross_fit)
     emb = network(torch.cat([x[:n], flipped(x[n:])]))
     return torch.einsum("pd,pfd->pf", emb[:n], by_flip(emb[n:], n)).amax(dim=1)
 

@@ -125,6 +125,23 @@ def test_a_joint_flips_model_audits_with_its_own_rule_and_shares_the_flip_cache(
     assert again.summary["cache"]["hits"] == 13 and again.summary["cache"]["misses"] == 0
 
 
+def test_a_cross_fitted_model_audits_with_its_own_rule(
+    sets: tuple[Path, Path], cross_model_dir: Path, tmp_path: Path
+) -> None:
+    train, synth = sets
+    result = audit(train, synth, cross_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    assert result.summary["model"]["cross_fit"]
+    best = {m.synthetic: m for m in result.matches if m.rank == 1}
+    assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
+    model = load_model(cross_model_dir, device="cpu")
+    by_image: dict[str, list[float]] = {}
+    for m in result.matches:
+        want = score_pairs(model, [(read_image(train / m.train), read_image(synth / m.synthetic))])[0]
+        assert m.score == pytest.approx(float(want), abs=1e-5)
+        by_image.setdefault(m.synthetic, []).append(m.score)
+    assert all(s == sorted(s, reverse=True) for s in by_image.values())  # ranked by that rule
+
+
 def test_second_audit_reads_the_cache_and_gives_the_same_answer(
     sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-from deepssim.auditing.nearest import SearchResult, search, search_flips, topk_exact, topk_faiss
+from deepssim.auditing.nearest import SearchResult, rescore, search, search_flips, topk_exact, topk_faiss
 
 
 def reference(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,3 +313,20 @@ def test_faiss_flat_tie_rule_quantised() -> None:
     fs, fi = topk_faiss(q, b, 3, index="flat", device="cpu")
     _, ref_i = reference(q, b, 3)
     np.testing.assert_array_equal(fi, ref_i)
+
+
+def test_rescore_recomputes_every_found_score_and_reorders_each_row() -> None:
+    rng = np.random.default_rng(8)
+    queries, base = rng.standard_normal((7, 4, 6)).astype(np.float32), rng.standard_normal((9, 6)).astype(np.float32)
+    found = search_flips(queries, base, 4, backend="exact")
+    found.indices[2, 3], found.scores[2, 3] = -1, -np.inf  # an empty slot stays last
+    rule = lambda b, q: np.einsum("pd,pgd->pg", b, q).min(axis=1)  # noqa: E731 (any pair rule)
+    out = rescore(found, queries, base, rule, chunk=3)
+    for s in range(7):
+        want = sorted(((float(rule(base[[i]], queries[[s]])[0]), int(i)) for i in found.indices[s] if i >= 0),
+                      key=lambda t: (-t[0], t[1]))
+        n = len(want)
+        np.testing.assert_allclose(out.scores[s, :n], [w[0] for w in want], atol=1e-6)
+        assert list(out.indices[s, :n]) == [w[1] for w in want]
+        assert set(out.indices[s]) == set(found.indices[s])
+    assert out.indices[2, 3] == -1 and out.scores[2, 3] == -np.inf

@@ -13,8 +13,9 @@ from scipy import ndimage
 
 from deepssim.model import load_model, score_pairs
 from deepssim.model.files import embed_folder, score_pairs_csv
-from deepssim.model.flips import (FLIPS, best_flip_scores, by_flip, flip_each, flipped, joint, joint_scores,
-                                  joint_views)
+from deepssim.model.flips import (FLIPS, best_flip_scores, by_flip, cross_fitted, flip_each, flipped, joint,
+                                  joint_scores, joint_views)
+from deepssim.model.network import ModelConfig
 
 
 def test_flipped_and_by_flip_keep_each_image_with_its_flips() -> None:
@@ -156,3 +157,81 @@ def test_joint_flips_in_the_csv_scores(joint_model_dir: Path, image_folder: Path
     i, j = ids.index("img0.png"), ids.index("img2.png")
     assert float(rows[1]["score"]) == pytest.approx(float(best_flip_scores(joint(emb[[i]]), joint_views(emb[[j]]))[0]),
                                                     abs=1e-5)
+
+
+def _cross_fitted_by_hand(cos: np.ndarray) -> np.ndarray:
+    """Per pair: for each halving of the four joint flips into A and B, the relative flip best
+    on A's mean scored by B's mean, and the other way round; the mean of the six."""
+    out = []
+    for c in cos:  # (G, 4)
+        values = []
+        for a, b in (((0, 3), (1, 2)), ((0, 1), (2, 3)), ((0, 2), (1, 3))):
+            for choose, score in ((a, b), (b, a)):
+                g = int(np.argmax([c[g, list(choose)].mean() for g in range(len(c))]))
+                values.append(c[g, list(score)].mean())
+        out.append(np.mean(values))
+    return np.array(out)
+
+
+def test_cross_fitted_scores_choose_with_one_half_and_score_with_the_other() -> None:
+    rng = np.random.default_rng(5)
+    cos = rng.uniform(-1, 1, (6, 4, 4))
+    np.testing.assert_allclose(cross_fitted(torch.from_numpy(cos)).numpy(), _cross_fitted_by_hand(cos), atol=1e-12)
+    # One relative flip far ahead in every view (a copy): cross-fitting scores it as the best does.
+    copy = rng.uniform(0.2, 0.3, (1, 4, 4))
+    copy[0, 2] = [0.95, 0.97, 0.96, 0.98]
+    assert cross_fitted(torch.from_numpy(copy)).item() == pytest.approx(0.965)
+    # Four relative flips alike but for noise (an unrelated image): the best of the four means
+    # is biased upwards; the cross-fitted score is not.
+    noise = 0.5 + 0.05 * rng.standard_normal((4000, 4, 4))
+    assert cross_fitted(torch.from_numpy(noise)).mean().item() == pytest.approx(0.5, abs=0.003)
+    assert noise.mean(axis=2).max(axis=1).mean() > 0.52
+
+
+def test_best_flip_scores_cross_fits_joint_vectors() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((5, 4, 3))
+    a /= np.linalg.norm(a, axis=-1, keepdims=True)
+    b /= np.linalg.norm(b, axis=-1, keepdims=True)
+    cos = np.stack([np.stack([np.sum(a[:, f] * b[:, f ^ g], axis=1) for f in range(4)], axis=1)
+                    for g in range(4)], axis=1)  # (P, relative flip g, joint flip f)
+    want = _cross_fitted_by_hand(cos)
+    got = best_flip_scores(joint(a), joint_views(b), cross=True)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    np.testing.assert_allclose(joint_scores(ta, tb, search=True, cross=True).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(best_flip_scores(joint(ta), joint_views(tb)).numpy(), cos.mean(2).max(1), atol=1e-6)
+
+
+def test_cross_fit_needs_flip_search_and_joint_flips() -> None:
+    for options in ({"flip_search": True}, {"joint_flips": True}, {}):
+        with pytest.raises(ValueError, match="cross_fit"):
+            ModelConfig(cross_fit=True, **options)
+    assert ModelConfig(cross_fit=True, flip_search=True, joint_flips=True).cross_fit
+
+
+def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
+        cross_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = load_model(cross_model_dir, device="cpu")
+    assert model.cross_fit and model.joint_flips and model.flip_search
+    rng = np.random.default_rng(4)
+    a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
+    views = lambda x: [np.ascontiguousarray(v) for v in (x, x[::-1], x[:, ::-1], x[::-1, ::-1])]  # noqa: E731
+    ea, eb = model.embed(views(a)), model.embed(views(b))
+    cos = np.array([[[ea[f] @ eb[f ^ g] for f in range(4)] for g in range(4)]])
+    got = score_pairs(model, [(a, b), (a, a), (a, views(a)[2])])
+    assert got[0] == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)
+    np.testing.assert_allclose(got[1:], 1.0, atol=1e-5)  # copies, flipped or not, still score 1
+    image = np.asarray(Image.open(image_folder / "img0.png"))
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(image_folder / "mirror.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("real,synthetic\nimg0.png,mirror.png\nimg0.png,img2.png\n")
+    _, rows = score_pairs_csv(model, pairs, image_folder)
+    assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
+    ids, emb = embed_folder(model, image_folder, flips=True)
+    i, j = ids.index("img0.png"), ids.index("img2.png")
+    cos = np.array([[[emb[i, f] @ emb[j, f ^ g] for f in range(4)] for g in range(4)]])
+    assert float(rows[1]["score"]) == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)

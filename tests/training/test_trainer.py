@@ -68,14 +68,16 @@ def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> 
     assert best_clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
 
 
-@pytest.mark.parametrize("joint", [False, True])
-def test_flip_search_training_validates_and_saves_with_the_same_rule(data: Path, tmp_path: Path, joint: bool) -> None:
+@pytest.mark.parametrize(("joint", "cross"), [(False, False), (True, False), (True, True)])
+def test_flip_search_training_validates_and_saves_with_the_same_rule(
+    data: Path, tmp_path: Path, joint: bool, cross: bool
+) -> None:
     config = TINY.with_overrides(model__flip_search=True, perturb__p_flip0=0.0, perturb__p_flip1=0.0, epochs=1,
-                                 model__joint_flips=joint)
+                                 model__joint_flips=joint, model__cross_fit=cross)
     result = train([data], tmp_path / "m", config, device="cpu", progress=False)
     model = load_model(result.model_dir, device="cpu")
     assert model.flip_search and json.loads((result.model_dir / "config.json").read_text())["model"]["flip_search"]
-    assert model.joint_flips == joint
+    assert (model.joint_flips, model.cross_fit) == (joint, cross)
     pairs = result.val_pairs
     scores = score_pairs(model, [(pairs.images[i], pairs.images[j]) for i, j in zip(pairs.a, pairs.b)])
     clean = evaluate(model.network, model.preprocess, pairs, None, model.device)
@@ -508,6 +510,14 @@ def test_train_command_val_every(monkeypatch: pytest.MonkeyPatch, flags: list[st
     assert _command_config(monkeypatch, flags).val_every == val_every
 
 
+@pytest.mark.parametrize(("flags", "cross"), [
+    (["--cross-fit"], True), (["--no-joint-flips"], False), (["--no-flip-search"], False),
+    (["--preset", "paper"], False), (["--preset", "paper", "--flip-search", "--joint-flips", "--cross-fit"], True),
+])
+def test_train_command_cross_fit(monkeypatch: pytest.MonkeyPatch, flags: list[str], cross: bool) -> None:
+    assert _command_config(monkeypatch, flags).model.cross_fit == cross
+
+
 def _command_config(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> TrainConfig:
     """The configuration ``deepssim train images --out m FLAGS`` would train with."""
     import deepssim.training as training
@@ -568,3 +578,4 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
         train([data], tmp_path / "c", wider, device="cpu", progress=False)
     with pytest.raises(ValueError, match="not a model folder|config.json"):
         train([data], tmp_path / "d", TINY.with_overrides(init=str(data)), device="cpu", progress=False)
+

@@ -70,14 +70,19 @@ class EmbeddingMetric(Metric):
         whose score is the best cosine over the flips."""
         return self.embed(images)
 
-    def score(self, real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray]) -> np.ndarray:
+    def pair_scores(self, real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
+        """Scores of pairs from ``embed_real`` and ``embed_synthetic`` rows: the cosine, or the
+        best over the synthetic side's flips (``flips.best_flip_scores``)."""
         from ...model.flips import best_flip_scores
 
+        return best_flip_scores(real, synthetic)
+
+    def score(self, real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray]) -> np.ndarray:
         check_pairs(real, synthetic, same_shape=False)
         ua, ia = unique_by_identity(real)
         ub, ib = unique_by_identity(synthetic)
         ea, eb = self.embed_real(ua), self.embed_synthetic(ub)
-        return best_flip_scores(ea[ia], eb[ib]).astype(np.float64)
+        return np.asarray(self.pair_scores(ea[ia], eb[ib]), dtype=np.float64)
 
 
 class _ModelFolderMetric(EmbeddingMetric):
@@ -102,6 +107,9 @@ class _ModelFolderMetric(EmbeddingMetric):
     def embed_synthetic(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.model.embed_synthetic(images, batch_size=self.options.batch_size,
                                        progress=None if self.options.progress else False)
+
+    def pair_scores(self, real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
+        return self.model.pair_scores(real, synthetic)
 
 
 class DeepSSIMMetric(_ModelFolderMetric):
