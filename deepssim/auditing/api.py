@@ -384,8 +384,7 @@ def _summary(
         "model": {"path": model.path, "sha256": model.checksum,
                   "preset": model.config.get("preset"), "preprocess": model.preprocess.to_dict(),
                   "device": str(model.device), "flip_search": model.flip_search,
-                  "cross_fit": model.cross_fit,
-                  "joint_flips": model.joint_flips},
+                  "joint_flips": model.joint_flips, "cross_fit": model.cross_fit},
         "search": {"backend": found.backend, "index": found.index, "top_k": top_k,
                    "device": found.device, "recall": found.recall},
         "cache": None if cache is None else {

@@ -29,7 +29,9 @@ PROGRESS_MIN_IMAGES = 2000
 class DeepSSIMModel:
     """A loaded embedder with its preprocessing. The score of a pair is
     ``cos(embed(a), embed(b))``, or for a model with ``flip_search`` the best cosine over the
-    four flips of b (``embed(b, flips=True)``; ``score_pairs`` and the audit apply the rule)."""
+    four flips of b (``embed(b, flips=True)``; ``score_pairs`` and the audit apply the rule);
+    with ``joint_flips`` each cosine is the mean over the four flips of both images, and with
+    ``cross_fit`` the flip of b is cross-fitted instead of the best (``flips.py``)."""
 
     def __init__(
         self,
@@ -198,7 +200,8 @@ def score_pairs(
 ) -> np.ndarray:
     """DeepSSIM score of each ``(a, b)`` pair (a real, b synthetic), float32 (P,): the cosine
     of the embeddings, or for a model with ``flip_search`` the best cosine over the four flips
-    of b; with ``joint_flips`` each cosine is the mean over the four flips of both images."""
+    of b; with ``joint_flips`` each cosine is the mean over the four flips of both images,
+    and with ``cross_fit`` the flip of b is cross-fitted instead of the best."""
     if not pairs:
         return np.empty(0, dtype=np.float32)
     ea = model.embed_real([a for a, _ in pairs], batch_size=batch_size, progress=progress)
