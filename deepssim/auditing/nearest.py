@@ -616,8 +616,9 @@ def _auto_faiss_flat(pairs: int, device: str) -> bool:
     return faiss_gpu or not torch_cuda
 
 
-RESCORE_FLOATS = 1 << 26
-"""Floats of the query and candidate rows ``rescore`` gathers at a time (256 MB)."""
+RESCORE_FLOATS = 1 << 25
+"""Floats of the query and candidate rows ``rescore`` gathers at a time (128 MB; the pair
+rule's own temporaries come on top)."""
 
 
 def rescore(

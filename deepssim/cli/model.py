@@ -53,8 +53,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              "trains with them: drop one of the two")
         if not args.flip_search:
             overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
-    if args.cross_fit is None and (args.flip_search is False or args.joint_flips is False):
-        overrides["model__cross_fit"] = False  # cross-fitting chooses among joint flip views
     if args.flip_symmetric and args.flip_pairs is None:
         overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
     if args.pretrained is not None:
@@ -200,7 +198,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="embed what can be read instead of stopping at unreadable files")
     p.add_argument("--flips", action="store_true",
                    help="embeddings of each image's four flips, (N, 4, D): for the synthetic "
-                        "images of a flip-search model, whose score is the best over them")
+                        "images of a flip-search model, whose score is the best over them (or "
+                        "cross-fitted), and for both sides of a joint-flips model")
     workers_option(p)
     p.set_defaults(func=_cmd_embed)
 

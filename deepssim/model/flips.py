@@ -113,12 +113,13 @@ def best_flip_scores(
         per_flip = einsum("pd,pgd->pg", a, b)
         return per_flip.max(axis=1) if isinstance(per_flip, np.ndarray) else per_flip.amax(dim=1)
     p, g, dim = b.shape
+    f = len(FLIPS)
     # Each joint vector holds the four flips' unit embeddings scaled by 1/2: a block's inner
     # product is a quarter of that joint flip's cosine.
-    ta, tb = (torch.as_tensor(np.asarray(v, np.float32)) if isinstance(v, np.ndarray) else v for v in (a, b))
-    cos = 4.0 * torch.einsum("pfd,pgfd->pgf", ta.reshape(p, len(FLIPS), -1), tb.reshape(p, g, len(FLIPS), -1))
-    out = cross_fitted(cos)
-    return out.numpy() if isinstance(a, np.ndarray) else out
+    cos = 4.0 * einsum("pfd,pgfd->pgf", a.reshape(p, f, dim // f), b.reshape(p, g, f, dim // f))
+    if isinstance(cos, np.ndarray):
+        return cross_fitted(torch.from_numpy(cos)).numpy()
+    return cross_fitted(cos)
 
 
 def flip_each(x: torch.Tensor, codes: np.ndarray) -> torch.Tensor:

@@ -131,6 +131,11 @@ class TrainConfig:
                 nested[part][name] = value
             else:
                 top[key] = value
+        # Cross-fitting chooses among the joint views of flip search: turning either off turns
+        # it off too, unless it is set explicitly (and then refused by ModelConfig).
+        if "cross_fit" not in nested["model"] and not all(nested["model"].get(k, True)
+                                                          for k in ("flip_search", "joint_flips")):
+            nested["model"]["cross_fit"] = False
         for part, values in nested.items():
             if values:
                 top[part] = replace(getattr(self, part), **values)

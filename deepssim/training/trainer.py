@@ -411,6 +411,18 @@ def _resume_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def _changed(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of the settings that differ, nested ones as ``model.cross_fit``."""
+    out = []
+    for key in set(before) | set(now):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def _check_resume(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
     """Refuse to resume the run saved at ``path`` with other settings, naming them."""
     try:
@@ -419,7 +431,7 @@ def _check_resume(path: Path, saved: dict[str, Any], config: TrainConfig) -> Non
         raise ValueError(f"{path}: written by another version of deepssim ({exc}); train again "
                          "into a new folder") from None
     now = _resume_settings(config.to_dict())
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = sorted(_changed(before, now))
     if changed:
         raise ValueError(f"{path}: the earlier run used other settings ({', '.join(changed)}); "
                          "resume with the same command (a preset's defaults may have changed since: "

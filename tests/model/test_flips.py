@@ -204,6 +204,20 @@ def test_best_flip_scores_cross_fits_joint_vectors() -> None:
     np.testing.assert_allclose(best_flip_scores(joint(ta), joint_views(tb)).numpy(), cos.mean(2).max(1), atol=1e-6)
 
 
+def test_cross_fitted_scores_of_no_pairs_and_of_float64_arrays() -> None:
+    assert best_flip_scores(np.zeros((0, 12), np.float32), np.zeros((0, 4, 12), np.float32), cross=True).shape == (0,)
+    assert joint_scores(torch.zeros(0, 4, 3), torch.zeros(0, 4, 3), search=True, cross=True).shape == (0,)
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
+    got = best_flip_scores(joint(a), joint_views(b), cross=True)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32  # joint vectors are float32
+    ja = joint(a).astype(np.float64)
+    ja.flags.writeable = False  # e.g. a memory-mapped embeddings file
+    got64 = best_flip_scores(ja, joint_views(b).astype(np.float64), cross=True)
+    assert got64.dtype == np.float64
+    np.testing.assert_allclose(got64, got, atol=1e-6)
+
+
 def test_cross_fit_needs_flip_search_and_joint_flips() -> None:
     for options in ({"flip_search": True}, {"joint_flips": True}, {}):
         with pytest.raises(ValueError, match="cross_fit"):

@@ -349,6 +349,9 @@ def test_resume_may_switch_compile_but_not_other_settings(
     _train_interrupted_after_epoch_1(data, tmp_path / "cut2", TINY, monkeypatch)
     with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         train([data], tmp_path / "cut2", TINY.with_overrides(lr=0.01), device="cpu", resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(model\.dropout, perturb\.p_rotate\)"):
+        train([data], tmp_path / "cut2", TINY.with_overrides(model__dropout=0.2, perturb__p_rotate=0.1),
+              device="cpu", resume=True, progress=False)
     # A state written before ``compile`` existed resumes as well.
     state_path = tmp_path / "cut2" / trainer.STATE
     state = torch.load(state_path, weights_only=True)
@@ -579,3 +582,35 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
     with pytest.raises(ValueError, match="not a model folder|config.json"):
         train([data], tmp_path / "d", TINY.with_overrides(init=str(data)), device="cpu", progress=False)
 
+
+def test_validation_of_a_cross_fitted_network_is_its_cross_fitted_score(cross_model_dir: Path) -> None:
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from deepssim.training.pairs import PairSet
+
+    model = load_model(cross_model_dir, device="cpu")
+    rng = np.random.default_rng(9)
+    images = np.stack([ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(8)]).astype(np.float32)
+    a, b = np.arange(8), (np.arange(8) + 3) % 8
+    got = trainer.embed_pairs(model.network, model.preprocess, images, a, b, None, None, model.device).detach().numpy()
+    want = score_pairs(model, [(images[i], images[j]) for i, j in zip(a, b)])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    best = replace(model.network.config, cross_fit=False)
+    model.network.config, cross = best, model.network.config
+    plain = trainer.embed_pairs(model.network, model.preprocess, images, a, b, None, None, model.device).detach().numpy()
+    model.network.config = cross
+    assert np.all(plain >= got - 1e-6) and np.max(plain - got) > 1e-3  # the best flip is higher
+    pairs = PairSet(images=images, a=a, b=b, target=want.astype(np.float32), family=["random"] * 8)
+    assert evaluate(model.network, model.preprocess, pairs, None, model.device)["mae"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_turning_joint_flips_or_flip_search_off_turns_cross_fitting_off() -> None:
+    fast = get_preset("fast")
+    assert fast.model.cross_fit
+    assert not fast.with_overrides(model__joint_flips=False).model.cross_fit
+    assert not fast.with_overrides(model__flip_search=False).model.cross_fit
+    assert fast.with_overrides(model__joint_flips=True).model.cross_fit
+    with pytest.raises(ValueError, match="cross_fit"):
+        fast.with_overrides(model__joint_flips=False, model__cross_fit=True)
