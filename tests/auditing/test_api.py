@@ -131,6 +131,12 @@ def test_a_cross_fitted_model_audits_with_its_own_rule(
     train, synth = sets
     result = audit(train, synth, cross_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
     assert result.summary["model"]["cross_fit"]
+    # 8 training images, 3 candidates: certain where the first scores at least the third's best flip.
+    rescored = result.summary["search"]["rescored"]
+    assert rescored["rule"] == "cross_fit" and rescored["synthetic_images"] == 5
+    assert 1 <= rescored["top1_certain"] <= 5
+    every = audit(train, synth, cross_model_dir, top_k=8, device="cpu", cache_dir=tmp_path / "cache")
+    assert every.summary["search"]["rescored"]["top1_certain"] == 5  # every training image was a candidate
     best = {m.synthetic: m for m in result.matches if m.rank == 1}
     assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
     model = load_model(cross_model_dir, device="cpu")
