@@ -240,8 +240,7 @@ def audit(
                          device=device, progress=progress)
     rescored = None
     if net.cross_fit:  # found by the best flip, scored by the cross-fitted one
-        rescored = _rescore_cross_fitted(found, synth_emb, train_emb, net)
-        found = rescored.pop("found")
+        found, rescored = _rescore_cross_fitted(found, synth_emb, train_emb, net)
     timings["search_s"] = time.perf_counter() - t0
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
@@ -354,7 +353,7 @@ def _put_exact_copies_first(
 
 
 def _rescore_cross_fitted(found: Any, synth_emb: np.ndarray, train_emb: np.ndarray,
-                          net: DeepSSIMModel) -> dict[str, Any]:
+                          net: DeepSSIMModel) -> tuple[Any, dict[str, Any]]:
     """The best-flip search's candidates re-scored and re-ordered by the cross-fitted rule,
     and for how many synthetic images the first is certainly the cross-fitted best of the
     whole training set: a cross-fitted score never exceeds the best-flip one, so no image
@@ -365,8 +364,7 @@ def _rescore_cross_fitted(found: Any, synth_emb: np.ndarray, train_emb: np.ndarr
     floor = found.scores[:, -1]
     found = rescore(found, synth_emb, train_emb, net.pair_scores)
     certain = np.ones(len(floor), bool) if everything else np.isfinite(floor) & (found.scores[:, 0] >= floor)
-    return {"found": found, "rule": "cross_fit", "top1_certain": int(certain.sum()),
-            "synthetic_images": len(floor)}
+    return found, {"rule": "cross_fit", "top1_certain": int(certain.sum()), "synthetic_images": len(floor)}
 
 
 def _summary(

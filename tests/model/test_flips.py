@@ -37,14 +37,22 @@ def test_best_flip_scores() -> None:
     np.testing.assert_allclose(best_flip_scores(a, b), np.einsum("pd,pfd->pf", a, b).max(axis=1))
 
 
-def test_joint_vectors_score_the_mean_over_joint_flips() -> None:
-    rng = np.random.default_rng(1)
+def _unit_flip_embeddings(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random unit 'embeddings of the four flips' (5, 4, 3) of five real and five synthetic images."""
+    rng = np.random.default_rng(seed)
     a, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((5, 4, 3))
-    a /= np.linalg.norm(a, axis=-1, keepdims=True)
-    b /= np.linalg.norm(b, axis=-1, keepdims=True)
-    # Relative flip g: a flipped by f against b flipped by f then g, i.e. by f ^ g.
-    want = np.stack([np.mean([np.sum(a[:, f] * b[:, f ^ g], axis=1) for f in range(4)], axis=0)
-                     for g in range(4)], axis=1)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
+
+
+def _joint_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P, relative flip g, joint flip f) cosines from per-flip embeddings (P, 4, D), by hand:
+    a flipped by f against b flipped by f then g, i.e. by f ^ g."""
+    return np.array([[[a[p, f] @ b[p, f ^ g] for f in range(4)] for g in range(4)] for p in range(len(a))])
+
+
+def test_joint_vectors_score_the_mean_over_joint_flips() -> None:
+    a, b = _unit_flip_embeddings(1)
+    want = _joint_cosines(a, b).mean(axis=2)
     ja, jb = joint(a), joint_views(b)
     assert ja.shape == (5, 12) and jb.shape == (5, 4, 12)
     np.testing.assert_allclose(np.linalg.norm(ja, axis=1), 1.0, atol=1e-6)
@@ -189,12 +197,8 @@ def test_cross_fitted_scores_choose_with_one_half_and_score_with_the_other() -> 
 
 
 def test_best_flip_scores_cross_fits_joint_vectors() -> None:
-    rng = np.random.default_rng(6)
-    a, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((5, 4, 3))
-    a /= np.linalg.norm(a, axis=-1, keepdims=True)
-    b /= np.linalg.norm(b, axis=-1, keepdims=True)
-    cos = np.stack([np.stack([np.sum(a[:, f] * b[:, f ^ g], axis=1) for f in range(4)], axis=1)
-                    for g in range(4)], axis=1)  # (P, relative flip g, joint flip f)
+    a, b = _unit_flip_embeddings(6)
+    cos = _joint_cosines(a, b)
     want = _cross_fitted_by_hand(cos)
     got = best_flip_scores(joint(a), joint_views(b), cross=True)
     assert isinstance(got, np.ndarray)
@@ -235,7 +239,7 @@ def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
     a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
     views = lambda x: [np.ascontiguousarray(v) for v in (x, x[::-1], x[:, ::-1], x[::-1, ::-1])]  # noqa: E731
     ea, eb = model.embed(views(a)), model.embed(views(b))
-    cos = np.array([[[ea[f] @ eb[f ^ g] for f in range(4)] for g in range(4)]])
+    cos = _joint_cosines(ea[None], eb[None])
     got = score_pairs(model, [(a, b), (a, a), (a, views(a)[2])])
     assert got[0] == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)
     np.testing.assert_allclose(got[1:], 1.0, atol=1e-5)  # copies, flipped or not, still score 1
@@ -247,5 +251,5 @@ def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
     assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
     ids, emb = embed_folder(model, image_folder, flips=True)
     i, j = ids.index("img0.png"), ids.index("img2.png")
-    cos = np.array([[[emb[i, f] @ emb[j, f ^ g] for f in range(4)] for g in range(4)]])
+    cos = _joint_cosines(emb[[i]], emb[[j]])
     assert float(rows[1]["score"]) == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)
