@@ -166,6 +166,7 @@ def audit(
     trust_torchscript: bool = False,
     verify: int = 0,
     verify_grid: VerifyGrid = VerifyGrid(),
+    verify_max: int | None = None,
     verify_thresholds: Thresholds | tuple[float, float] | str | None = None,
     workers: int | None = None,
 ) -> AuditResult:
@@ -188,6 +189,10 @@ def audit(
             rotations and contrast changes (``verify.py``); the best verified candidate
             becomes rank 1 and its verified SSIM decides the class (reference thresholds
             0.60 / 0.85, or ``verify_thresholds``). 0 (default): DeepSSIM scores only.
+        verify_max: Where all ``verify`` candidates of an image verify as duplicates (it copies
+            one of a cluster of near-identical training images, which fill its candidates),
+            the next ``verify`` are verified too, and so on up to ``verify_max`` candidates
+            (default ``4 * verify``; ``verify`` turns this off).
         verify_thresholds: ``(low, high)`` or ``"low,high"`` for the verified SSIMs, e.g.
             calibrated on a validation benchmark; default: the reference 0.60 / 0.85.
         workers: threads that read and resize the files while the network runs (default:
@@ -201,6 +206,8 @@ def audit(
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if verify_max is not None and verify_max < verify:
+        raise ValueError(f"verify_max ({verify_max}) must be at least verify ({verify})")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     net = model if isinstance(model, DeepSSIMModel) else load_model(
@@ -235,8 +242,9 @@ def audit(
     synth_set, synth_keys = _keep(synth_set, synth_keys, synth_pos)
 
     t0 = time.perf_counter()
-    # Verification looks at ``verify`` candidates even when fewer are reported.
-    found = search_flips(synth_emb, train_emb, max(top_k, verify), backend=backend, index=index,
+    # Verification looks at up to ``most`` candidates even when fewer are reported.
+    most = (4 * verify if verify_max is None else verify_max) if verify > 0 else 0
+    found = search_flips(synth_emb, train_emb, max(top_k, most), backend=backend, index=index,
                          device=device, progress=progress)
     rescored = None
     if net.cross_fit:  # found by the best flip, scored by the cross-fitted one
@@ -253,11 +261,13 @@ def audit(
     if verify > 0:
         t0 = time.perf_counter()
         suspicious = np.flatnonzero((scores[:, 0] > chosen.different_max) & ~exact)
-        scores, indices, verified = _verify(scores, indices, suspicious, scores.shape[1],
-                                            synth_set.refs, train_set.refs, verify_grid, progress)
+        scores, indices, verified, extended = _verify(
+            scores, indices, suspicious, verify, most, verify_chosen.duplicate_min, synth_set.refs,
+            train_set.refs, verify_grid, progress)
         verified[exact, 0] = 1.0
         timings["verify_s"] = time.perf_counter() - t0
-        verify_info = {"top": verify, "synthetic_images": int(len(suspicious)),
+        verify_info = {"top": verify, "max": most, "extended": extended,
+                       "synthetic_images": int(len(suspicious)),
                        "pairs": int(np.isfinite(verified).sum() - exact.sum()),
                        "thresholds": verify_chosen.to_dict(), "grid": asdict(verify_grid)}
 
@@ -295,30 +305,47 @@ def _keep(images: ImageSet, keys: list[str], positions: np.ndarray) -> tuple[Ima
 
 
 def _verify(
-    scores: np.ndarray, indices: np.ndarray, rows: np.ndarray, top: int, synth_refs: list[ImageRef],
-    train_refs: list[ImageRef], grid: VerifyGrid, progress: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Verified SSIM of the ``top`` candidates of ``rows``, which are re-ranked by it."""
+    scores: np.ndarray, indices: np.ndarray, rows: np.ndarray, top: int, most: int, duplicate_min: float,
+    synth_refs: list[ImageRef], train_refs: list[ImageRef], grid: VerifyGrid, progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Verified SSIM of the ``top`` candidates of ``rows``, which are re-ranked by it.
+
+    Where every candidate verified so far is a duplicate (verified SSIM > ``duplicate_min``),
+    the image copies a cluster of near-identical training images, and the best of them can
+    rank further down by DeepSSIM: the next ``top`` candidates are verified too, up to
+    ``most`` in all. Returns the scores, indices and verified SSIMs (NaN where not verified),
+    re-ordered, and the number of images whose candidates were extended.
+    """
     scores, indices = scores.copy(), indices.copy()
     verified = np.full(scores.shape, np.nan)
-    needed = sorted({int(t) for s in rows for t in indices[s, :top] if t >= 0})
-    train_images = {t: load_ref(train_refs[t]) for t in needed}
-    pairs, where = [], []
+    synthetic = {int(s): load_ref(synth_refs[s]) for s in rows}
+    train_images: dict[int, np.ndarray] = {}
+    todo, start, end, extended = [int(s) for s in rows], 0, min(most, scores.shape[1]), set()
+    while todo and start < end:
+        stop = min(start + top, end)
+        pairs, where = [], []
+        for s in todo:
+            for r in range(start, stop):
+                t = int(indices[s, r])
+                if t < 0:  # an approximate index found fewer neighbours
+                    continue
+                if t not in train_images:
+                    train_images[t] = load_ref(train_refs[t])
+                pairs.append((train_images[t], synthetic[s]))
+                where.append((s, r))
+        for (s, r), v in zip(where, verify_pairs(pairs, grid, progress=progress)):
+            verified[s, r] = v
+        found = indices[:, start:stop] >= 0
+        todo = [s for s in todo if found[s].any() and np.all(verified[s, start:stop][found[s]] > duplicate_min)]
+        start = stop
+        if start < end:
+            extended.update(todo)
     for s in rows:
-        synthetic = load_ref(synth_refs[s])
-        for r in range(top):
-            if indices[s, r] < 0:  # an approximate index found fewer neighbours
-                continue
-            pairs.append((train_images[int(indices[s, r])], synthetic))
-            where.append((s, r))
-    values = verify_pairs(pairs, grid, progress=progress)
-    for (s, r), v in zip(where, values):
-        verified[s, r] = v
-    for s in rows:
-        order = np.argsort(-verified[s, :top], kind="stable")
+        span = int(np.flatnonzero(np.isfinite(verified[s])).max(initial=-1)) + 1
+        order = np.argsort(-verified[s, :span], kind="stable")  # NaN (empty slots) last
         for arr in (scores, indices, verified):
-            arr[s, :top] = arr[s, :top][order]
-    return scores, indices, verified
+            arr[s, :span] = arr[s, :span][order]
+    return scores, indices, verified, len(extended)
 
 
 def _check_found(indices: np.ndarray, synth_ids: list[str], index: str) -> None:

@@ -294,7 +294,10 @@ def _details(summary: Mapping[str, Any]) -> str:
         vt = verify.get("thresholds") or {}
         rows.append(("Verification", f"top {_num(verify.get('top'))} candidates of "
                      f"{_num(verify.get('synthetic_images'))} suspicious images "
-                     f"({_num(verify.get('pairs'))} pairs) re-scored by the reference SSIM after "
+                     f"({_num(verify.get('pairs'))} pairs"
+                     + (f"; up to {_num(verify.get('max'))} candidates where all verified as duplicates: "
+                        f"{_num(verify.get('extended'))} image(s)" if verify.get("extended") else "")
+                     + ") re-scored by the reference SSIM after "
                      "re-applying flips / rotations and undoing contrast; the verified SSIM decides: "
                      f"≤ {float(vt.get('different_max', lo)):.3g} different, "
                      f"&gt; {float(vt.get('duplicate_min', hi)):.3g} duplicate"))

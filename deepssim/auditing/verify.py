@@ -6,17 +6,18 @@ rotated, shifted or re-contrasted, so the pair is compared under every change of
 of the paper's perturbations: the training image is flipped (4 ways), rotated within
 +-``max_angle`` and shifted by whole pixels within +-``max_shift``, and the synthetic image's
 contrast curve is undone by gamma exponents 1/``max_gamma``..``max_gamma``. The search is by
-coordinates: for each flip the shift of best pixel correlation, then flips x angles x gammas
-(each flip at its shift), a finer grid around the best point, and the shift again around the
-best one; the unmoved pair is a candidate too, so the verified SSIM is never below the plain
-SSIM at ``size``. The best SSIM seen is the verified score. It estimates the SSIM of the pair "as if
+coordinates: for each flip and angle the shift of best pixel correlation of the moved training
+image, then flips x angles x gammas (each geometry at its shift), a finer grid around the best
+point (each new angle at its own shift), the shift again around the best one, and a finer grid
+still; the unmoved pair is a candidate too, so the verified SSIM is never below the plain SSIM
+at ``size``. The best SSIM seen is the verified score. It estimates the SSIM of the pair "as if
 aligned", the quantity DeepSSIM learns, with no model in the loop. Because it is a maximum
-over ~125 candidates it reads a little high for unrelated images, and hardly at all for copies.
+over ~135 candidates it reads a little high for unrelated images, and hardly at all for copies.
 
-Cost: 1 + 100 + 15 + 9 = 125 SSIM evaluations at ``size`` and 100 cheap correlations, against
-the N x M SSIMs that an exhaustive audit would need. The case study's oracle
-(``deepssim.ldm.oracle``) is this same measure, run on a shortlist of each sample's nearest
-training images by plain SSIM.
+Cost: 1 + 100 + 15 + 9 + 9 = 134 SSIM evaluations at ``size`` and the correlations of 28
+moved images at 25 shifts (by FFT), against the N x M SSIMs that an exhaustive audit would
+need. The case study's oracle (``deepssim.ldm.oracle``) is this same measure, run on a
+shortlist of each sample's nearest training images by plain SSIM.
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ class VerifyGrid:
         gammas = self.max_gamma ** np.linspace(-1.0, 1.0, self.gamma_steps) if self.gamma_steps > 1 else np.ones(1)
         return _product([False, True], [False, True], angles, gammas)
 
-    def fine(self, best: PerturbParams) -> PerturbParams:
-        """Around the best coarse point: quarter angle steps, and gamma between its neighbours."""
-        angles = float(best.degrees[0]) + np.array([-0.5, -0.25, 0.0, 0.25, 0.5]) * self.angle_step
+    def fine(self, best: PerturbParams, level: int = 1) -> PerturbParams:
+        """Around the best point so far: level 1 a quarter and a half angle step either side,
+        and a quarter of the coarse gamma ratio (in exponent) either side; level 2 an eighth
+        of both."""
+        if level not in (1, 2):
+            raise ValueError(f"fine grid level must be 1 or 2, got {level}")
+        offsets = np.array([-0.5, -0.25, 0.0, 0.25, 0.5]) if level == 1 else np.array([-0.125, 0.0, 0.125])
+        angles = float(best.degrees[0]) + offsets * self.angle_step
         angles = angles[np.abs(angles) <= self.max_angle + 1e-9]
         ratio = self.max_gamma ** (1.0 / max(1, self.gamma_steps - 1))
-        gammas = float(best.gamma[0]) * ratio ** np.array([-0.5, 0.0, 0.5])
+        gammas = float(best.gamma[0]) * ratio ** (np.array([-0.5, 0.0, 0.5]) / level)
         return _product([bool(best.flip0[0])], [bool(best.flip1[0])], angles, gammas)
 
 
@@ -98,14 +104,39 @@ FLIPS = [(False, False), (True, False), (False, True), (True, True)]
 
 BATCH_BYTES = 256 << 20
 """Bound on the moved copies of the training images that one engine call holds (float64)."""
-_COPIES_PER_CANDIDATE = 32
-"""Moved copies per candidate in the largest call: 4 flips x 5 angles + shifts, rounded up."""
+_COPIES_PER_CANDIDATE = 48
+"""Image-sized float64 arrays per candidate at most: the largest call's moved copies (4 flips x
+5 angles + shift views) and the moves kept for the later calls (28 float32), rounded up."""
 
 
-def _best(flipped: torch.Tensor, synthetic: torch.Tensor, params: Sequence[PerturbParams],
+class _Moves:
+    """The training images moved by a flip and an angle, each move computed once: the shift
+    search and the SSIM search look at the same geometries."""
+
+    def __init__(self, flipped: torch.Tensor) -> None:
+        self.flipped = flipped  # (K, 4, H, W): each training image's four flips, in ``FLIPS`` order
+        self.done: dict[tuple[int, int, float], torch.Tensor] = {}
+
+    def __call__(self, params: Sequence[PerturbParams]) -> tuple[list[tuple[np.ndarray, np.ndarray]], torch.Tensor]:
+        """For each training image k, the distinct geometries (flip0, flip1, angle) of
+        ``params[k]`` and each candidate's index into them; and the moved images of all those
+        geometries, stacked in that order."""
+        geometries = [np.unique(np.stack([p.flip0, p.flip1, p.degrees]).T, axis=0, return_inverse=True)
+                      for p in params]
+        keys = [(k, int(f0) + 2 * int(f1), float(d)) for k, (u, _) in enumerate(geometries) for f0, f1, d in u]
+        missing = [key for key in dict.fromkeys(keys) if key not in self.done]
+        if missing:
+            k, f, d = (np.array(v) for v in zip(*missing))
+            none = np.zeros(len(missing), bool)
+            moved = apply_params(self.flipped[torch.as_tensor(k), torch.as_tensor(f)],
+                                 PerturbParams(none, none, d.astype(np.float64), np.ones(len(missing))))
+            self.done.update(zip(missing, moved))
+        return geometries, torch.stack([self.done[key] for key in keys])
+
+
+def _best(moves: _Moves, synthetic: torch.Tensor, params: Sequence[PerturbParams],
           shifts: Sequence[Sequence[Shift]]) -> list[tuple[float, int]]:
-    """For each training image k, given as its four flips ``flipped[k]`` (K, 4, H, W) in the
-    order of ``FLIPS``: the best SSIM over its candidates
+    """For each training image k (``moves.flipped[k]``): the best SSIM over its candidates
     c = (``params[k][c]``, ``shifts[k][c]``) of (train flipped, rotated, then shifted by whole
     pixels) against (synthetic with the contrast exponent applied); its value and its index c.
     All of them in one call of the engine, which computes each distinct image's statistics once
@@ -117,13 +148,7 @@ def _best(flipped: torch.Tensor, synthetic: torch.Tensor, params: Sequence[Pertu
     Gamma acts on the synthetic image min-max scaled to [0, 1]; SSIM z-scores each image, so
     the original intensity range need not be restored.
     """
-    geometries = [np.unique(np.stack([p.flip0, p.flip1, p.degrees]).T, axis=0, return_inverse=True)
-                  for p in params]
-    unique = np.concatenate([u for u, _ in geometries])
-    owner = np.repeat(np.arange(len(geometries)), [len(u) for u, _ in geometries])
-    source = flipped[torch.as_tensor(owner), torch.as_tensor(unique[:, 0] + 2 * unique[:, 1]).long()]
-    none = np.zeros(len(unique), bool)
-    moved = apply_params(source, PerturbParams(none, none, unique[:, 2], np.ones(len(unique))))
+    geometries, moved = moves(params)
     padded = _pad(moved.numpy().astype(np.float64), [s for sh in shifts for s in sh])
     lo, hi = synthetic.min(), synthetic.max()
     unit = (synthetic - lo) / (hi - lo).clamp(min=1e-12)
@@ -156,10 +181,10 @@ def _pad(images: np.ndarray, shifts: Sequence[Shift]) -> np.ndarray:
     return np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="edge") if pad else images
 
 
-def _view(padded: np.ndarray, shape: tuple[int, int], dy: int, dx: int) -> np.ndarray:
-    """The (H, W) image inside ``padded`` moved by (dy, dx) pixels (a view)."""
-    pad = (padded.shape[0] - shape[0]) // 2
-    return padded[pad - dy : pad - dy + shape[0], pad - dx : pad - dx + shape[1]]
+def _view(padded: np.ndarray, shape: tuple[int, ...], dy: int, dx: int) -> np.ndarray:
+    """The (H, W) image inside ``padded`` (..., H', W') moved by (dy, dx) pixels (a view)."""
+    pad = (padded.shape[-2] - shape[0]) // 2
+    return padded[..., pad - dy : pad - dy + shape[0], pad - dx : pad - dx + shape[1]]
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -167,11 +192,30 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-12)
 
 
-def _correlation_shift(train: np.ndarray, z_synthetic: np.ndarray, shifts: Sequence[Shift]) -> Shift:
-    """The shift of ``train`` (H, W) of highest pixel correlation with the z-scored synthetic image."""
-    padded = _pad(_z(train)[None], shifts)[0]
-    values = [float(np.vdot(_view(padded, z_synthetic.shape, dy, dx), z_synthetic)) for dy, dx in shifts]
-    return tuple(shifts[int(np.argmax(values))])
+def _geometry_shifts(moves: _Moves, params: Sequence[PerturbParams], z_synthetic: torch.Tensor,
+                     shifts: Sequence[Shift]) -> list[list[Shift]]:
+    """For each training image k and each of ``params[k]``: the shift of ``shifts`` of highest
+    pixel correlation between the training image moved by that flip and angle and the
+    z-scored synthetic image. The shift is chosen after the move: the one that aligns the
+    unrotated image is often wrong for a rotated copy. The first of equals wins (the identity).
+    One FFT correlation for all."""
+    geometries, moved = moves(params)
+    flat = moved.reshape(len(moved), -1)
+    z = (flat - flat.mean(1, keepdim=True)) / flat.std(1, unbiased=False, keepdim=True).clamp(min=1e-12)
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    padded = torch.nn.functional.pad(z.reshape(moved.shape).unsqueeze(1), (pad,) * 4, mode="replicate")[:, 0]
+    # Correlation at every shift of the window, out[g, pad - dy, pad - dx] (see ``_view``), by
+    # FFT: lags up to 2 * pad within the padded size do not wrap around.
+    size = padded.shape[-2:]
+    out = torch.fft.irfft2(torch.fft.rfft2(padded) * torch.fft.rfft2(z_synthetic.float(), s=size).conj(), s=size)
+    rows = torch.as_tensor([pad - dy for dy, _ in shifts])
+    cols = torch.as_tensor([pad - dx for _, dx in shifts])
+    best = out[:, rows, cols].argmax(dim=1).numpy()  # the first maximum
+    chosen, start = [], 0
+    for u, which in geometries:
+        chosen.append([tuple(shifts[best[start + g]]) for g in which.ravel()])
+        start += len(u)
+    return chosen
 
 
 def verified_ssim(train: np.ndarray, synthetic: np.ndarray, grid: VerifyGrid = VerifyGrid()) -> float:
@@ -200,33 +244,39 @@ def verify_candidates(
     a = torch.stack([torch.from_numpy(np.array(prep.resize(t), dtype=np.float32)) for t in trains])
     b = torch.from_numpy(np.array(prep.resize(synthetic), dtype=np.float32))
     n = len(a)
-    # By coordinates. Each flip's whole-pixel shift is the one of best pixel correlation (a dot
-    # product per shift); flips x angles x gammas are searched at their flip's shift, with the
-    # unmoved pair; then a finer grid around the best point; then the shift again around the
-    # best one. 101 + 15 + 9 SSIMs per training image in three calls of the engine.
+    # By coordinates. Each geometry's (flip x angle) whole-pixel shift is the one of best pixel
+    # correlation of the moved training image (a dot product per shift: the shift that aligns
+    # the unrotated image is often wrong for a rotated copy); flips x angles x gammas are
+    # searched at their geometry's shift, with the unmoved pair; then a finer grid around the
+    # best point, the shift again around the best one, and a finer grid still.
+    # 101 + 15 + 9 + 9 SSIMs per training image in four calls of the engine.
     coarse = grid.coarse()
     f0, f1 = np.tile(np.array(FLIPS).T, n)
     flipped = apply_params(a.repeat_interleave(4, dim=0), PerturbParams(f0, f1, np.zeros(4 * n), np.ones(4 * n)))
     flipped = flipped.reshape(n, 4, *b.shape)
-    moved = flipped.numpy()
-    zs = _z(b.numpy())
+    zs = torch.from_numpy(_z(b.numpy()))
     identity = PerturbParams(np.zeros(1, bool), np.zeros(1, bool), np.zeros(1), np.ones(1))
     first = _concat(identity, coarse)
-    first_shifts = []
-    for k in range(n):
-        by_flip = [_correlation_shift(moved[k, i], zs, grid.shifts()) for i in range(len(FLIPS))]
-        first_shifts.append([(0, 0)] + [by_flip[int(x) + 2 * int(y)] for x, y in zip(coarse.flip0, coarse.flip1)])
-    found = _best(flipped, b, [first] * n, first_shifts)
+    moves = _Moves(flipped)
+    first_shifts = [[(0, 0)] + sh for sh in _geometry_shifts(moves, [coarse] * n, zs, grid.shifts())]
+    found = _best(moves, b, [first] * n, first_shifts)
+    score = [s for s, _ in found]
     best = [first[k] for _, k in found]
     shift = [first_shifts[i][k] for i, (_, k) in enumerate(found)]
-    score = [s for s, _ in found]
-    fine = [grid.fine(p) for p in best]
-    for i, (fine_score, j) in enumerate(_best(flipped, b, fine, [[sh] * len(f) for sh, f in zip(shift, fine)])):
-        if fine_score > score[i]:
-            score[i], best[i] = fine_score, fine[i][j]
-    around = [grid.shifts(around=sh) for sh in shift]
-    last = _best(flipped, b, [_concat(*[p] * len(ar)) for p, ar in zip(best, around)], around)
-    return np.array([max(s, l) for s, (l, _) in zip(score, last)], dtype=np.float64)
+
+    def improve(params: list[PerturbParams], shifts: list[list[Shift]]) -> None:
+        for i, (value, j) in enumerate(_best(moves, b, params, shifts)):
+            if value > score[i]:
+                score[i], best[i], shift[i] = value, params[i][j], shifts[i][j]
+
+    for level in (1, None, 2):
+        if level is None:  # the shift again, by SSIM, around the best one
+            around = [grid.shifts(around=sh) for sh in shift]
+            improve([_concat(*[p] * len(ar)) for p, ar in zip(best, around)], around)
+        else:
+            fine = [grid.fine(p, level) for p in best]
+            improve(fine, _geometry_shifts(moves, fine, zs, grid.shifts()))
+    return np.array(score, dtype=np.float64)
 
 
 def _concat(*parts: PerturbParams) -> PerturbParams:

@@ -39,7 +39,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         slices=spec, cache_dir=None if args.no_cache else (args.cache or "default"),
         skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
         progress=not args.no_progress, trust_torchscript=args.trust_torchscript, verify=args.verify,
-        verify_thresholds=args.verify_thresholds,
+        verify_max=args.verify_max, verify_thresholds=args.verify_thresholds,
         verify_grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift),
         workers=args.workers,
     )
@@ -97,6 +97,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="re-score the K best candidates of each suspicious synthetic image with the "
                         "reference SSIM after undoing shifts, flips, rotations and contrast (~50 ms a "
                         "pair at 128 px); the verified SSIM then decides the class")
+    p.add_argument("--verify-max", type=int, metavar="N",
+                   help="where all K verified candidates are duplicates (a cluster of near-identical "
+                        "training images), verify K more, up to N in all (default 4K; K: off)")
     p.add_argument("--verify-size", type=int, default=128, metavar="S",
                    help="side both images are resized to for verification (default 128). At the images' "
                         "own resolution the search's interpolation blurs the sharp training image and "

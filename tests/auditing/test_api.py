@@ -272,11 +272,11 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
     assert (out / "report.html").is_file() and (out / "matches.csv").is_file()
     plain = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
                     "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress",
-                    "--verify", "2", "--verify-size", "32", "--verify-max-shift", "1")
+                    "--verify", "2", "--verify-size", "32", "--verify-max-shift", "1", "--verify-max", "3")
     assert plain.returncode == 0, plain.stderr
     assert "memorization rate" in plain.stdout and "report:" in plain.stdout
-    grid = json.loads((out / "summary.json").read_text())["verify"]["grid"]
-    assert grid["size"] == 32 and grid["max_shift"] == 1
+    verify = json.loads((out / "summary.json").read_text())["verify"]
+    assert verify["grid"]["size"] == 32 and verify["grid"]["max_shift"] == 1 and verify["max"] == 3
     bad = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(train),
                   "--out", str(out), "--no-cache")
     assert bad.returncode == 2 and f"{train}: no config.json; not a deepssim model folder" in bad.stderr
@@ -316,6 +316,64 @@ def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_
         if m.verified_ssim is not None and not m.exact_copy:
             assert m.label == ("duplicate" if m.verified_ssim > 0.3 else "similar" if m.verified_ssim > 0.2
                                else "different")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> tuple[Path, Path]:
+    """Training: an image ``a.png``, five near-identical re-saves of it ``c1..c5`` (a cluster),
+    two unrelated images; synthetic: a noisy copy of ``a.png``, closest to it of all."""
+    rng = np.random.default_rng(3)
+    train, synth = tmp_path / "ctrain", tmp_path / "csynth"
+    train.mkdir()
+    synth.mkdir()
+    a = _smooth(rng, (48, 48)).astype(np.float64)
+    noisy = lambda sigma: np.clip(a + rng.normal(0, sigma, a.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    Image.fromarray(a.astype(np.uint8)).save(train / "a.png")
+    for k in range(1, 6):
+        Image.fromarray(noisy(6.0)).save(train / f"c{k}.png")
+    for k in (1, 2):
+        Image.fromarray(_smooth(rng, (48, 48))).save(train / f"u{k}.png")
+    Image.fromarray(noisy(2.0)).save(synth / "s.png")
+    return train, synth
+
+
+def _in_order(real, order):  # type: ignore[no-untyped-def]
+    """``search_flips`` that returns the training images (scan order: a, c1..c5, u1, u2) in
+    ``order``, each with its own score: a model that ranks the cluster's best member low."""
+    def search(queries, base, k, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(queries, base, len(base), **kwargs)
+        score = dict(zip(found.indices[0].tolist(), found.scores[0].tolist()))
+        pick = order[:k]
+        return replace(found, indices=np.array([pick]), scores=np.array([[score[i] for i in pick]]))
+    return search
+
+
+def test_verification_looks_further_while_every_candidate_is_a_duplicate(
+    cluster: tuple[Path, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, synth = cluster
+    monkeypatch.setattr(audit_api, "search_flips", _in_order(audit_api.search_flips, [1, 2, 3, 4, 0, 5, 6, 7]))
+    common = {"device": "cpu", "cache_dir": None, "top_k": 3, "thresholds": (-1.0, -1.0), "verify": 2}
+    # Candidates c1, c2 verify as duplicates, so c3, c4 are verified; duplicates again, so a, c5;
+    # then u1, u2, which are not duplicates: the search stops at verify_max or there.
+    deep = audit(train, synth, tiny_model_dir, verify_max=8, **common)
+    first = deep.matches[0]
+    assert first.train == "a.png" and first.label == "duplicate"
+    verified = [m.verified_ssim for m in deep.matches]
+    assert verified == sorted(verified, reverse=True) and min(verified) > 0.85
+    assert deep.summary["verify"]["pairs"] == 8 and deep.summary["verify"]["extended"] == 1
+    assert deep.summary["verify"]["max"] == 8
+    deep.to_html(train.parent / "report.html")
+    assert "up to 8 candidates where all verified as duplicates: 1 image(s)" in (train.parent / "report.html").read_text()
+    # Stopped by verify_max after a and c5, and the same best match.
+    assert audit(train, synth, tiny_model_dir, verify_max=6, **common).summary["verify"]["pairs"] == 6
+    # Turned off: only c1 and c2 are verified, and the best of them is named.
+    shallow = audit(train, synth, tiny_model_dir, verify_max=2, **common)
+    assert shallow.matches[0].train in {"c1.png", "c2.png"}
+    assert shallow.summary["verify"]["pairs"] == 2 and shallow.summary["verify"]["extended"] == 0
+    assert shallow.matches[0].verified_ssim < first.verified_ssim
+    with pytest.raises(ValueError, match="verify_max"):
+        audit(train, synth, tiny_model_dir, verify_max=1, **common)
 
 
 def _with_missing_slots(real, blank):  # type: ignore[no-untyped-def]

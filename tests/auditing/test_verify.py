@@ -35,6 +35,38 @@ def test_a_perturbed_copy_is_recovered(flip0: bool, flip1: bool, degrees: float,
     assert got >= ssim(a, copy)
 
 
+def _off_centre(seed: int, size: int = 64) -> np.ndarray:
+    """A textured disc away from the centre: rotating it moves it by a few pixels."""
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random((size, size)), 1.5)
+    yy, xx = np.mgrid[:size, :size]
+    return (image * (((yy - 20) ** 2 + (xx - 44) ** 2) < 14**2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("degrees", [9.5, -9.5, 7.0])
+def test_an_off_centre_rotated_copy_is_aligned_after_the_move(degrees: float) -> None:
+    # The shift that best aligns the unrotated image compensates part of the rotation's move;
+    # chosen before the move it put the search 2-3 px off (0.93-0.94 here, 0.65 on a real copy).
+    a = _off_centre(int(abs(degrees)))
+    copy = apply_to_image(a, PerturbParams(np.array([False]), np.array([True]), np.array([degrees]),
+                                           np.array([0.63])))
+    assert verified_ssim(a, copy, VerifyGrid(size=64)) > 0.99
+
+
+def test_fine_levels_halve_the_spacing() -> None:
+    grid = VerifyGrid()
+    best = PerturbParams(np.array([True]), np.array([False]), np.array([5.0]), np.array([1.0]))
+    one, two = grid.fine(best, 1), grid.fine(best, 2)
+    assert sorted(set(one.degrees)) == [2.5, 3.75, 5.0, 6.25, 7.5]
+    assert sorted(set(two.degrees)) == [4.375, 5.0, 5.625]
+    coarse = 2.0 ** 0.5  # the ratio of neighbouring coarse gammas 2 ** (k / 2)
+    np.testing.assert_allclose(sorted(set(one.gamma)), coarse ** np.array([-0.25, 0.0, 0.25]))
+    np.testing.assert_allclose(sorted(set(two.gamma)), coarse ** np.array([-0.125, 0.0, 0.125]))
+    assert one.flip0.all() and not two.flip1.any()
+    with pytest.raises(ValueError, match="level"):
+        grid.fine(best, 3)
+
+
 def test_unrelated_images_stay_low_and_pairs_agree() -> None:
     a, b = _brainish(2), _brainish(3)
     grid = VerifyGrid(size=64)
