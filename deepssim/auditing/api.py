@@ -320,7 +320,7 @@ def _verify(
     verified = np.full(scores.shape, np.nan)
     synthetic = {int(s): load_ref(synth_refs[s]) for s in rows}
     train_images: dict[int, np.ndarray] = {}
-    todo, start, end, extended = [int(s) for s in rows], 0, min(most, scores.shape[1]), set()
+    todo, start, end = [int(s) for s in rows], 0, min(most, scores.shape[1])
     while todo and start < end:
         stop = min(start + top, end)
         pairs, where = [], []
@@ -335,17 +335,16 @@ def _verify(
                 where.append((s, r))
         for (s, r), v in zip(where, verify_pairs(pairs, grid, progress=progress)):
             verified[s, r] = v
-        found = indices[:, start:stop] >= 0
-        todo = [s for s in todo if found[s].any() and np.all(verified[s, start:stop][found[s]] > duplicate_min)]
+        found = indices[:, start:stop] >= 0  # a block an approximate index left empty is passed over
+        todo = [s for s in todo if np.all(verified[s, start:stop][found[s]] > duplicate_min)]
         start = stop
-        if start < end:
-            extended.update(todo)
+    extended = int(np.isfinite(verified[rows, top:]).any(axis=1).sum()) if len(rows) else 0
     for s in rows:
         span = int(np.flatnonzero(np.isfinite(verified[s])).max(initial=-1)) + 1
         order = np.argsort(-verified[s, :span], kind="stable")  # NaN (empty slots) last
         for arr in (scores, indices, verified):
             arr[s, :span] = arr[s, :span][order]
-    return scores, indices, verified, len(extended)
+    return scores, indices, verified, extended
 
 
 def _check_found(indices: np.ndarray, synth_ids: list[str], index: str) -> None:

@@ -307,7 +307,7 @@ def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_di
 def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
     train, synth = sets
     result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=2, verify=4,
-                   thresholds=(-1.0, -1.0), verify_thresholds="0.2,0.3")
+                   verify_max=4, thresholds=(-1.0, -1.0), verify_thresholds="0.2,0.3")
     assert result.summary["verify"]["thresholds"]["duplicate_min"] == 0.3
     # Four candidates verified per image, two reported.
     assert result.summary["verify"]["pairs"] == 4 * 4
@@ -339,10 +339,12 @@ def cluster(tmp_path: Path) -> tuple[Path, Path]:
 
 def _in_order(real, order):  # type: ignore[no-untyped-def]
     """``search_flips`` that returns the training images (scan order: a, c1..c5, u1, u2) in
-    ``order``, each with its own score: a model that ranks the cluster's best member low."""
+    ``order``, each with its own score: a model that ranks the cluster's best member low
+    (-1: a slot an approximate index left empty)."""
     def search(queries, base, k, **kwargs):  # type: ignore[no-untyped-def]
         found = real(queries, base, len(base), **kwargs)
         score = dict(zip(found.indices[0].tolist(), found.scores[0].tolist()))
+        score[-1] = -np.inf
         pick = order[:k]
         return replace(found, indices=np.array([pick]), scores=np.array([[score[i] for i in pick]]))
     return search
@@ -366,7 +368,8 @@ def test_verification_looks_further_while_every_candidate_is_a_duplicate(
     deep.to_html(train.parent / "report.html")
     assert "up to 8 candidates where all verified as duplicates: 1 image(s)" in (train.parent / "report.html").read_text()
     # Stopped by verify_max after a and c5, and the same best match.
-    assert audit(train, synth, tiny_model_dir, verify_max=6, **common).summary["verify"]["pairs"] == 6
+    six = audit(train, synth, tiny_model_dir, verify_max=6, **common)
+    assert six.summary["verify"]["pairs"] == 6 and six.matches[0].train == "a.png"
     # Turned off: only c1 and c2 are verified, and the best of them is named.
     shallow = audit(train, synth, tiny_model_dir, verify_max=2, **common)
     assert shallow.matches[0].train in {"c1.png", "c2.png"}
@@ -374,6 +377,21 @@ def test_verification_looks_further_while_every_candidate_is_a_duplicate(
     assert shallow.matches[0].verified_ssim < first.verified_ssim
     with pytest.raises(ValueError, match="verify_max"):
         audit(train, synth, tiny_model_dir, verify_max=1, **common)
+
+
+def test_a_block_left_empty_does_not_stop_the_deeper_verification(
+    cluster: tuple[Path, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, synth = cluster
+    # c1, c2 | two empty slots | c3, c4 | a, c5: the empty block is passed over.
+    order = [1, 2, -1, -1, 3, 4, 0, 5]
+    monkeypatch.setattr(audit_api, "search_flips", _in_order(audit_api.search_flips, order))
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8,
+                   thresholds=(-1.0, -1.0), verify=2, verify_max=8)
+    assert result.matches[0].train == "a.png"
+    assert result.summary["verify"]["pairs"] == 6 and result.summary["verify"]["extended"] == 1
+    assert [m.rank for m in result.matches] == list(range(1, 7))  # the empty slots are left out
+    assert all(m.verified_ssim is not None and m.verified_ssim > 0.85 for m in result.matches)
 
 
 def _with_missing_slots(real, blank):  # type: ignore[no-untyped-def]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from deepssim import ssim
+from deepssim.auditing import verify
 from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_candidates, verify_pairs
-from deepssim.training.augment import PerturbParams, apply_to_image
+from deepssim.training.augment import PerturbParams, apply_params, apply_to_image
 
 
 def _brainish(seed: int, size: int = 64) -> np.ndarray:
@@ -51,6 +53,32 @@ def test_an_off_centre_rotated_copy_is_aligned_after_the_move(degrees: float) ->
     copy = apply_to_image(a, PerturbParams(np.array([False]), np.array([True]), np.array([degrees]),
                                            np.array([0.63])))
     assert verified_ssim(a, copy, VerifyGrid(size=64)) > 0.99
+
+
+def test_each_geometry_gets_the_shift_of_best_correlation_after_its_move() -> None:
+    # Against a brute force: every shift's dot product of the moved, z-scored training image
+    # (edge-padded, as ``_best`` shifts it) with the z-scored synthetic image.
+    rng = np.random.default_rng(0)
+    grid = VerifyGrid(size=48, max_shift=3)
+    trains = torch.from_numpy(rng.random((2, 48, 48)).astype(np.float32))
+    synthetic = np.roll(trains[1].numpy(), (2, -1), axis=(0, 1))
+    f0, f1 = np.tile(np.array(verify.FLIPS).T, 2)
+    flipped = apply_params(trains.repeat_interleave(4, 0),
+                           PerturbParams(f0, f1, np.zeros(8), np.ones(8))).reshape(2, 4, 48, 48)
+    moves = verify._Moves(flipped)
+    coarse = grid.coarse()
+    z = verify._z(synthetic)
+    got = verify._geometry_shifts(moves, [coarse, coarse], torch.from_numpy(z), grid.shifts())
+    geometries, moved = moves([coarse, coarse])
+    start = 0
+    for k, (unique, which) in enumerate(geometries):
+        for c, g in enumerate(which.ravel()):
+            padded = verify._pad(verify._z(moved[start + g].numpy())[None], grid.shifts())[0]
+            values = [np.vdot(verify._view(padded, z.shape, dy, dx), z) for dy, dx in grid.shifts()]
+            assert got[k][c] == grid.shifts()[int(np.argmax(values))]
+        start += len(unique)
+    # The copy's own geometry (no flip, no rotation) is found at its shift.
+    assert got[1][list(zip(coarse.flip0, coarse.flip1, coarse.degrees)).index((False, False, 0.0))] == (2, -1)
 
 
 def test_fine_levels_halve_the_spacing() -> None:
@@ -108,8 +136,6 @@ def test_candidates_verified_together_score_as_one_at_a_time() -> None:
 
 
 def test_many_candidates_are_verified_by_chunks(monkeypatch) -> None:
-    from deepssim.auditing import verify
-
     grid = VerifyGrid(size=64)
     trains = [_brainish(s) for s in range(9, 14)]
     whole = verify_candidates(trains, _brainish(9), grid)
