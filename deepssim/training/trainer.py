@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import ModelFolderError, atomic_write, load_network, save_model
-from ..model.flips import FLIPS, by_flip, flip_each, flip_image, flipped, joint_scores
+from ..model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flip_image, flipped, joint_scores
 from ..model.network import Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
@@ -274,7 +274,7 @@ def embed_pairs(
         emb = by_flip(network(flipped(x)), 2 * n)
         return joint_scores(emb[:n], emb[n:], search, network.config.cross_fit)
     emb = network(torch.cat([x[:n], flipped(x[n:])]))
-    return torch.einsum("pd,pfd->pf", emb[:n], by_flip(emb[n:], n)).amax(dim=1)
+    return best_flip_scores(emb[:n], by_flip(emb[n:], n))
 
 
 def in_batch_pairs(

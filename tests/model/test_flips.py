@@ -112,16 +112,23 @@ def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
     assert search.embed([], flips=True).shape == (0, 4, 16)
 
 
-def test_flip_search_in_the_csv_scores_and_the_embed_command(
-        flip_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
+def _scores_with_a_mirror(model, folder: Path, tmp_path: Path, pairs: list[str]) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """``score_pairs_csv`` rows for ``pairs`` ("real,synthetic") of ``folder``, where
+    ``mirror.png`` is ``img0.png`` flipped left-right."""
     from PIL import Image
 
+    image = np.asarray(Image.open(folder / "img0.png"))
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(folder / "mirror.png")
+    path = tmp_path / "pairs.csv"
+    path.write_text("real,synthetic\n" + "".join(f"{p}\n" for p in pairs))
+    return score_pairs_csv(model, path, folder)[1]
+
+
+def test_flip_search_in_the_csv_scores_and_the_embed_command(
+        flip_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
     model = load_model(flip_model_dir, device="cpu")
-    image = np.asarray(Image.open(image_folder / "img0.png"))
-    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(image_folder / "mirror.png")
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("real,synthetic\nimg0.png,mirror.png\nimg0.png,img2.png\nmirror.png,img0.png\n")
-    _, rows = score_pairs_csv(model, pairs, image_folder)
+    rows = _scores_with_a_mirror(model, image_folder, tmp_path, ["img0.png,mirror.png", "img0.png,img2.png",
+                                                                 "mirror.png,img0.png"])
     assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
     assert float(rows[2]["score"]) == pytest.approx(1.0, abs=1e-5)
     ids, emb = embed_folder(model, image_folder, flips=True)
@@ -231,8 +238,6 @@ def test_cross_fit_needs_flip_search_and_joint_flips() -> None:
 
 def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
         cross_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
     model = load_model(cross_model_dir, device="cpu")
     assert model.cross_fit and model.joint_flips and model.flip_search
     rng = np.random.default_rng(4)
@@ -243,11 +248,7 @@ def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
     got = score_pairs(model, [(a, b), (a, a), (a, views(a)[2])])
     assert got[0] == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)
     np.testing.assert_allclose(got[1:], 1.0, atol=1e-5)  # copies, flipped or not, still score 1
-    image = np.asarray(Image.open(image_folder / "img0.png"))
-    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(image_folder / "mirror.png")
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("real,synthetic\nimg0.png,mirror.png\nimg0.png,img2.png\n")
-    _, rows = score_pairs_csv(model, pairs, image_folder)
+    rows = _scores_with_a_mirror(model, image_folder, tmp_path, ["img0.png,mirror.png", "img0.png,img2.png"])
     assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
     ids, emb = embed_folder(model, image_folder, flips=True)
     i, j = ids.index("img0.png"), ids.index("img2.png")
