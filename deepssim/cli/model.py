@@ -55,9 +55,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
     if args.flip_symmetric and args.flip_pairs is None:
         overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
+    preset = get_preset(args.preset)
+    if args.flip_symmetric and args.pooling is None and preset.model.pooling == "local":
+        # A flip moves the cells of a local layout: a flip-symmetric embedding pools globally.
+        # (``--pooling local --flip-symmetric`` is refused by ModelConfig.)
+        overrides["model__pooling"] = "avg"
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
-    config = get_preset(args.preset).with_overrides(**overrides)
+    config = preset.with_overrides(**overrides)
     result = train(args.images, args.out, config, device=args.device, resume=args.resume,
                    progress=not args.no_progress)
     summary = {"model": str(result.model_dir), "stopped_by": result.stopped_by, "best": result.best}
@@ -132,7 +137,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
-    p.add_argument("--pooling", choices=["avg", "gem", "grid"])
+    p.add_argument("--pooling", choices=["avg", "gem", "grid", "local"],
+                   help="local (fast): the head applied to each cell of a 4 x 4 layout, the "
+                        "score the mean of the cells' cosines; avg (paper), gem (plus), grid")
     p.add_argument("--init", metavar="MODEL_DIR",
                    help="start from the weights of this trained model (fine-tuning; its network "
                         "settings must match the run's)")

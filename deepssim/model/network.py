@@ -23,7 +23,7 @@ from .flips import by_flip, flipped
 log = logging.getLogger(__name__)
 
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
-Pooling = Literal["avg", "gem", "grid"]
+Pooling = Literal["avg", "gem", "grid", "local"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,11 @@ class ModelConfig:
     unrelated images are not scored by the luckiest of four estimates.
     ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
     last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
-    things are (SSIM compares images position by position).
+    things are (SSIM compares images position by position), or ``local``: the same layout,
+    the head applied to each of its ``grid`` x ``grid`` cells alone, each cell's output (of
+    ``embedding_dim / grid**2`` values) L2-normalised and scaled by ``1 / grid``, so that the
+    cosine of two embeddings is the mean over the cells of the two images' cosines there, as
+    SSIM is the mean over the image of a local comparison.
     """
 
     backbone: str = "resnet18"
@@ -66,8 +70,16 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
-        if self.pooling not in ("avg", "gem", "grid"):
-            raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem or grid")
+        if self.pooling not in ("avg", "gem", "grid", "local"):
+            raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem, grid or local")
+        if self.pooling == "local":
+            if self.embedding_dim % (self.grid * self.grid):
+                raise ValueError(f"local pooling splits the embedding over {self.grid} x "
+                                 f"{self.grid} cells: embedding_dim {self.embedding_dim} is not "
+                                 f"a multiple of {self.grid * self.grid}")
+            if self.flip_symmetric:
+                raise ValueError("local pooling keeps the layout, which a flip changes: it "
+                                 "cannot be flip_symmetric (use flip_search)")
         if self.cross_fit and not (self.flip_search and self.joint_flips):
             raise ValueError("cross_fit chooses among the joint views of flip search: it needs "
                              "flip_search and joint_flips on")
@@ -198,6 +210,9 @@ class Embedder(nn.Module):
         elif config.pooling == "grid":
             self.pools = nn.ModuleList()
             features = channels[-1] * config.grid * config.grid
+        elif config.pooling == "local":
+            self.pools = nn.ModuleList()
+            features = channels[-1]
         else:
             self.pools = nn.ModuleList()
             features = channels[-1]
@@ -206,7 +221,7 @@ class Embedder(nn.Module):
             nn.Linear(features, config.hidden_dim),
             nn.GELU(),
             nn.Dropout(config.dropout),
-            nn.Linear(config.hidden_dim, config.embedding_dim),
+            nn.Linear(config.hidden_dim, self._cell_dim()),
         )
         # The paper freezes the early stages of its ImageNet backbone.
         frozen = [self.stem, *self.stages[: config.frozen_stages]] if config.frozen_stages else []
@@ -214,8 +229,13 @@ class Embedder(nn.Module):
             for param in module.parameters():
                 param.requires_grad_(False)
 
+    def _cell_dim(self) -> int:
+        """The head's output size: the embedding, or one cell's share of it (``local``)."""
+        cells = self.config.grid**2 if self.config.pooling == "local" else 1
+        return self.config.embedding_dim // cells
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features of network input (B, C, S, S)."""
+        """Pooled backbone features of network input (B, C, S, S); (B * cells, C) for ``local``."""
         x = self.stem(x)
         maps = []
         for stage in self.stages:
@@ -225,6 +245,9 @@ class Embedder(nn.Module):
             return torch.cat([pool(m) for pool, m in zip(self.pools, maps[-2:])], dim=1)
         if self.config.pooling == "grid":
             return F.adaptive_avg_pool2d(maps[-1], self.config.grid).flatten(1)
+        if self.config.pooling == "local":
+            cells = F.adaptive_avg_pool2d(maps[-1], self.config.grid).flatten(2)  # (B, C, cells)
+            return cells.transpose(1, 2).reshape(-1, cells.shape[1])
         return F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,4 +259,9 @@ class Embedder(nn.Module):
         # The head and the normalisation stay in float32 under mixed precision: the score is
         # a cosine that must resolve differences of 0.01.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.normalize(self.head(feats.float()), dim=1)
+            out = self.head(feats.float())
+            if self.config.pooling != "local":
+                return F.normalize(out, dim=1)
+            cells = self.config.grid**2
+            out = F.normalize(out.view(x.shape[0], cells, -1), dim=2) / cells**0.5
+            return out.flatten(1)

@@ -9,7 +9,7 @@ from deepssim.model import BACKBONES, Embedder, ModelConfig
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("pooling", ["avg", "gem", "grid"])
+@pytest.mark.parametrize("pooling", ["avg", "gem", "grid", "local"])
 def test_every_backbone_and_pooling_gives_unit_embeddings(backbone: str, pooling: str) -> None:
     torch.manual_seed(0)
     net = Embedder(ModelConfig(backbone=backbone, pooling=pooling, embedding_dim=16, width=8)).eval()
@@ -37,6 +37,30 @@ def test_eval_embeddings_do_not_depend_on_the_batch() -> None:
         torch.testing.assert_close(net(x)[2:4], net(x[2:4]), atol=1e-5, rtol=0)
 
 
+def test_local_pooling_scores_the_mean_of_the_cells_cosines() -> None:
+    """cos(a, b) = mean over the grid cells of the cosine of the head's outputs for that cell."""
+    torch.manual_seed(0)
+    net = Embedder(ModelConfig(backbone="small", width=8, pooling="local", grid=2,
+                               embedding_dim=32, dropout=0.0)).eval()
+    a, b = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        score = (net(a) * net(b)).sum(dim=1)
+        maps = []
+        for x in (a, b):
+            x = net.stem(x)
+            for stage in net.stages:
+                x = stage(x)
+            maps.append(torch.nn.functional.adaptive_avg_pool2d(x, 2))
+        cells = [torch.nn.functional.cosine_similarity(net.head(maps[0][:, :, i, j]),
+                                                       net.head(maps[1][:, :, i, j]), dim=1)
+                 for i in range(2) for j in range(2)]
+    assert net.head[-1].out_features == 8
+    torch.testing.assert_close(score, torch.stack(cells).mean(dim=0), atol=1e-5, rtol=0)
+    # Batch-independent like the others, in evaluation mode.
+    with torch.no_grad():
+        torch.testing.assert_close(net(a)[1:2], net(a[1:2]), atol=1e-5, rtol=0)
+
+
 def test_frozen_stages_have_no_gradients() -> None:
     net = Embedder(ModelConfig(backbone="resnet18", frozen_stages=2))
     assert not any(p.requires_grad for p in net.stem.parameters())
@@ -49,6 +73,10 @@ def test_bad_configs_and_missing_weights(tmp_path) -> None:
         ModelConfig(backbone="vit")
     with pytest.raises(ValueError, match="pooling"):
         ModelConfig(pooling="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a multiple of 16"):
+        ModelConfig(pooling="local", grid=4, embedding_dim=100)
+    with pytest.raises(ValueError, match="flip_symmetric"):
+        ModelConfig(pooling="local", flip_symmetric=True)
     with pytest.raises(ValueError, match="no pretrained weights"):
         Embedder(ModelConfig(backbone="small", pretrained="imagenet"))
     with pytest.raises(FileNotFoundError, match="weights file not found"):

@@ -506,6 +506,20 @@ def test_train_command_couples_flip_settings(
     assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
 
 
+def test_train_command_flip_symmetric_pools_globally(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fast preset's local layout is moved by flips: --flip-symmetric takes avg pooling,
+    unless local pooling is asked for too, which is refused with the reason."""
+    from deepssim.cli import main
+
+    assert _command_config(monkeypatch, []).model.pooling == "local"
+    assert _command_config(monkeypatch, ["--flip-symmetric"]).model.pooling == "avg"
+    assert _command_config(monkeypatch, ["--flip-symmetric", "--pooling", "gem"]).model.pooling == "gem"
+    assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
+    assert "cannot be flip_symmetric" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("flags", "val_every"), [
     ([], 0), (["--preset", "paper"], 1), (["--val-every", "3"], 3), (["--preset", "plus", "--val-every", "0"], 0),
 ])
