@@ -7,6 +7,8 @@ reading and resizing of the next batch run in a worker thread while the network 
 the network's speed the whole path keeps (target: >= 85%).
 
     python benchmarks/embed_speed.py                       # fast-preset network, 512 images
+    python benchmarks/embed_speed.py --flips               # each image's four flips, as the
+                                                           # fast preset's scores need them
     python benchmarks/embed_speed.py --backbone resnet18 --size 224
     python benchmarks/embed_speed.py --device cuda --backbone convnext_base --size 224 --n 2048
 
@@ -27,6 +29,7 @@ import torch
 
 from deepssim.model import Embedder, ModelConfig, Preprocess, load_model, save_model
 from deepssim.model.files import embed_folder
+from deepssim.model.flips import by_flip, flipped
 from deepssim.training import get_preset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri"
@@ -39,6 +42,10 @@ def main() -> None:
     parser.add_argument("--backbone", default=None, help="default: the fast preset's")
     parser.add_argument("--size", type=int, default=None, help="default: the fast preset's")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--flips", action="store_true",
+                        help="embed each image's four flips (deepssim embed --flips; what the "
+                             "scores of a joint-flips model such as the fast preset's take), the "
+                             "raw forward on the four flips of the same tensors")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--workers", default="1,2",
                         help="reading threads of the files path, one row each (default 1,2)")
@@ -66,7 +73,8 @@ def main() -> None:
         model = load_model(Path(tmp) / "model", device=args.device)
 
         workers = [int(w) for w in args.workers.split(",")]
-        ids, _ = embed_folder(model, folder, batch_size=args.batch_size, workers=workers[0])  # warm-up
+        ids, _ = embed_folder(model, folder, batch_size=args.batch_size, workers=workers[0],
+                              flips=args.flips)  # warm-up
 
         from deepssim.readers import read_image
 
@@ -75,8 +83,9 @@ def main() -> None:
 
         def forward() -> list[torch.Tensor]:
             with torch.no_grad():
-                out = [model.network(tensors[s : s + args.batch_size])
-                       for s in range(0, len(tensors), args.batch_size)]
+                batches = (tensors[s : s + args.batch_size] for s in range(0, len(tensors), args.batch_size))
+                out = [by_flip(model.network(flipped(x)), len(x)) if args.flips else model.network(x)
+                       for x in batches]
             if cuda:
                 torch.cuda.synchronize()
             return out
@@ -90,17 +99,18 @@ def main() -> None:
             t_raw = min(t_raw, time.perf_counter() - t0)
             for w in workers:
                 t0 = time.perf_counter()
-                ids, embeddings[w] = embed_folder(model, folder, batch_size=args.batch_size, workers=w)
+                ids, embeddings[w] = embed_folder(model, folder, batch_size=args.batch_size, workers=w,
+                                                  flips=args.flips)
                 t_files[w] = min(t_files[w], time.perf_counter() - t0)
         emb = embeddings[workers[0]]
         raw = torch.cat(out).float().cpu().numpy()
         if cuda:
             on_cpu = load_model(Path(tmp) / "model", device="cpu")
-            _, cpu_emb = embed_folder(on_cpu, folder, batch_size=args.batch_size)
+            _, cpu_emb = embed_folder(on_cpu, folder, batch_size=args.batch_size, flips=args.flips)
     n = len(ids)
     where = f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu"
     print(f"# embedding throughput, {n} JPEG files, backbone {config.backbone}, {preprocess.size} px, "
-          f"batch {args.batch_size}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"batch {args.batch_size}{' x 4 flips' if args.flips else ''}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print()
     print("| path | images/s | share of raw |")
     print("|---|---|---|")
