@@ -210,10 +210,7 @@ class Embedder(nn.Module):
         elif config.pooling == "grid":
             self.pools = nn.ModuleList()
             features = channels[-1] * config.grid * config.grid
-        elif config.pooling == "local":
-            self.pools = nn.ModuleList()
-            features = channels[-1]
-        else:
+        else:  # avg, and local: the head sees one cell's channels at a time
             self.pools = nn.ModuleList()
             features = channels[-1]
         self.head = nn.Sequential(
