@@ -72,6 +72,8 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
         if self.pooling not in ("avg", "gem", "grid", "local"):
             raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem, grid or local")
+        if self.grid < 1:
+            raise ValueError(f"grid must be at least 1, got {self.grid}")
         if self.pooling == "local":
             if self.embedding_dim % (self.grid * self.grid):
                 raise ValueError(f"local pooling splits the embedding over {self.grid} x "

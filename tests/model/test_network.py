@@ -75,6 +75,8 @@ def test_bad_configs_and_missing_weights(tmp_path) -> None:
         ModelConfig(pooling="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a multiple of 16"):
         ModelConfig(pooling="local", grid=4, embedding_dim=100)
+    with pytest.raises(ValueError, match="grid must be at least 1"):
+        ModelConfig(pooling="local", grid=0)
     with pytest.raises(ValueError, match="flip_symmetric"):
         ModelConfig(pooling="local", flip_symmetric=True)
     with pytest.raises(ValueError, match="no pretrained weights"):
