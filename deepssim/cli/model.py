@@ -55,14 +55,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
     if args.flip_symmetric and args.flip_pairs is None:
         overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
-    preset = get_preset(args.preset)
-    if args.flip_symmetric and args.pooling is None and preset.model.pooling == "local":
-        # A flip moves the cells of a local layout: a flip-symmetric embedding pools globally.
-        # (``--pooling local --flip-symmetric`` is refused by ModelConfig.)
-        overrides["model__pooling"] = "avg"
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
-    config = preset.with_overrides(**overrides)
+    config = get_preset(args.preset).with_overrides(**overrides)
     result = train(args.images, args.out, config, device=args.device, resume=args.resume,
                    progress=not args.no_progress)
     summary = {"model": str(result.model_dir), "stopped_by": result.stopped_by, "best": result.best}

@@ -228,10 +228,13 @@ class Embedder(nn.Module):
             for param in module.parameters():
                 param.requires_grad_(False)
 
+    def _cells(self) -> int:
+        """Cells the embedding is split over: ``grid``**2 for ``local`` pooling, else 1."""
+        return self.config.grid**2 if self.config.pooling == "local" else 1
+
     def _cell_dim(self) -> int:
         """The head's output size: the embedding, or one cell's share of it (``local``)."""
-        cells = self.config.grid**2 if self.config.pooling == "local" else 1
-        return self.config.embedding_dim // cells
+        return self.config.embedding_dim // self._cells()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of network input (B, C, S, S); (B * cells, C) for ``local``."""
@@ -261,6 +264,6 @@ class Embedder(nn.Module):
             out = self.head(feats.float())
             if self.config.pooling != "local":
                 return F.normalize(out, dim=1)
-            cells = self.config.grid**2
+            cells = self._cells()
             out = F.normalize(out.view(x.shape[0], cells, -1), dim=2) / cells**0.5
             return out.flatten(1)

@@ -136,6 +136,11 @@ class TrainConfig:
         if "cross_fit" not in nested["model"] and not all(nested["model"].get(k, True)
                                                           for k in ("flip_search", "joint_flips")):
             nested["model"]["cross_fit"] = False
+        # A flip moves the cells of a local layout: a flip-symmetric embedding pools globally
+        # unless a pooling is set explicitly (``local`` is then refused by ModelConfig).
+        if (nested["model"].get("flip_symmetric") and "pooling" not in nested["model"]
+                and self.model.pooling == "local"):
+            nested["model"]["pooling"] = "avg"
         for part, values in nested.items():
             if values:
                 top[part] = replace(getattr(self, part), **values)

@@ -518,6 +518,12 @@ def test_train_command_flip_symmetric_pools_globally(
     assert _command_config(monkeypatch, ["--flip-symmetric", "--pooling", "gem"]).model.pooling == "gem"
     assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
     assert "cannot be flip_symmetric" in capsys.readouterr().err
+    # The same coupling through the Python API.
+    fast = get_preset("fast")
+    assert fast.with_overrides(model__flip_symmetric=True).model.pooling == "avg"
+    assert fast.with_overrides(model__flip_symmetric=False).model.pooling == "local"
+    with pytest.raises(ValueError, match="cannot be flip_symmetric"):
+        fast.with_overrides(model__flip_symmetric=True, model__pooling="local")
 
 
 @pytest.mark.parametrize(("flags", "val_every"), [
