@@ -39,6 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "in_batch_block": args.in_batch_block,
         "in_batch_grouping": args.in_batch_grouping,
         "flip_pairs": args.flip_pairs,
+        "copy_partners": args.copy_partners,
         "compile": args.compile,
         "val_every": args.val_every,
         "init": args.init,
@@ -172,6 +173,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "in-batch pairs of differently flipped pairs learn the SSIM of their "
                         "relative orientation (0: off; the fast preset: 0.75; needs training "
                         "without flips and a model that is not flip-symmetric)")
+    p.add_argument("--copy-partners", type=int, metavar="K",
+                   help="with --in-batch-mining block: each near-copy also meets the K inputs of "
+                        "its source's block that look most like the source, as in-batch pairs "
+                        "(targets computed once before training; 0: off)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
                         "more steps on the CPU; the first compilation, about a minute, comes "

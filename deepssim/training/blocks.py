@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..model.checkpoint import atomic_write
 from ..model.flips import FLIPS, flip_image
 from ..refssim import ssim_matrix
+from .pairs import CROSS_PREFIX
 
 _FORMAT_VERSION = 1
 
@@ -187,10 +188,108 @@ class BlockTargets:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BlockTargets:
         with np.load(path, allow_pickle=False) as data:
-            if "version" not in data or int(data["version"]) != _FORMAT_VERSION:
+            if "version" not in data or int(data["version"]) != _FORMAT_VERSION or "block" not in data:
                 raise ValueError(f"{path}: not a block-target file of format {_FORMAT_VERSION}")
             block, pos = data["block"], data["pos"]
             n = int(block.max()) + 1
             matrices = [data[f"m{k}"] for k in range(n)]
             flipped = [data[f"f{k}"] for k in range(n)] if "f0" in data else None
         return cls(block=block, pos=pos, matrices=matrices, flipped=flipped)
+
+
+@dataclass
+class CopyPartners:
+    """Targets of near-copies against look-alikes of their sources, for in-batch pairs.
+
+    The block targets pair clean inputs only, and the sampled pairs meet a near-copy with its
+    own source or (``cross:`` pairs) with a random other input. A synthetic image is judged
+    against the training images that look most like it, though, and a near-copy of one brain
+    against a look-alike brain is a pair the network otherwise never trains on: scored
+    against the benchmark's hard pairs it over-estimates them by about +0.09 where it is
+    unbiased on the same look-alikes clean (docs/quality.md, session 17). Here every near-copy
+    ``copy[m]`` of a (source, copy) pair gets as partners the ``k`` inputs of its source's
+    block that look most like the source (highest SSIM in the block's matrix, the source
+    itself excluded), ``partner[m]``, with ``target[m, r, j] = ssim(x_{partner[m, j]},
+    flip_r(copy[m]))`` for the flip codes r of ``FLIPS`` (r = 0 only when built without
+    flips). A batch holds a copy's partners when they are first inputs of its other pairs,
+    which the block batches make likely; those pairs then cost no embedding.
+    """
+
+    copy: np.ndarray
+    partner: np.ndarray
+    target: np.ndarray
+    n_inputs: int
+
+    @classmethod
+    def build(
+        cls, images: np.ndarray, a: np.ndarray, b: np.ndarray, family: np.ndarray, blocks: BlockTargets,
+        k: int, device: str = "cpu", progress: bool = False, flips: bool = False,
+    ) -> CopyPartners:
+        """From a PairSet's image stack and pairs (``a``, ``b``, ``family``) and the block
+        targets of its inputs; ``k`` partners per copy (fewer when the smallest block has fewer
+        other inputs)."""
+        if k < 1:
+            raise ValueError(f"copy partners need k >= 1, got {k}")
+        n = blocks.n_inputs
+        single = (a < n) & (b >= n) & ~np.char.startswith(family.astype(np.str_), CROSS_PREFIX)
+        source, copy = a[single], b[single]
+        order = np.argsort(copy, kind="stable")
+        source, copy = source[order], copy[order]
+        k = min(k, min(len(m) for m in blocks.matrices) - 1)
+        members = [np.empty(len(m), np.int64) for m in blocks.matrices]
+        for i in range(n):
+            members[blocks.block[i]][blocks.pos[i]] = i
+        codes = range(len(FLIPS)) if flips else range(1)
+        partner = np.empty((len(copy), max(k, 0)), np.int64)
+        target = np.empty((len(copy), len(codes), max(k, 0)), np.float32)
+        if k < 1 or not len(copy):
+            return cls(copy=copy, partner=partner, target=target, n_inputs=n)
+        by_source = np.split(np.argsort(source, kind="stable"), np.flatnonzero(np.diff(np.sort(source))) + 1)
+        for rows in tqdm(by_source, desc="copy partners", unit="source", disable=not progress, file=sys.stderr):
+            s = int(source[rows[0]])
+            row = blocks.matrices[blocks.block[s]][blocks.pos[s]].astype(np.float64)
+            row[blocks.pos[s]] = -np.inf
+            near = members[blocks.block[s]][np.argsort(-row, kind="stable")[:k]]
+            views = [flip_image(images[int(c)], code) for c in copy[rows] for code in codes]
+            values = ssim_matrix([images[int(j)] for j in near], views, device=device, progress=False)
+            partner[rows] = near
+            target[rows] = values.reshape(k, len(rows), len(codes)).transpose(1, 2, 0)
+        return cls(copy=copy, partner=partner, target=target, n_inputs=n)
+
+    def pairs_in_batch(
+        self, index: np.ndarray, codes: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions (p, q) of a batch's images where q holds a copy and p one of its partners,
+        and their targets in the relative flip of the two positions (``codes``: each
+        position's flip code, or None)."""
+        held = np.flatnonzero(np.isin(index, self.copy))
+        none = np.empty(0, np.int64)
+        if not len(held) or not self.partner.shape[1]:
+            return none, none, np.empty(0, np.float32)
+        rows = np.searchsorted(self.copy, index[held])
+        where = np.full(self.n_inputs, -1, np.int64)
+        inputs = np.flatnonzero(index < self.n_inputs)
+        where[index[inputs]] = inputs
+        at = where[self.partner[rows]]  # (copies held, k): a position of each partner, or -1
+        kept = at >= 0
+        first = at[kept]
+        second = np.repeat(held, self.partner.shape[1])[kept.ravel()]
+        which = np.tile(np.arange(self.partner.shape[1]), len(held))[kept.ravel()]
+        relative = np.zeros(len(first), np.int64) if codes is None else codes[first] ^ codes[second]
+        if np.any(relative >= self.target.shape[1]):
+            raise ValueError("these copy partners were built without flips")
+        return first, second, self.target[np.repeat(rows, self.partner.shape[1])[kept.ravel()], relative, which]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """One .npz file, written atomically."""
+        atomic_write(Path(path), lambda fh: np.savez(
+            fh, version=np.int64(_FORMAT_VERSION), copy=self.copy, partner=self.partner,
+            target=self.target, n_inputs=np.int64(self.n_inputs)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CopyPartners:
+        with np.load(path, allow_pickle=False) as data:
+            if "version" not in data or int(data["version"]) != _FORMAT_VERSION or "partner" not in data:
+                raise ValueError(f"{path}: not a copy-partner file of format {_FORMAT_VERSION}")
+            return cls(copy=data["copy"], partner=data["partner"], target=data["target"],
+                       n_inputs=int(data["n_inputs"]))

@@ -32,7 +32,7 @@ from ..model.preprocess import Preprocess
 from ..readers import load_stack
 from ..refssim import resolve_device, ssim_pairs
 from .augment import Perturb
-from .blocks import BlockTargets
+from .blocks import BlockTargets, CopyPartners
 from .pairs import PairSet, build_pairs, split_by_image
 from .presets import TrainConfig
 
@@ -458,6 +458,11 @@ def train(
                          "to compute per step); set one of them off")
     if config.in_batch_mining not in ("random", "hardest", "block"):
         raise ValueError(f"in_batch_mining must be 'random', 'hardest' or 'block', got {config.in_batch_mining!r}")
+    if config.copy_partners and (config.copy_partners < 0 or not config.in_batch_pairs
+                                 or config.in_batch_mining != "block"):
+        raise ValueError("copy_partners pairs near-copies with look-alikes of their sources within the "
+                         "in-batch blocks: it needs in_batch_pairs > 0 with in_batch_mining='block' "
+                         f"(got copy_partners={config.copy_partners})")
     if config.in_batch_grouping not in ("random", "similar"):
         raise ValueError(f"in_batch_grouping must be 'random' or 'similar', got {config.in_batch_grouping!r}")
     if config.val_every < 0:
@@ -517,6 +522,16 @@ def train(
         if blocks.n_inputs != len(train_idx):
             raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "
                              f"set has {len(train_idx)}; delete the cache folder and train again")
+    partners = None
+    if blocks is not None and config.copy_partners:
+        partner_key = {**block_key, "part": "partners", "k": config.copy_partners, "n": config.n_train_pairs,
+                       "families": config.families, "copy_fraction": config.copy_fraction}
+        started = time.perf_counter()
+        partners = _cached(cache, "partners", partner_key, CopyPartners, lambda: CopyPartners.build(
+            train_pairs.images, train_pairs.a, train_pairs.b, train_pairs.family, blocks,
+            config.copy_partners, str(dev), progress, flips=bool(config.flip_pairs)))
+        log.info("copy partners: %d near-copies x %d look-alikes of their sources (%.1f s)",
+                 len(partners.copy), partners.partner.shape[1], time.perf_counter() - started)
 
     # channels_last: 1.3x faster convolutions on the CPU (oneDNN) and on recent GPUs.
     # A network fine-tuned from ``init`` needs no pretrained weights underneath.
@@ -618,12 +633,20 @@ def train(
                                                emb if config.in_batch_mining == "hardest" else None)
                 relative = np.zeros(len(first), np.int64) if codes is None else codes[first] ^ codes[second]
                 extra = targets_in_frame(train_pairs.images, index[first], index[second], relative, dev)
+            extra_losses = []
             if len(first):
-                extra_scores = (emb[first] * emb[second]).sum(dim=1).float()
+                extra_losses.append(_pair_mse(emb, first, second, extra))
+            if partners is not None:
+                near, copies, near_target = partners.pairs_in_batch(index, codes)
+                if len(near):
+                    extra_losses.append(_pair_mse(emb, near, copies, near_target))
+            if extra_losses:
                 # Equal weight to the sampled pairs (copies, stratified) and the in-batch ones,
-                # which are mostly unrelated images: neither regime drowns the other.
-                extra_loss = torch.nn.functional.mse_loss(extra_scores, torch.from_numpy(extra).float().to(dev))
-                loss = 0.5 * (loss + extra_loss)
+                # which are mostly unrelated images: neither regime drowns the other. Within the
+                # in-batch half, the copies' look-alike partners (a few hundred pairs a step)
+                # weigh as much as the thousands of block pairs (a third of the loss each was
+                # no better: docs/quality.md, session 17).
+                loss = 0.5 * (loss + sum(extra_losses) / len(extra_losses))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
@@ -664,6 +687,12 @@ def train(
              stopped_by, step, best["val_perturbed_mse"], int(best["step"]))
     return TrainResult(model_dir=out, best=best, history=history, stopped_by=stopped_by,
                        val_pairs=val_pairs)
+
+
+def _pair_mse(emb: torch.Tensor, first: np.ndarray, second: np.ndarray, target: np.ndarray) -> torch.Tensor:
+    """MSE of the cosines of a batch's positions (first[k], second[k]) against their targets."""
+    scores = (emb[first] * emb[second]).sum(dim=1).float()
+    return torch.nn.functional.mse_loss(scores, torch.from_numpy(target).float().to(emb.device))
 
 
 def _evaluate_and_log(

@@ -10,7 +10,8 @@ import torch
 
 from deepssim.model.flips import FLIPS
 from deepssim.refssim import ssim
-from deepssim.training.blocks import BlockTargets, similar_blocks
+from deepssim.training.blocks import BlockTargets, CopyPartners, similar_blocks
+from deepssim.training.pairs import CROSS_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,71 @@ def test_blocks_with_flips_hold_the_ssim_of_every_relative_flip(inputs: np.ndarr
     plain = BlockTargets.build(inputs, 5, np.random.default_rng(0))
     with pytest.raises(ValueError, match="without flips"):
         plain.target(i, j, code)
+
+
+def _with_copies(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs 0..15 and copies 16..21 with (source, copy) pairs, a cross pair, a copy pair."""
+    rng = np.random.default_rng(5)
+    sources = np.array([0, 0, 3, 9, 12, 5])
+    copies = inputs[sources] + 0.2 * rng.random((6, 24, 24)).astype(np.float32)
+    images = np.concatenate([inputs, copies])
+    a = np.array([0, 0, 3, 9, 12, 5, 7, 1, 16])
+    b = np.array([16, 17, 18, 19, 20, 21, 18, 2, 17])
+    family = np.array(["noise", "blur", "noise", "mix", "blur", "noise", CROSS_PREFIX + "noise", "random",
+                       "noise+blur"])
+    return images, a, b, family
+
+
+def test_copy_partners_are_the_sources_look_alikes_with_the_ssim_of_each_flip(
+    inputs: np.ndarray, tmp_path: Path
+) -> None:
+    images, a, b, family = _with_copies(inputs)
+    blocks = BlockTargets.build(inputs, 5, np.random.default_rng(0), flips=True)
+    partners = CopyPartners.build(images, a, b, family, blocks, 3, flips=True)
+    # Only the (source, copy) pairs: not the cross pair (7, 18), nor the copy pair (16, 17).
+    assert partners.copy.tolist() == [16, 17, 18, 19, 20, 21]
+    assert partners.partner.shape == (6, 3) and partners.target.shape == (6, 4, 3)
+    for m, (copy, source) in enumerate(zip(partners.copy, [0, 0, 3, 9, 12, 5])):
+        same = np.flatnonzero((blocks.block == blocks.block[source]) & (np.arange(16) != source))
+        by_ssim = same[np.argsort([-ssim(inputs[source], inputs[j]) for j in same], kind="stable")]
+        assert partners.partner[m].tolist() == by_ssim[:3].tolist()
+        for r in range(4):
+            want = [ssim(images[j], np.flip(images[copy], FLIPS[r]).copy()) for j in partners.partner[m]]
+            np.testing.assert_allclose(partners.target[m, r], want, atol=1e-6)
+    partners.save(tmp_path / "p.npz")
+    back = CopyPartners.load(tmp_path / "p.npz")
+    assert (back.copy == partners.copy).all() and (back.partner == partners.partner).all()
+    assert (back.target == partners.target).all() and back.n_inputs == 16
+    with pytest.raises(ValueError, match="p.npz"):
+        BlockTargets.load(tmp_path / "p.npz")
+    blocks.save(tmp_path / "b.npz")
+    with pytest.raises(ValueError, match="b.npz"):
+        CopyPartners.load(tmp_path / "b.npz")
+    with pytest.raises(ValueError, match="k >= 1"):
+        CopyPartners.build(images, a, b, family, blocks, 0)
+
+
+def test_copy_partners_in_a_batch_take_the_target_of_the_relative_flip(inputs: np.ndarray) -> None:
+    images, a, b, family = _with_copies(inputs)
+    blocks = BlockTargets.build(inputs, 5, np.random.default_rng(0), flips=True)
+    partners = CopyPartners.build(images, a, b, family, blocks, 3, flips=True)
+    m = 2  # copy 18, of input 3
+    near = partners.partner[m]
+    index = np.array([3, near[0], 18, 7, near[2], 16])
+    codes = np.array([0, 1, 3, 2, 0, 1])
+    first, second, target = partners.pairs_in_batch(index, codes)
+    got = {(int(p), int(q)): float(t) for p, q, t in zip(first, second, target)}
+    want = {(1, 2): partners.target[m, 1 ^ 3, 0], (4, 2): partners.target[m, 0 ^ 3, 2]}
+    # Copy 16 (of input 0) meets those of its partners the batch holds, in their flips.
+    for j, x in enumerate(partners.partner[0]):
+        for p in np.flatnonzero(index == x):
+            want[int(p), 5] = partners.target[0, codes[p] ^ 1, j]
+    assert got == pytest.approx(want)
+    assert all(index[q] >= 16 and index[p] < 16 for p, q in zip(first, second))
+    none = partners.pairs_in_batch(np.array([1, 2, 4]), None)
+    assert all(len(x) == 0 for x in none)
+    plain = CopyPartners.build(images, a, b, family, BlockTargets.build(inputs, 5, np.random.default_rng(0)), 3)
+    assert plain.target.shape == (6, 1, 3)
+    with pytest.raises(ValueError, match="without flips"):
+        plain.pairs_in_batch(index, codes)
+    np.testing.assert_array_equal(plain.pairs_in_batch(index, None)[2], partners.pairs_in_batch(index, None)[2])

@@ -154,6 +154,12 @@ def test_presets_and_overrides() -> None:
     assert fast.model.flip_search and fast.perturb.p_flip0 == fast.perturb.p_flip1 == 0.0
     assert fast.perturb.p_rotate == 0.8 and not paper.model.flip_search
     assert fast.flip_pairs == 0.75 and paper.flip_pairs == 0.0
+    # Copy partners ride on the block in-batch pairs: other in-batch pairs turn them off.
+    assert fast.copy_partners == 12 and paper.copy_partners == 0
+    assert fast.with_overrides(in_batch_mining="random").copy_partners == 0
+    assert fast.with_overrides(in_batch_pairs=0).copy_partners == 0
+    assert fast.with_overrides(lr=1e-3).copy_partners == 12
+    assert fast.with_overrides(in_batch_mining="random", copy_partners=4).copy_partners == 4  # refused by train
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
 
@@ -516,6 +522,8 @@ def test_train_command_flip_symmetric_pools_globally(
     assert _command_config(monkeypatch, []).model.pooling == "local"
     assert _command_config(monkeypatch, ["--flip-symmetric"]).model.pooling == "avg"
     assert _command_config(monkeypatch, ["--flip-symmetric", "--pooling", "gem"]).model.pooling == "gem"
+    assert _command_config(monkeypatch, ["--copy-partners", "4"]).copy_partners == 4
+    assert _command_config(monkeypatch, ["--in-batch-mining", "hardest"]).copy_partners == 0
     assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
     assert "cannot be flip_symmetric" in capsys.readouterr().err
     # The same coupling through the Python API.
@@ -634,3 +642,25 @@ def test_turning_joint_flips_or_flip_search_off_turns_cross_fitting_off() -> Non
     assert fast.with_overrides(model__joint_flips=True).model.cross_fit
     with pytest.raises(ValueError, match="cross_fit"):
         fast.with_overrides(model__joint_flips=False, model__cross_fit=True)
+
+
+def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deepssim.training.blocks import CopyPartners
+
+    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6, epochs=1,
+                                 copy_partners=3, flip_pairs=0.75, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
+                                 model__flip_search=True)
+    with caplog.at_level("INFO", logger="deepssim.training.trainer"):
+        result = train([data], tmp_path / "p", config, device="cpu", progress=False)
+    assert np.isfinite(result.best["train_mse"]) and "copy partners:" in caplog.text
+    (cached,) = (tmp_path / "p" / "cache").glob("partners-*.npz")
+    partners = CopyPartners.load(cached)
+    assert partners.partner.shape[1] == 3 and partners.target.shape[1] == 4  # every relative flip
+    assert len(partners.copy) > 0 and (partners.partner < partners.n_inputs).all()
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["training"]["copy_partners"] == 3
+    for bad in ({"in_batch_mining": "random", "copy_partners": 3}, {"in_batch_pairs": 0, "copy_partners": 3},
+                {"copy_partners": -1}):
+        with pytest.raises(ValueError, match="copy_partners"):
+            train([data], tmp_path / "x", config.with_overrides(**bad), device="cpu", progress=False)
