@@ -261,24 +261,18 @@ class CopyPartners:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions (p, q) of a batch's images where q holds a copy and p one of its partners,
         and their targets in the relative flip of the two positions (``codes``: each
-        position's flip code, or None)."""
+        position's flip code, or None). An image that fills several positions is in a pair
+        from each of them."""
         held = np.flatnonzero(np.isin(index, self.copy))
-        none = np.empty(0, np.int64)
-        if not len(held) or not self.partner.shape[1]:
-            return none, none, np.empty(0, np.float32)
         rows = np.searchsorted(self.copy, index[held])
-        where = np.full(self.n_inputs, -1, np.int64)
-        inputs = np.flatnonzero(index < self.n_inputs)
-        where[index[inputs]] = inputs
-        at = where[self.partner[rows]]  # (copies held, k): a position of each partner, or -1
-        kept = at >= 0
-        first = at[kept]
-        second = np.repeat(held, self.partner.shape[1])[kept.ravel()]
-        which = np.tile(np.arange(self.partner.shape[1]), len(held))[kept.ravel()]
+        # (copy held, partner, position): the partner sits there. Partners are inputs, so a
+        # copy's own position never matches.
+        h, which, first = np.nonzero(self.partner[rows][:, :, None] == index[None, None, :])
+        second = held[h]
         relative = np.zeros(len(first), np.int64) if codes is None else codes[first] ^ codes[second]
         if np.any(relative >= self.target.shape[1]):
             raise ValueError("these copy partners were built without flips")
-        return first, second, self.target[np.repeat(rows, self.partner.shape[1])[kept.ravel()], relative, which]
+        return first, second, self.target[rows[h], relative, which]
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """One .npz file, written atomically."""

@@ -94,7 +94,7 @@ def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generat
     return train, val
 
 
-T = TypeVar("T", PairSet, BlockTargets)
+T = TypeVar("T", PairSet, BlockTargets, CopyPartners)
 
 
 def _cached(cache: Path, what: str, key: dict[str, Any], kind: type[T], build: Callable[[], T]) -> T:
@@ -530,6 +530,9 @@ def train(
         partners = _cached(cache, "partners", partner_key, CopyPartners, lambda: CopyPartners.build(
             train_pairs.images, train_pairs.a, train_pairs.b, train_pairs.family, blocks,
             config.copy_partners, str(dev), progress, flips=bool(config.flip_pairs)))
+        if partners.n_inputs != len(train_idx):
+            raise ValueError(f"{cache}: the copy partners cover {partners.n_inputs} inputs, the training "
+                             f"set has {len(train_idx)}; delete the cache folder and train again")
         log.info("copy partners: %d near-copies x %d look-alikes of their sources (%.1f s)",
                  len(partners.copy), partners.partner.shape[1], time.perf_counter() - started)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -645,16 +646,30 @@ def test_turning_joint_flips_or_flip_search_off_turns_cross_fitting_off() -> Non
 
 
 def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
-    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deepssim.training.blocks import CopyPartners
 
     config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6, epochs=1,
                                  copy_partners=3, flip_pairs=0.75, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
                                  model__flip_search=True)
+    used: list[int] = []
+    real = CopyPartners.pairs_in_batch
+
+    def counted(self: CopyPartners, index: np.ndarray, codes: np.ndarray | None):  # type: ignore[no-untyped-def]
+        out = real(self, index, codes)
+        used.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(CopyPartners, "pairs_in_batch", counted)
     with caplog.at_level("INFO", logger="deepssim.training.trainer"):
         result = train([data], tmp_path / "p", config, device="cpu", progress=False)
     assert np.isfinite(result.best["train_mse"]) and "copy partners:" in caplog.text
+    assert len(used) == result.best["step"] and sum(used) > 0  # asked every step, pairs found
+    # A second run with the first one's cache reuses the partners.
+    shutil.copytree(tmp_path / "p" / "cache", tmp_path / "p2" / "cache")
+    monkeypatch.setattr(CopyPartners, "build", lambda *a, **k: pytest.fail("partners rebuilt"))
+    train([data], tmp_path / "p2", config, device="cpu", progress=False)
     (cached,) = (tmp_path / "p" / "cache").glob("partners-*.npz")
     partners = CopyPartners.load(cached)
     assert partners.partner.shape[1] == 3 and partners.target.shape[1] == 4  # every relative flip
