@@ -244,7 +244,8 @@ class CopyPartners:
         target = np.empty((len(copy), len(codes), max(k, 0)), np.float32)
         if k < 1 or not len(copy):
             return cls(copy=copy, partner=partner, target=target, n_inputs=n)
-        by_source = np.split(np.argsort(source, kind="stable"), np.flatnonzero(np.diff(np.sort(source))) + 1)
+        by_order = np.argsort(source, kind="stable")
+        by_source = np.split(by_order, np.flatnonzero(np.diff(source[by_order])) + 1)
         for rows in tqdm(by_source, desc="copy partners", unit="source", disable=not progress, file=sys.stderr):
             s = int(source[rows[0]])
             row = blocks.matrices[blocks.block[s]][blocks.pos[s]].astype(np.float64)

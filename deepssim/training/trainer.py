@@ -113,6 +113,13 @@ def _cached(cache: Path, what: str, key: dict[str, Any], kind: type[T], build: C
     return made
 
 
+def _check_cover(cache: Path, what: str, covered: int, n_inputs: int) -> None:
+    """A cached table of per-input targets must cover the run's training inputs."""
+    if covered != n_inputs:
+        raise ValueError(f"{cache}: the {what} cover {covered} inputs, the training set has "
+                         f"{n_inputs}; delete the cache folder and train again")
+
+
 def _cached_pairs(
     cache: Path, key: dict[str, Any], images: np.ndarray, n_pairs: int, families: Sequence[str],
     config: TrainConfig, seed: int, device: str, progress: bool,
@@ -498,9 +505,8 @@ def train(
               "copy_fraction": config.copy_fraction, "registered": config.registered_targets,
               "seed": config.seed, "val_fraction": config.val_fraction}
     cache = out / "cache"
-    train_pairs = _cached_pairs(cache, {**common, "part": "train", "n": config.n_train_pairs,
-                                        "families": config.families},
-                                images[train_idx], config.n_train_pairs, config.families, config,
+    train_key = {**common, "part": "train", "n": config.n_train_pairs, "families": config.families}
+    train_pairs = _cached_pairs(cache, train_key, images[train_idx], config.n_train_pairs, config.families, config,
                                 config.seed, str(dev), progress)
     val_families = config.val_families or config.families
     val_pairs = _cached_pairs(cache, {**common, "part": "val", "n": config.n_val_pairs,
@@ -519,20 +525,16 @@ def train(
                                 config.in_batch_block, config.in_batch_grouping,
                                 np.random.default_rng(config.seed + 2), str(dev), progress,
                                 flips=bool(config.flip_pairs))
-        if blocks.n_inputs != len(train_idx):
-            raise ValueError(f"{cache}: the block targets cover {blocks.n_inputs} inputs, the training "
-                             f"set has {len(train_idx)}; delete the cache folder and train again")
+        _check_cover(cache, "block targets", blocks.n_inputs, len(train_idx))
     partners = None
     if blocks is not None and config.copy_partners:
-        partner_key = {**block_key, "part": "partners", "k": config.copy_partners, "n": config.n_train_pairs,
-                       "families": config.families, "copy_fraction": config.copy_fraction}
+        # Made from the training pairs and the block targets: both keys, and k.
+        partner_key = {"part": "partners", "pairs": train_key, "blocks": block_key, "k": config.copy_partners}
         started = time.perf_counter()
         partners = _cached(cache, "partners", partner_key, CopyPartners, lambda: CopyPartners.build(
             train_pairs.images, train_pairs.a, train_pairs.b, train_pairs.family, blocks,
             config.copy_partners, str(dev), progress, flips=bool(config.flip_pairs)))
-        if partners.n_inputs != len(train_idx):
-            raise ValueError(f"{cache}: the copy partners cover {partners.n_inputs} inputs, the training "
-                             f"set has {len(train_idx)}; delete the cache folder and train again")
+        _check_cover(cache, "copy partners", partners.n_inputs, len(train_idx))
         log.info("copy partners: %d near-copies x %d look-alikes of their sources (%.1f s)",
                  len(partners.copy), partners.partner.shape[1], time.perf_counter() - started)
 
