@@ -29,6 +29,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "preprocess__intensity": args.intensity,
         "model__backbone": args.backbone,
         "model__pooling": args.pooling,
+        "model__grid": args.grid,
+        "model__dilate_last": args.dilate_last,
+        "model__embedding_dim": args.embedding_dim,
         "model__flip_symmetric": args.flip_symmetric,
         "model__flip_search": args.flip_search,
         "model__joint_flips": args.joint_flips,
@@ -136,6 +139,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=["avg", "gem", "grid", "local"],
                    help="local (fast): the head applied to each cell of a 4 x 4 layout, the "
                         "score the mean of the cells' cosines; avg (paper), gem (plus), grid")
+    p.add_argument("--grid", type=int, metavar="G",
+                   help="cells per side of the layout of local (and grid) pooling")
+    p.add_argument("--dilate-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the last stage at the resolution of the one before (dilated): a "
+                        "layout twice as fine for local pooling (small and resnet50 backbones)")
+    p.add_argument("--embedding-dim", type=int, metavar="D",
+                   help="embedding size (with local pooling, split evenly over the G x G cells)")
     p.add_argument("--init", metavar="MODEL_DIR",
                    help="start from the weights of this trained model (fine-tuning; its network "
                         "settings must match the run's)")

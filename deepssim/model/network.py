@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
 Pooling = Literal["avg", "gem", "grid", "local"]
+DILATABLE = ("small", "resnet50")
+"""Backbones whose last stage can keep the resolution of the one before (``dilate_last``)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class ModelConfig:
     ``embedding_dim / grid**2`` values) L2-normalised and scaled by ``1 / grid``, so that the
     cosine of two embeddings is the mean over the cells of the two images' cosines there, as
     SSIM is the mean over the image of a local comparison.
+    ``dilate_last``: the last stage keeps the resolution of the one before (stride 1, its
+    convolutions dilated by 2 so that its receptive field grows as before): a map twice as fine
+    for ``grid`` / ``local`` pooling (8 x 8 cells of 16 pixels at 128 px for ``small``).
+    ``small`` and ``resnet50`` only (torchvision's ResNet-18 blocks cannot dilate, ConvNeXt
+    down-samples with a patchify layer).
     """
 
     backbone: str = "resnet18"
@@ -65,6 +72,7 @@ class ModelConfig:
     frozen_stages: int = 0
     width: int = 32
     grid: int = 4
+    dilate_last: bool = False
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +93,9 @@ class ModelConfig:
         if self.cross_fit and not (self.flip_search and self.joint_flips):
             raise ValueError("cross_fit chooses among the joint views of flip search: it needs "
                              "flip_search and joint_flips on")
+        if self.dilate_last and self.backbone not in DILATABLE:
+            raise ValueError(f"dilate_last: the {self.backbone} backbone cannot dilate its last "
+                             f"stage (use one of {', '.join(DILATABLE)})")
         if not 0 <= self.frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
 
@@ -100,19 +111,20 @@ class ModelConfig:
         return cls(**data)
 
 
-def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+def _conv_block(c_in: int, c_out: int, stride: int, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.Conv2d(c_out, c_out, 3, padding=dilation, dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
 
 
-def _small(width: int) -> tuple[nn.Module, list[nn.Module], list[int]]:
-    """A compact VGG-style CNN for CPU training; like ResNet's, its stem reduces by 4."""
+def _small(width: int, dilate_last: bool = False) -> tuple[nn.Module, list[nn.Module], list[int]]:
+    """A compact VGG-style CNN for CPU training; like ResNet's, its stem reduces by 4.
+    ``dilate_last``: the last stage at stride 1 with dilated convolutions."""
     channels = [width, 2 * width, 4 * width, 8 * width]
     stem = nn.Sequential(
         nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
@@ -121,7 +133,9 @@ def _small(width: int) -> tuple[nn.Module, list[nn.Module], list[int]]:
         nn.AvgPool2d(2),
     )
     stages = [_conv_block(width, channels[0], 1)]
-    stages += [_conv_block(channels[k - 1], channels[k], 2) for k in range(1, 4)]
+    stages += [_conv_block(channels[k - 1], channels[k], 2) for k in range(1, 3)]
+    stages.append(_conv_block(channels[2], channels[3], 1, 2) if dilate_last else
+                  _conv_block(channels[2], channels[3], 2))
     return stem, stages, channels
 
 
@@ -191,12 +205,13 @@ class Embedder(nn.Module):
         if config.backbone == "small":
             if config.pretrained:
                 raise ValueError("the 'small' backbone has no pretrained weights")
-            stem, stages, channels = _small(config.width)
+            stem, stages, channels = _small(config.width, config.dilate_last)
             say("backbone small (width %d): random initialisation", config.width)
         else:
             import torchvision
 
-            model = torchvision.models.get_model(config.backbone, weights=None)
+            extra = {"replace_stride_with_dilation": [False, False, True]} if config.dilate_last else {}
+            model = torchvision.models.get_model(config.backbone, weights=None, **extra)
             if config.pretrained:
                 model.load_state_dict(_imagenet_state(config.backbone, config.pretrained))
             else:

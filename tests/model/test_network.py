@@ -95,3 +95,50 @@ def test_local_pretrained_file_is_loaded(tmp_path) -> None:
     net = Embedder(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "r18.safetensors")))
     torch.testing.assert_close(net.stem[0].weight, source.conv1.weight)
     torch.testing.assert_close(net.stages[3][1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize("backbone", ["small", "resnet50"])
+def test_dilated_last_stage_keeps_the_resolution_of_the_one_before(backbone: str) -> None:
+    torch.manual_seed(0)
+    plain, dilated = (Embedder(ModelConfig(backbone=backbone, width=8, dilate_last=d)).eval() for d in (False, True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        sizes = []
+        for net in (plain, dilated):
+            h = net.stem(x)
+            shapes = []
+            for stage in net.stages:
+                h = stage(h)
+                shapes.append(h.shape[-1])
+            sizes.append(shapes)
+    assert sizes[0][3] == sizes[0][2] // 2  # 2 x 2 at 64 px
+    assert sizes[1][3] == sizes[1][2] == 2 * sizes[0][3]
+    # The same weights either way: only strides and dilations differ.
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in dilated.parameters()]
+
+
+def test_dilated_local_pooling_uses_the_finer_map() -> None:
+    """grid 4 on a 64 px input: each cell is one position of the dilated 4 x 4 last stage."""
+    torch.manual_seed(0)
+    net = Embedder(ModelConfig(backbone="small", width=8, pooling="local", grid=4, embedding_dim=64,
+                               dilate_last=True, dropout=0.0)).eval()
+    a, b = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = []
+        for x in (a, b):
+            x = net.stem(x)
+            for stage in net.stages:
+                x = stage(x)
+            maps.append(x)
+        assert maps[0].shape[-2:] == (4, 4)
+        cells = [torch.nn.functional.cosine_similarity(net.head(maps[0][:, :, i, j]),
+                                                       net.head(maps[1][:, :, i, j]), dim=1)
+                 for i in range(4) for j in range(4)]
+        torch.testing.assert_close((net(a) * net(b)).sum(dim=1), torch.stack(cells).mean(dim=0),
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "convnext_tiny"])
+def test_backbones_that_cannot_dilate_are_refused(backbone: str) -> None:
+    with pytest.raises(ValueError, match="cannot dilate"):
+        ModelConfig(backbone=backbone, dilate_last=True)

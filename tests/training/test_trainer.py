@@ -527,6 +527,16 @@ def test_train_command_flip_symmetric_pools_globally(
     assert _command_config(monkeypatch, ["--in-batch-mining", "hardest"]).copy_partners == 0
     assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
     assert "cannot be flip_symmetric" in capsys.readouterr().err
+    # The fast preset's dilated 8 x 8 layout: flags set it; a backbone that cannot dilate
+    # drops the dilation unless it is asked for, which is refused with the reason.
+    fine = _command_config(monkeypatch, [])
+    assert (fine.model.grid, fine.model.embedding_dim, fine.model.dilate_last) == (8, 1024, True)
+    coarse = _command_config(monkeypatch, ["--grid", "4", "--embedding-dim", "256", "--no-dilate-last"])
+    assert (coarse.model.grid, coarse.model.embedding_dim, coarse.model.dilate_last) == (4, 256, False)
+    assert not _command_config(monkeypatch, ["--backbone", "resnet18"]).model.dilate_last
+    assert _command_config(monkeypatch, ["--backbone", "resnet50"]).model.dilate_last
+    assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--dilate-last"]) == 2
+    assert "cannot dilate" in capsys.readouterr().err
     # The same coupling through the Python API.
     fast = get_preset("fast")
     assert fast.with_overrides(model__flip_symmetric=True).model.pooling == "avg"
