@@ -137,8 +137,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
     p.add_argument("--pooling", choices=["avg", "gem", "grid", "local"],
-                   help="local (fast): the head applied to each cell of a 4 x 4 layout, the "
-                        "score the mean of the cells' cosines; avg (paper), gem (plus), grid")
+                   help="local (fast): the head applied to each cell of a G x G layout (--grid; "
+                        "8 in fast), the score the mean of the cells' cosines; avg (paper), gem "
+                        "(plus), grid")
     p.add_argument("--grid", type=int, metavar="G",
                    help="cells per side of the layout of local (and grid) pooling")
     p.add_argument("--dilate-last", action=argparse.BooleanOptionalAction, default=None,
