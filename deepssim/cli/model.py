@@ -141,12 +141,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "8 in fast), the score the mean of the cells' cosines; avg (paper), gem "
                         "(plus), grid")
     p.add_argument("--grid", type=int, metavar="G",
-                   help="cells per side of the layout of local (and grid) pooling")
+                   help="cells per side of the layout of local (and grid) pooling (default 4; "
+                        "8 in fast); at most the last stage's map side (image size / 32, / 16 "
+                        "with --dilate-last)")
     p.add_argument("--dilate-last", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the last stage at the resolution of the one before (dilated): a "
-                        "layout twice as fine for local pooling (small and resnet50 backbones)")
+                        "map twice as fine, for --grid twice as large (small and resnet50 "
+                        "backbones; on in fast, where turning it off, another backbone or "
+                        "another pooling also takes grid 4 and 256-d unless given)")
     p.add_argument("--embedding-dim", type=int, metavar="D",
-                   help="embedding size (with local pooling, split evenly over the G x G cells)")
+                   help="embedding size (with local pooling, split evenly over the G x G cells; "
+                        "default 256, 1,024 in fast)")
     p.add_argument("--init", metavar="MODEL_DIR",
                    help="start from the weights of this trained model (fine-tuning; its network "
                         "settings must match the run's)")

@@ -53,8 +53,9 @@ class ModelConfig:
     cosine of two embeddings is the mean over the cells of the two images' cosines there, as
     SSIM is the mean over the image of a local comparison.
     ``dilate_last``: the last stage keeps the resolution of the one before (stride 1, its
-    convolutions dilated by 2 so that its receptive field grows as before): a map twice as fine
-    for ``grid`` / ``local`` pooling (8 x 8 cells of 16 pixels at 128 px for ``small``).
+    convolutions dilated by 2 so that its receptive field still grows, a little more than
+    before for ``small``): a map twice as fine for ``local`` pooling (8 x 8 cells of 16 pixels
+    at 128 px for ``small``, with ``grid=8``).
     ``small`` and ``resnet50`` only (torchvision's ResNet-18 blocks cannot dilate, ConvNeXt
     down-samples with a patchify layer).
     """
@@ -250,6 +251,20 @@ class Embedder(nn.Module):
     def _cell_dim(self) -> int:
         """The head's output size: the embedding, or one cell's share of it (``local``)."""
         return self.config.embedding_dim // self._cells()
+
+    def map_side(self, size: int) -> int:
+        """Side of the last stage's map for a ``size`` x ``size`` input (one pass of zeros in
+        evaluation mode, nothing learned changes): ``grid`` beyond it repeats cells."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x = self.stem(torch.zeros(1, 3, size, size, device=next(self.parameters()).device))
+                for stage in self.stages:
+                    x = stage(x)
+        finally:
+            self.train(was_training)
+        return int(x.shape[-1])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of network input (B, C, S, S); (B * cells, C) for ``local``."""

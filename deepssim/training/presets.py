@@ -148,11 +148,20 @@ class TrainConfig:
         if (nested["model"].get("flip_symmetric") and "pooling" not in nested["model"]
                 and self.model.pooling == "local"):
             nested["model"]["pooling"] = "avg"
-        # Only some backbones can dilate their last stage: another backbone keeps its own
-        # resolution unless dilation is set explicitly (and then refused by ModelConfig).
-        if ("dilate_last" not in nested["model"] and "backbone" in nested["model"]
-                and nested["model"]["backbone"] not in DILATABLE):
-            nested["model"]["dilate_last"] = False
+        # A fine layout (local pooling on a dilated last stage, as in ``fast``) holds together:
+        # a backbone that cannot dilate or another pooling drops the dilation, and without it
+        # the grid and embedding size go back to the coarse layout's (ModelConfig's defaults),
+        # each unless set explicitly (a dilation then refused by ModelConfig).
+        if self.model.dilate_last:
+            model = nested["model"]
+            if "dilate_last" not in model and (
+                    model.get("backbone", self.model.backbone) not in DILATABLE
+                    or model.get("pooling", self.model.pooling) != "local"):
+                model["dilate_last"] = False
+            if not model.get("dilate_last", True):
+                coarse = ModelConfig()
+                model.setdefault("grid", coarse.grid)
+                model.setdefault("embedding_dim", coarse.embedding_dim)
         # Copy partners are in-batch pairs of the blocks: setting other in-batch pairs, or none,
         # turns them off unless they are set explicitly (and then refused by ``train``).
         if ("copy_partners" not in top and ("in_batch_mining" in top or "in_batch_pairs" in top)
@@ -207,7 +216,7 @@ PRESETS: dict[str, TrainConfig] = {
         # local comparisons: MAE 0.050 -> 0.047 in the same 10 minutes, the unseen `mix`
         # copies 0.072 -> 0.063 (docs/quality.md, runs 35 and 36).
         # A finer layout (model/network.py, dilate_last): the last stage at stride 1 (dilated),
-        # 8 x 8 cells of 16 pixels, 16 values each (1,024 in all); steps about 10% slower. On
+        # 8 x 8 cells of 16 pixels, 16 values each (1,024 in all); steps about 30% slower. On
         # brain128nd, macro F1 fixed 0.774-0.793 -> 0.799 registered, 0.754-0.772 -> 0.786
         # perturbed, the MAE of the 30-minute 4 x 4 model in 10 minutes (docs/quality.md,
         # session 18).

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..model.checkpoint import ModelFolderError, atomic_write, load_network, save_model
 from ..model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flip_image, flipped, joint_scores
-from ..model.network import Embedder
+from ..model.network import DILATABLE, Embedder
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
 from ..refssim import resolve_device, ssim_pairs
@@ -545,6 +545,14 @@ def train(
     if initial is not None:
         network.load_state_dict(initial)
         log.info("network initialised from %s", config.init)
+    if config.model.pooling in ("local", "grid"):
+        side = network.map_side(config.preprocess.size)
+        if config.model.grid > side:
+            log.warning("grid %d is finer than the last stage's %d x %d map at %d px: its cells "
+                        "repeat, which costs time and embedding size for the same scores (use "
+                        "--grid %d%s)", config.model.grid, side, side, config.preprocess.size,
+                        side, "" if config.model.dilate_last or config.model.backbone not in DILATABLE
+                        else " or --dilate-last")
     network = network.to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(_param_groups(network, config), lr=config.lr,
                                   weight_decay=config.weight_decay)

@@ -142,3 +142,13 @@ def test_dilated_local_pooling_uses_the_finer_map() -> None:
 def test_backbones_that_cannot_dilate_are_refused(backbone: str) -> None:
     with pytest.raises(ValueError, match="cannot dilate"):
         ModelConfig(backbone=backbone, dilate_last=True)
+
+
+def test_map_side_is_the_last_stage_side_and_changes_nothing() -> None:
+    net = Embedder(ModelConfig(backbone="small", width=8))
+    dilated = Embedder(ModelConfig(backbone="small", width=8, dilate_last=True))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert (net.map_side(128), dilated.map_side(128), net.map_side(64)) == (4, 8, 2)
+    assert net.training  # the mode is restored
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key])

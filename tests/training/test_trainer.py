@@ -527,14 +527,20 @@ def test_train_command_flip_symmetric_pools_globally(
     assert _command_config(monkeypatch, ["--in-batch-mining", "hardest"]).copy_partners == 0
     assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
     assert "cannot be flip_symmetric" in capsys.readouterr().err
-    # The fast preset's dilated 8 x 8 layout: flags set it; a backbone that cannot dilate
-    # drops the dilation unless it is asked for, which is refused with the reason.
-    fine = _command_config(monkeypatch, [])
-    assert (fine.model.grid, fine.model.embedding_dim, fine.model.dilate_last) == (8, 1024, True)
-    coarse = _command_config(monkeypatch, ["--grid", "4", "--embedding-dim", "256", "--no-dilate-last"])
-    assert (coarse.model.grid, coarse.model.embedding_dim, coarse.model.dilate_last) == (4, 256, False)
-    assert not _command_config(monkeypatch, ["--backbone", "resnet18"]).model.dilate_last
-    assert _command_config(monkeypatch, ["--backbone", "resnet50"]).model.dilate_last
+    # The fast preset's dilated 8 x 8 layout holds together: a backbone that cannot dilate,
+    # another pooling, or no dilation take the coarse layout (grid 4, 256-d) unless given;
+    # a dilation asked for on a backbone that cannot is refused with the reason.
+    def layout(flags: list[str]) -> tuple[int, int, bool]:
+        model = _command_config(monkeypatch, flags).model
+        return model.grid, model.embedding_dim, model.dilate_last
+
+    assert layout([]) == (8, 1024, True)
+    assert layout(["--backbone", "resnet50"]) == (8, 1024, True)
+    for flags in (["--backbone", "resnet18"], ["--pooling", "avg"], ["--flip-symmetric"],
+                  ["--no-dilate-last"]):
+        assert layout(flags) == (4, 256, False), flags
+    assert layout(["--no-dilate-last", "--grid", "8", "--embedding-dim", "2048"]) == (8, 2048, False)
+    assert layout(["--pooling", "avg", "--dilate-last"]) == (8, 1024, True)
     assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--dilate-last"]) == 2
     assert "cannot dilate" in capsys.readouterr().err
     # The same coupling through the Python API.
@@ -689,3 +695,12 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
                 {"copy_partners": -1}):
         with pytest.raises(ValueError, match="copy_partners"):
             train([data], tmp_path / "x", config.with_overrides(**bad), device="cpu", progress=False)
+
+
+def test_a_grid_finer_than_the_last_map_is_said(data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """32 px through the small backbone leaves a 1 x 1 map: a 2 x 2 local layout repeats it."""
+    config = TINY.with_overrides(epochs=1, model__pooling="local", model__grid=2)
+    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+        train([data], tmp_path / "m", config, device="cpu", progress=False)
+    assert "grid 2 is finer than the last stage's 1 x 1 map at 32 px" in caplog.text
+    assert "--grid 1 or --dilate-last" in caplog.text
