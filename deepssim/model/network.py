@@ -259,20 +259,23 @@ class Embedder(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                x = self.stem(torch.zeros(1, 3, size, size, device=next(self.parameters()).device))
-                for stage in self.stages:
-                    x = stage(x)
+                last = self.stage_maps(torch.zeros(1, 3, size, size, device=next(self.parameters()).device))[-1]
         finally:
             self.train(was_training)
-        return int(x.shape[-1])
+        return int(last.shape[-1])
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features of network input (B, C, S, S); (B * cells, C) for ``local``."""
+    def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stages' output maps for network input (B, C, S, S)."""
         x = self.stem(x)
         maps = []
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
+        return maps
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of network input (B, C, S, S); (B * cells, C) for ``local``."""
+        maps = self.stage_maps(x)
         if self.config.pooling == "gem":
             return torch.cat([pool(m) for pool, m in zip(self.pools, maps[-2:])], dim=1)
         if self.config.pooling == "grid":

@@ -37,6 +37,14 @@ def test_eval_embeddings_do_not_depend_on_the_batch() -> None:
         torch.testing.assert_close(net(x)[2:4], net(x[2:4]), atol=1e-5, rtol=0)
 
 
+def _last_map(net: Embedder, x: torch.Tensor) -> torch.Tensor:
+    """The last stage's map, computed stage by stage here (not by the code under test)."""
+    x = net.stem(x)
+    for stage in net.stages:
+        x = stage(x)
+    return x
+
+
 def test_local_pooling_scores_the_mean_of_the_cells_cosines() -> None:
     """cos(a, b) = mean over the grid cells of the cosine of the head's outputs for that cell."""
     torch.manual_seed(0)
@@ -45,12 +53,7 @@ def test_local_pooling_scores_the_mean_of_the_cells_cosines() -> None:
     a, b = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         score = (net(a) * net(b)).sum(dim=1)
-        maps = []
-        for x in (a, b):
-            x = net.stem(x)
-            for stage in net.stages:
-                x = stage(x)
-            maps.append(torch.nn.functional.adaptive_avg_pool2d(x, 2))
+        maps = [torch.nn.functional.adaptive_avg_pool2d(_last_map(net, x), 2) for x in (a, b)]
         cells = [torch.nn.functional.cosine_similarity(net.head(maps[0][:, :, i, j]),
                                                        net.head(maps[1][:, :, i, j]), dim=1)
                  for i in range(2) for j in range(2)]
@@ -103,14 +106,7 @@ def test_dilated_last_stage_keeps_the_resolution_of_the_one_before(backbone: str
     plain, dilated = (Embedder(ModelConfig(backbone=backbone, width=8, dilate_last=d)).eval() for d in (False, True))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        sizes = []
-        for net in (plain, dilated):
-            h = net.stem(x)
-            shapes = []
-            for stage in net.stages:
-                h = stage(h)
-                shapes.append(h.shape[-1])
-            sizes.append(shapes)
+        sizes = [[m.shape[-1] for m in net.stage_maps(x)] for net in (plain, dilated)]
     assert sizes[0][3] == sizes[0][2] // 2  # 2 x 2 at 64 px
     assert sizes[1][3] == sizes[1][2] == 2 * sizes[0][3]
     # The same weights either way: only strides and dilations differ.
@@ -124,12 +120,7 @@ def test_dilated_local_pooling_uses_the_finer_map() -> None:
                                dilate_last=True, dropout=0.0)).eval()
     a, b = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        maps = []
-        for x in (a, b):
-            x = net.stem(x)
-            for stage in net.stages:
-                x = stage(x)
-            maps.append(x)
+        maps = [_last_map(net, x) for x in (a, b)]
         assert maps[0].shape[-2:] == (4, 4)
         cells = [torch.nn.functional.cosine_similarity(net.head(maps[0][:, :, i, j]),
                                                        net.head(maps[1][:, :, i, j]), dim=1)
