@@ -5,12 +5,15 @@ perturb and normalise a batch of images (the normalisation is compiled too), the
 forward (bfloat16 autocast on the CPU where the preset asks for it), a loss on the cosines,
 backward, gradient clipping and the optimizer step. Two copies of the same network (same
 initial weights, same batches) take turns, round after round, so that both see the same
-machine load; the ratio of their median step times is the speed-up. The compilation, done
+machine load; the ratio of their median step times is the speed-up. With ``--stems`` a third
+network, the small backbone with its other stem (compiled), takes its turn in each round as
+well. The compilation, done
 when the trainer's ``StepNetwork`` is made, is timed separately (Inductor caches it, so a
 second run of this script shows the warm figure).
 
     python benchmarks/train_speed.py                    # fast preset: 96 pairs, 128 px
     python benchmarks/train_speed.py --rounds 20 --batch-size 64
+    python benchmarks/train_speed.py --stems            # + the other stem (pool vs unshuffle)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -33,6 +37,9 @@ def main() -> None:
                         help="sampled pairs a step (default: the preset's)")
     parser.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     parser.add_argument("--rounds", type=int, default=10, help="timed steps of each variant")
+    parser.add_argument("--stems", action="store_true",
+                        help="also time the other stem of the small backbone (compiled), e.g. "
+                             "the pool stem against the preset's unshuffle stem")
     args = parser.parse_args()
     config = get_preset("fast")
     config = config.with_overrides(batch_size=args.batch_size or config.batch_size,
@@ -41,10 +48,15 @@ def main() -> None:
     torch.manual_seed(0)
     images = np.random.default_rng(0).random((n, size, size), dtype=np.float32)
     base = Embedder(config.model, log_init=False).to(memory_format=torch.channels_last)
+    other_stem = "pool" if config.model.stem == "unshuffle" else "unshuffle"
+    plan = [("eager", False, base), ("compiled", True, base)]
+    if args.stems:
+        other = Embedder(replace(config.model, stem=other_stem), log_init=False)
+        plan.append((f"compiled, {other_stem} stem", True, other.to(memory_format=torch.channels_last)))
     variants = {}
     made = {}
-    for name, compiled in (("eager", False), ("compiled", True)):
-        network = copy.deepcopy(base)
+    for name, compiled, model in plan:
+        network = copy.deepcopy(model)
         optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         t0 = time.perf_counter()
         step_network = StepNetwork(network, config.preprocess, compile=compiled, full=n,
@@ -88,6 +100,10 @@ def main() -> None:
               f"{n / median[name]:.0f} |")
     print()
     print(f"speed-up of the compiled step: {median['eager'] / median['compiled']:.2f}x")
+    if args.stems:
+        by_stem = {config.model.stem: median["compiled"], other_stem: median[f"compiled, {other_stem} stem"]}
+        print(f"speed-up of the unshuffle stem over the pool stem (both compiled): "
+              f"{by_stem['pool'] / by_stem['unshuffle']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__pooling": args.pooling,
         "model__grid": args.grid,
         "model__dilate_last": args.dilate_last,
+        "model__stem": args.stem,
         "model__embedding_dim": args.embedding_dim,
         "model__flip_symmetric": args.flip_symmetric,
         "model__flip_search": args.flip_search,
@@ -149,6 +150,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "map twice as fine, for --grid twice as large (small and resnet50 "
                         "backbones; on in fast, where turning it off, another backbone or "
                         "another pooling also takes grid 4 and 256-d unless given)")
+    p.add_argument("--stem", choices=["pool", "unshuffle"],
+                   help="the small backbone's first layer: pool (default): a strided convolution "
+                        "and 2 x 2 average pooling; unshuffle: each 4 x 4 block of pixels folded "
+                        "into channels, then a convolution (a training step about 1.3x faster on "
+                        "the CPU; image size a multiple of 4)")
     p.add_argument("--embedding-dim", type=int, metavar="D",
                    help="embedding size (with local pooling, split evenly over the G x G cells; "
                         "default 256, 1,024 in fast)")

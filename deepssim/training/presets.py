@@ -162,6 +162,11 @@ class TrainConfig:
                 coarse = ModelConfig()
                 model.setdefault("grid", coarse.grid)
                 model.setdefault("embedding_dim", coarse.embedding_dim)
+        # The unshuffle stem is the small backbone's: another backbone takes its own stem
+        # unless one is set explicitly (and then refused by ModelConfig).
+        if (self.model.stem != "pool" and "stem" not in nested["model"]
+                and nested["model"].get("backbone", self.model.backbone) != "small"):
+            nested["model"]["stem"] = "pool"
         # Copy partners are in-batch pairs of the blocks: setting other in-batch pairs, or none,
         # turns them off unless they are set explicitly (and then refused by ``train``).
         if ("copy_partners" not in top and ("in_batch_mining" in top or "in_batch_pairs" in top)
@@ -220,6 +225,9 @@ PRESETS: dict[str, TrainConfig] = {
         # brain128nd, macro F1 fixed 0.774-0.793 -> 0.799 registered, 0.754-0.772 -> 0.786
         # perturbed, the MAE of the 30-minute 4 x 4 model in 10 minutes (docs/quality.md,
         # session 18).
+        # The unshuffle stem (model/network.py, --stem unshuffle) makes a step about 1.3x
+        # faster, but its 1.3x more steps in the 10 minutes gave the same validation MAE and
+        # benchmark F1 (docs/quality.md, run 40 and session 19): the pool stem stays.
         model=ModelConfig(backbone="small", width=32, pooling="local", grid=8, embedding_dim=1024,
                           dilate_last=True, dropout=0.0, flip_search=True, joint_flips=True,
                           cross_fit=True),

@@ -481,6 +481,10 @@ def train(
         raise ValueError("flip_pairs recomputes SSIM targets in the pairs' relative orientation: it "
                          "needs plain SSIM targets, no flips in the perturbation and a model that "
                          "is not flip-symmetric (set flip_pairs to 0)")
+    if config.model.stem == "unshuffle" and config.preprocess.size % 4:
+        raise ValueError(f"the unshuffle stem folds 4 x 4 blocks of pixels into channels: the image "
+                         f"size must be a multiple of 4, got {config.preprocess.size} (change the "
+                         "size, or use the pool stem)")
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")

@@ -143,3 +143,32 @@ def test_map_side_is_the_last_stage_side_and_changes_nothing() -> None:
     assert net.training  # the mode is restored
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_unshuffle_stem_keeps_every_pixel_and_the_pool_stems_map_sizes() -> None:
+    """The unshuffle stem reduces by 4 like the pool stem (the same stage maps follow), reads
+    the grayscale channel only (the network input repeats it), and folds every pixel into the
+    channels of its 4 x 4 block before its first convolution (nothing averaged away)."""
+    torch.manual_seed(0)
+    pool, unshuffle = (Embedder(ModelConfig(backbone="small", width=8, pooling="local", grid=2,
+                                            embedding_dim=8, dilate_last=True, dropout=0.0,
+                                            stem=stem)).eval() for stem in ("pool", "unshuffle"))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        sizes = [[m.shape[-1] for m in net.stage_maps(x.expand(-1, 3, -1, -1))] for net in (pool, unshuffle)]
+        assert sizes[0] == sizes[1] == [16, 8, 4, 4]
+        torch.testing.assert_close(unshuffle(x.expand(-1, 3, -1, -1)), unshuffle(x))
+        folded = unshuffle.stem[1](unshuffle.stem[0](x))
+    assert folded.shape == (2, 16, 16, 16)
+    # Channel k of block (i, j) is pixel (4i + k // 4, 4j + k % 4): all 4,096 pixels, once each.
+    torch.testing.assert_close(folded[:, 5, 2, 3], x[:, 0, 9, 13])
+    assert sorted(folded.flatten().tolist()) == sorted(x.flatten().tolist())
+
+
+def test_only_the_small_backbone_changes_its_stem() -> None:
+    with pytest.raises(ValueError, match="only the small backbone's stem"):
+        ModelConfig(backbone="resnet18", stem="unshuffle")
+    with pytest.raises(ValueError, match="unknown stem"):
+        ModelConfig(backbone="small", stem="patchify")
+    # Model folders written before the setting existed are the pool stem.
+    assert ModelConfig.from_dict({"backbone": "small"}).stem == "pool"

@@ -543,6 +543,15 @@ def test_train_command_flip_symmetric_pools_globally(
     assert layout(["--pooling", "avg", "--dilate-last"]) == (8, 1024, True)
     assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--dilate-last"]) == 2
     assert "cannot dilate" in capsys.readouterr().err
+    # The unshuffle stem is the small backbone's: a configuration with it that moves to
+    # another backbone takes that backbone's own stem; asking for both is refused.
+    assert _command_config(monkeypatch, []).model.stem == "pool"
+    assert _command_config(monkeypatch, ["--stem", "unshuffle"]).model.stem == "unshuffle"
+    unshuffled = get_preset("fast").with_overrides(model__stem="unshuffle")
+    assert unshuffled.with_overrides(model__backbone="resnet50").model.stem == "pool"
+    assert unshuffled.with_overrides(model__width=16).model.stem == "unshuffle"
+    assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--stem", "unshuffle"]) == 2
+    assert "only the small backbone's stem" in capsys.readouterr().err
     # The same coupling through the Python API.
     fast = get_preset("fast")
     assert fast.with_overrides(model__flip_symmetric=True).model.pooling == "avg"
@@ -695,6 +704,13 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
                 {"copy_partners": -1}):
         with pytest.raises(ValueError, match="copy_partners"):
             train([data], tmp_path / "x", config.with_overrides(**bad), device="cpu", progress=False)
+
+
+def test_unshuffle_stem_needs_an_image_size_multiple_of_4(data: Path, tmp_path: Path) -> None:
+    config = TINY.with_overrides(model__stem="unshuffle", preprocess__size=30)
+    with pytest.raises(ValueError, match="must be a multiple of 4, got 30"):
+        train([data], tmp_path / "m", config, device="cpu", progress=False)
+    assert not (tmp_path / "m").exists()  # refused before anything is read or written
 
 
 def test_a_grid_finer_than_the_last_map_is_said(data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
