@@ -6,8 +6,8 @@ forward (bfloat16 autocast on the CPU where the preset asks for it), a loss on t
 backward, gradient clipping and the optimizer step. Two copies of the same network (same
 initial weights, same batches) take turns, round after round, so that both see the same
 machine load; the ratio of their median step times is the speed-up. With ``--stems`` a third
-network, the small backbone with its other stem (compiled), takes its turn in each round as
-well. The compilation, done
+network, the small backbone with its other stem (compiled; its own initial weights, which do
+not change a step's time), takes its turn in each round as well. The compilation, done
 when the trainer's ``StepNetwork`` is made, is timed separately (Inductor caches it, so a
 second run of this script shows the warm figure).
 
@@ -38,9 +38,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     parser.add_argument("--rounds", type=int, default=10, help="timed steps of each variant")
     parser.add_argument("--stems", action="store_true",
-                        help="also time the other stem of the small backbone (compiled), e.g. "
-                             "the pool stem against the preset's unshuffle stem")
+                        help="also time the other stem of the small backbone (compiled): the "
+                             "unshuffle stem against the preset's pool stem")
     args = parser.parse_args()
+    if args.stems and args.size is not None and args.size % 4:
+        parser.error(f"--stems times the unshuffle stem, which needs --size a multiple of 4, got {args.size}")
     config = get_preset("fast")
     config = config.with_overrides(batch_size=args.batch_size or config.batch_size,
                                    preprocess__size=args.size or config.preprocess.size)
@@ -63,7 +65,8 @@ def main() -> None:
                                    amp=config.cpu_bf16, device=torch.device("cpu"))
         made[name] = time.perf_counter() - t0
         variants[name] = (network, step_network, optimizer)
-    if variants["compiled"][1].compiled is None:
+    if any(step_network.compiled is None for name, (_, step_network, _) in variants.items()
+           if name.startswith("compiled")):
         raise SystemExit("torch.compile failed (see the warning above): nothing to compare")
     perturb = Perturb(config.perturb)
     target = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(1))

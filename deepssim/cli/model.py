@@ -128,7 +128,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--preset", default="fast", choices=["fast", "paper", "plus"])
-    p.add_argument("--image-size", type=int, help="images are resized to S x S")
+    p.add_argument("--image-size", type=int,
+                   help="images are resized to S x S (a multiple of 4 with --stem unshuffle)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", type=float, help="stop training after M minutes")
     p.add_argument("--batch-size", type=int)

@@ -62,7 +62,8 @@ class ModelConfig:
     ``stem``: the ``small`` backbone's first layer, which reduces the input by 4: ``pool``, a
     stride-2 convolution and 2 x 2 average pooling, or ``unshuffle``: each 4 x 4 block of
     pixels folded into 16 channels (nothing averaged away) and a 3 x 3 convolution over them,
-    a training step 1.35x faster on the CPU; the input side must be a multiple of 4.
+    a training step about 1.3x faster on the CPU (docs/performance.md); the input side must be
+    a multiple of 4.
     """
 
     backbone: str = "resnet18"

@@ -54,6 +54,11 @@ class Preprocess:
         if self.channels not in (1, 3):
             raise ValueError(f"Preprocess.channels must be 1 or 3, got {self.channels}")
 
+    @property
+    def input_side(self) -> int:
+        """Side of the network input: ``network_size`` where set, else ``size``."""
+        return self.size if self.network_size is None else self.network_size
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -227,7 +227,8 @@ PRESETS: dict[str, TrainConfig] = {
         # session 18).
         # The unshuffle stem (model/network.py, --stem unshuffle) makes a step about 1.3x
         # faster, but its 1.3x more steps in the 10 minutes gave the same validation MAE and
-        # benchmark F1 (docs/quality.md, run 40 and session 19): the pool stem stays.
+        # benchmark F1 (docs/quality.md, run 40 and the issue-5 section's session 19): the
+        # pool stem stays.
         model=ModelConfig(backbone="small", width=32, pooling="local", grid=8, embedding_dim=1024,
                           dilate_last=True, dropout=0.0, flip_search=True, joint_flips=True,
                           cross_fit=True),

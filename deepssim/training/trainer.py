@@ -481,10 +481,10 @@ def train(
         raise ValueError("flip_pairs recomputes SSIM targets in the pairs' relative orientation: it "
                          "needs plain SSIM targets, no flips in the perturbation and a model that "
                          "is not flip-symmetric (set flip_pairs to 0)")
-    if config.model.stem == "unshuffle" and config.preprocess.size % 4:
-        raise ValueError(f"the unshuffle stem folds 4 x 4 blocks of pixels into channels: the image "
-                         f"size must be a multiple of 4, got {config.preprocess.size} (change the "
-                         "size, or use the pool stem)")
+    if config.model.stem == "unshuffle" and config.preprocess.input_side % 4:
+        raise ValueError(f"the unshuffle stem folds 4 x 4 blocks of pixels into channels: the "
+                         f"network input's side must be a multiple of 4, got "
+                         f"{config.preprocess.input_side} (change the image size, or use the pool stem)")
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")
@@ -550,11 +550,11 @@ def train(
         network.load_state_dict(initial)
         log.info("network initialised from %s", config.init)
     if config.model.pooling in ("local", "grid"):
-        side = network.map_side(config.preprocess.size)
+        side = network.map_side(config.preprocess.input_side)
         if config.model.grid > side:
             log.warning("grid %d is finer than the last stage's %d x %d map at %d px: its cells "
                         "repeat, which costs time and embedding size for the same scores (use "
-                        "--grid %d%s)", config.model.grid, side, side, config.preprocess.size,
+                        "--grid %d%s)", config.model.grid, side, side, config.preprocess.input_side,
                         side, "" if config.model.dilate_last or config.model.backbone not in DILATABLE
                         else " or --dilate-last")
     network = network.to(dev, memory_format=torch.channels_last)

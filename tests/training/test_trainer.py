@@ -707,9 +707,12 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
 
 
 def test_unshuffle_stem_needs_an_image_size_multiple_of_4(data: Path, tmp_path: Path) -> None:
-    config = TINY.with_overrides(model__stem="unshuffle", preprocess__size=30)
-    with pytest.raises(ValueError, match="must be a multiple of 4, got 30"):
-        train([data], tmp_path / "m", config, device="cpu", progress=False)
+    """The side the network sees: the image size, or the network size where one is set."""
+    for size, network_size, side in ((30, None, 30), (32, 30, 30)):
+        config = TINY.with_overrides(model__stem="unshuffle", preprocess__size=size,
+                                     preprocess__network_size=network_size)
+        with pytest.raises(ValueError, match=f"must be a multiple of 4, got {side}"):
+            train([data], tmp_path / "m", config, device="cpu", progress=False)
     assert not (tmp_path / "m").exists()  # refused before anything is read or written
 
 
