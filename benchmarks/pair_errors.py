@@ -42,7 +42,7 @@ def score_matrix(model_dir: Path, train: list[np.ndarray], synthetic: list[np.nd
     model = load_model(model_dir)
     real = model.embed_real(train)
     syn = model.embed_synthetic(synthetic)
-    return np.stack([model.pair_scores(real, np.repeat(syn[i : i + 1], len(real), axis=0))
+    return np.stack([model.pair_scores(real, np.broadcast_to(syn[i], (len(real), *syn.shape[1:])))
                      for i in range(len(syn))])
 
 
