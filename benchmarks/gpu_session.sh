@@ -79,11 +79,17 @@ fi
 # The issue5 training's limit: its budget, and 2 minutes for the pairs and the last validation.
 ISSUE5_LIMIT=$(( 10#$ISSUE5_MINUTES * 60 + 120 ))
 
+# wanted NAME: whether STAGES lists stage NAME.
+wanted() {
+    case " $STAGES " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
 # run NAME SECONDS COMMAND...: the whole output to the log; tables, results and errors on stdout.
 run() {
     local name=$1 limit=$2
     shift 2
-    case " $STAGES " in *" $name "*) ;; *) return 0 ;; esac
+    wanted "$name" || return 0
     echo "== $name: $*" | tee -a "$LOG"
     local t0=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee -a "$LOG" | tr '\r' '\n' \
@@ -94,7 +100,7 @@ run() {
 
 # trained NAME: training throughput and the best validation figures of WORK/NAME.
 trained() {
-    case " $STAGES " in *" $1 "*) ;; *) return 0 ;; esac
+    wanted "$1" || return 0
     cp "$WORK/$1/metrics.csv" "$OUT/$1_metrics.csv" 2>/dev/null
     cp "$WORK/$1/config.json" "$OUT/$1_config.json" 2>/dev/null
     "$PY" - "$WORK/$1" <<'EOF' 2>&1 | tee -a "$LOG"
@@ -137,7 +143,7 @@ run fast 240 "$PY" benchmarks/train_fast.py --data "$DATA/Training" --device "$D
     --no-progress --set compile=false $FAST
 trained fast
 # Nothing of an earlier call's issue5 model or tables may come back as this call's.
-case " $STAGES " in *" issue5 "*) rm -rf "$WORK/issue5" "$WORK/eval5" ;; esac
+wanted issue5 && rm -rf "$WORK/issue5" "$WORK/eval5"
 run issue5 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench5" \
     --seed 0 --overwrite --no-progress $BUILD
 run issue5 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench5-val" \
@@ -147,6 +153,6 @@ run issue5 "$ISSUE5_LIMIT" "$PY" -m deepssim train "$WORK/bench5/train" --preset
 trained issue5
 run issue5 90 "$PY" benchmarks/evaluate_all.py --bench "$WORK/bench5" --val-bench "$WORK/bench5-val" \
     --model "$WORK/issue5" --metrics deepssim --out "$WORK/eval5"
-case " $STAGES " in *" issue5 "*) cp "$WORK"/eval5/table-*.md "$OUT"/ 2>/dev/null ;; esac
+wanted issue5 && cp "$WORK"/eval5/table-*.md "$OUT"/ 2>/dev/null
 run tests 120 "$PY" -m pytest $TESTS -q -p no:cacheprovider ${PYTEST_ARGS:-}
 echo "# done after $SECONDS s" | tee -a "$LOG"
