@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -62,7 +63,8 @@ class TrainConfig:
             instead of ``model.pretrained`` / random ones: fine-tuning a trained DeepSSIM model
             on other data. Its network must be the one ``model`` describes (backbone, width,
             pooling, head); its preprocessing is not checked. The run's own learning-rate
-            schedule and optimizer start afresh.
+            schedule and optimizer start afresh. A ``pathlib.Path`` is accepted and kept as a
+            string.
         cpu_bf16: bfloat16 autocast for the backbone when training on the CPU (2.3x faster on
             CPUs with AMX / AVX-512 BF16; the head and the loss stay float32). On CUDA, bfloat16
             autocast is always on. Evaluation and embedding always run in float32.
@@ -108,6 +110,12 @@ class TrainConfig:
     cpu_bf16: bool = False
     compile: bool = False
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        # A pathlib.Path is the natural value from Python; config.json and the resume state
+        # record a string (a Path there made the run fail when it wrote the model).
+        if self.init is not None and not isinstance(self.init, str):
+            object.__setattr__(self, "init", os.fspath(self.init))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

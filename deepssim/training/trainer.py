@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import json
 import logging
 import math
 import sys
@@ -488,6 +489,11 @@ def train(
     if not config.model.flip_search and config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0:
         log.warning("trained without flips and scored without flip search: flipped copies will "
                     "score low (turn flip search on, or train with flips)")
+    try:  # recorded in config.json and the resume state: checked before any work, not after it
+        json.dumps(config.to_dict())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the training configuration cannot be recorded as JSON ({exc}): give its "
+                         "fields plain values (str, int, float, bool, lists)") from exc
     # Checked before the minutes of image reading and pair building.
     initial = _initial_state(config) if config.init is not None and not resume else None
     out = Path(out_dir)

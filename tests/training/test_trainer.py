@@ -623,7 +623,8 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
     assert all(torch.equal(start[k], trained[k]) for k in start)
     # A fine-tuning run records where it started and starts there: with a learning rate of 0
     # its weights stay those of the first model (BatchNorm statistics move on).
-    frozen = TINY.with_overrides(epochs=1, init=str(first.model_dir), lr=0.0, model__dropout=0.3)
+    frozen = TINY.with_overrides(epochs=1, init=first.model_dir, lr=0.0, model__dropout=0.3)  # a Path
+    assert frozen.init == str(first.model_dir)
     tuned = train([data], tmp_path / "b", frozen, device="cpu", progress=False)
     recorded = json.loads((tuned.model_dir / "config.json").read_text())["training"]
     assert recorded["init"] == str(first.model_dir)
@@ -635,6 +636,13 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
         train([data], tmp_path / "c", wider, device="cpu", progress=False)
     with pytest.raises(ValueError, match="not a model folder|config.json"):
         train([data], tmp_path / "d", TINY.with_overrides(init=str(data)), device="cpu", progress=False)
+
+
+def test_a_configuration_json_cannot_record_is_refused_before_any_work(data: Path, tmp_path: Path) -> None:
+    odd = TINY.with_overrides(epochs=1, lr=np.float32(0.001))  # a NumPy scalar, as from a grid search
+    with pytest.raises(ValueError, match="cannot be recorded as JSON.*float32"):
+        train([data], tmp_path / "m", odd, device="cpu", progress=False)
+    assert not (tmp_path / "m").exists()
 
 
 def test_validation_of_a_cross_fitted_network_is_its_cross_fitted_score(cross_model_dir: Path) -> None:
