@@ -23,8 +23,8 @@ import torch
 
 from deepssim.model import load_network
 from deepssim.refssim import resolve_device
-from deepssim.benchmark.build import PERTURBATION as BENCHMARK_PERTURB
-from deepssim.training import Perturb, evaluate, get_preset, train
+from deepssim.training import evaluate, get_preset, train
+from deepssim.transforms.perturb import BENCHMARK_PERTURB, Perturb
 from deepssim.training.trainer import embed_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_candidates
-from deepssim.benchmark.build import PERTURBATION
 from deepssim.readers import read_image
-from deepssim.training.augment import perturb_image
+from deepssim.transforms.perturb import BENCHMARK_PERTURB, perturb_image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri"
 
@@ -43,7 +42,7 @@ def main() -> None:
     picked = rng.choice(len(rows), size=args.n * args.k, replace=False)
     train = [read_image(DATA / rows[i]["path"]) for i in picked]
     # Synthetic image s: a perturbed copy of its first candidate; the others are unrelated.
-    synthetic = [perturb_image(train[s * args.k], PERTURBATION, rng) for s in range(args.n)]
+    synthetic = [perturb_image(train[s * args.k], BENCHMARK_PERTURB, rng) for s in range(args.n)]
     candidates = [train[s * args.k : (s + 1) * args.k] for s in range(args.n)]
     grid = VerifyGrid()
     verify_candidates(candidates[0][:2], synthetic[0], grid)  # warm-up (JIT caches, threads)

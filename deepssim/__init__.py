@@ -1,6 +1,6 @@
 """deepssim: audit synthetic medical images for memorized training data."""
 
-__version__ = "0.1.0"
+from .versions import __version__
 
 from .readers import (
     ImageRef,

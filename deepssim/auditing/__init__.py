@@ -8,7 +8,7 @@ the decision (``decide.py``), the result and its files (``result.py``), the HTML
 
 from .api import audit
 from .cache import EmbeddingCache, default_cache_dir
-from .decide import CLASSES, Thresholds, classify, wilson_interval
+from ..classes import CLASSES, Thresholds, classify, wilson_interval
 from .result import AuditResult, Match
 from .nearest import SearchResult, search
 

@@ -22,15 +22,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..model.api import DeepSSIMModel, load_model
-from ..model.checkpoint import library_versions
 from ..model.flips import FLIPS
 from ..readers import ImageRef, ReadError, SliceSpec, load_ref, scan
 from ..readers.read import read_runs, reading_workers
 from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
-from .decide import CLASSES, Thresholds, classify, resolve_thresholds, wilson_interval
+from ..classes import CLASSES, REFERENCE_THRESHOLDS, Thresholds, classify, wilson_interval
+from ..versions import library_versions
+from .decide import resolve_thresholds
 from .nearest import rescore, search_flips
 from .result import AuditResult, Match
-from .verify import REFERENCE_THRESHOLDS, VerifyGrid, verify_pairs
+from .verify import VerifyGrid, verify_pairs
 
 log = logging.getLogger(__name__)
 

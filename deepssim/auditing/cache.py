@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.checkpoint import atomic_write_bytes
+from ..storage import atomic_write_bytes
 from ..readers import ImageRef
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..model.checkpoint import DEFAULT_THRESHOLDS, atomic_write_bytes
+from ..classes import CLASSES, COLOURS, REFERENCE_THRESHOLDS
+from ..storage import atomic_write_bytes
 from ..refssim import apply_alignment, register, zscore
 
-LABELS = ("different", "similar", "duplicate")
-COLOURS = {"duplicate": "#c62828", "similar": "#e69b00", "different": "#8a8f98"}
 THUMB = 144
 """Longest side of a gallery thumbnail, in pixels."""
 ALIGN_MAX_SIDE = 192
@@ -83,7 +82,7 @@ def _histogram_png(
         classes = np.asarray(labels).ravel()
         keep = np.isfinite(scores)
         scores, classes = scores[keep], classes[keep]
-        parts = {k: scores[classes == k] for k in LABELS}
+        parts = {k: scores[classes == k] for k in CLASSES}
     else:
         scores = scores[np.isfinite(scores)]
         parts = {
@@ -99,9 +98,9 @@ def _histogram_png(
     edges = np.linspace(left, right, int(round((right - left) / 0.02)) + 1)
     # Stacked on shared edges: a bin that straddles a threshold shows both colours.
     counts, _, _ = ax.hist(
-        [parts[k] for k in LABELS], bins=edges, stacked=True,
-        color=[COLOURS[k] for k in LABELS],
-        label=[f"{k} (n={len(parts[k])})" for k in LABELS],
+        [parts[k] for k in CLASSES], bins=edges, stacked=True,
+        color=[COLOURS[k] for k in CLASSES],
+        label=[f"{k} (n={len(parts[k])})" for k in CLASSES],
     )
     top = np.asarray(counts)[-1] if scores.size else np.zeros(1)
     nonzero = top[top > 0]
@@ -273,8 +272,8 @@ def _rate(summary: Mapping[str, Any]) -> str:
 
 def _thresholds(summary: Mapping[str, Any]) -> tuple[float, float, str]:
     t = summary.get("thresholds") or {}
-    lo = t.get("different_max", DEFAULT_THRESHOLDS[0])
-    hi = t.get("duplicate_min", DEFAULT_THRESHOLDS[1])
+    lo = t.get("different_max", REFERENCE_THRESHOLDS.different_max)
+    hi = t.get("duplicate_min", REFERENCE_THRESHOLDS.duplicate_min)
     return float(lo), float(hi), str(t.get("source") or "default")
 
 
@@ -364,7 +363,7 @@ def _gallery(gallery: Sequence[GalleryPair], progress: bool) -> str:
             images = f'<td colspan=3 class=muted>cannot show this pair: {_e(exc)}</td>'
         label = str(pair.label)
         colour = f' style="background:{COLOURS[label]}"' if label in COLOURS else ""
-        order = LABELS.index(label) if label in LABELS else -1
+        order = CLASSES.index(label) if label in CLASSES else -1
         verified = ("" if pair.verified_ssim is None else
                     f"<div class=cap>verified SSIM {float(pair.verified_ssim):.3f}</div>")
         rows.append(
@@ -492,7 +491,7 @@ def render_report(
     cards = [
         ("Synthetic images", _num(summary.get("n_synthetic")), "#3b6fb6"),
         ("Training images", _num(summary.get("n_train")), "#3b6fb6"),
-        *((k, _num(counts.get(k)), COLOURS[k]) for k in reversed(LABELS)),
+        *((k, _num(counts.get(k)), COLOURS[k]) for k in reversed(CLASSES)),
         ("Memorization rate", _rate(summary), COLOURS["duplicate"]),
         ("Train images copied", _num(summary.get("n_train_copied")), "#d0d5dc"),
         ("Byte-identical copies", _num(summary.get("exact_copies")), "#d0d5dc"),

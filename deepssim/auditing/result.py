@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..model.checkpoint import atomic_write_bytes
-from ..model.files import write_csv
+from ..storage import atomic_write_bytes, write_csv
 from ..readers import ImageRef, load_ref
-from .decide import Thresholds
+from ..classes import Thresholds
 
 MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
 REPORT_PAIRS = 48

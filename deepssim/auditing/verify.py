@@ -33,13 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.preprocess import Preprocess
-from .decide import Thresholds
 from ..refssim import ssim_pairs
-from ..training.augment import PerturbParams, apply_params
-
-
-REFERENCE_THRESHOLDS = Thresholds(0.60, 0.85, source="reference")
-"""Verified scores are reference SSIMs: they are classed with the paper's thresholds."""
+from ..transforms.perturb import PerturbParams, apply_params
 
 
 @dataclass(frozen=True)

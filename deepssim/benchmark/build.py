@@ -38,15 +38,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..model.checkpoint import atomic_write_bytes
-from ..model.files import write_csv
+from ..storage import atomic_write_bytes, write_csv
+from ..versions import __version__
 from ..model.preprocess import Preprocess
-from ..readers import read_image, scan
+from ..readers import load_stack, read_image, scan
 from ..refssim import ssim_matrix, ssim_pairs
-from ..training.augment import PerturbConfig, apply_to_image, draw_params
-from ..training.pairs import BENCHMARK_FAMILIES, FAMILIES
-from ..training.trainer import load_images
+from ..transforms.nearcopy import BENCHMARK_FAMILIES, FAMILIES
+from ..transforms.perturb import BENCHMARK_PERTURB, apply_to_image, draw_params
 from .neardup import DEFAULT_THRESHOLD as NEAR_DUPLICATE_THRESHOLD
 from .neardup import near_duplicate_groups
 from .layout import (
@@ -67,10 +65,8 @@ from .layout import (
 
 log = logging.getLogger(__name__)
 
-PERTURBATION = PerturbConfig(
-    p_flip0=0.8, p_flip1=0.8, p_rotate=0.8, max_degrees=10.0, p_gamma=0.8, gamma_range=(0.5, 1.5)
-)
-"""BENCHMARK.md's perturbation of ``synthetic/``: each change applied with probability 0.8."""
+PERTURBATION = BENCHMARK_PERTURB
+"""The perturbation of ``synthetic/`` (``transforms.perturb.BENCHMARK_PERTURB``)."""
 
 MEMORIZED_CLASSES: dict[str, tuple[float, tuple[float, float]]] = {
     "duplicate": (0.45, (0.87, 0.995)),
@@ -526,7 +522,7 @@ def build_benchmark(
     if not roots:
         raise ValueError("images: no input folder or file given")
 
-    resized, ids = load_images(roots, Preprocess(size=size), progress=progress)
+    resized, ids = load_stack(roots, Preprocess(size=size).resize, progress=progress)
     if len(set(ids)) != len(ids):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise ValueError(f"two inputs give the same image id {dup!r}: pass folders with distinct names")

@@ -112,13 +112,14 @@ def _train_groups(bench: Path) -> dict[str, str]:
 def best_duplicate_threshold(best_scores: Sequence[float], is_copy: Sequence[bool]) -> tuple[float, float]:
     """The duplicate threshold that maximises the F1 of copy flags (``score > t``), and that F1.
 
-    Candidates are the cuts of ``deepssim.evaluation.calibrate.candidate_cuts`` (midpoints
+    Candidates are the cuts of ``deepssim.classes.candidate_cuts`` (midpoints
     between consecutive distinct scores and one beyond each end), so the threshold separates
     observed values instead of sitting on one.
     """
     import numpy as np
 
-    from ..evaluation.calibrate import candidate_cuts
+    from ..classes import candidate_cuts
+
 
     s = np.asarray(best_scores, dtype=np.float64)
     y = np.asarray(is_copy, dtype=bool)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..classes import CLASSES, DUPLICATE_THRESHOLD, SIMILAR_THRESHOLD, class_of
+
 TRAIN_DIR = "train"
 CLEAN_DIR = "synthetic_clean"
 SYNTHETIC_DIR = "synthetic"
@@ -26,12 +28,8 @@ TRAIN_CSV = "train.csv"
 INFO_JSON = "benchmark.json"
 FORMAT_VERSION = 1
 
-SIMILAR_THRESHOLD = 0.60
-"""Reference SSIM above which a pair is at least ``similar``."""
-DUPLICATE_THRESHOLD = 0.85
-"""Reference SSIM above which a pair is a ``duplicate`` (and a synthetic image a copy)."""
-LABELS = ("different", "similar", "duplicate")
-"""The three classes, in order of increasing SSIM."""
+LABELS = CLASSES
+"""The three classes, in order of increasing SSIM (``deepssim.classes``)."""
 PAIR_KINDS = ("source", "best", "hard", "random")
 
 PAIRS_COLUMNS = ("real", "synthetic", "label")
@@ -43,11 +41,7 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 def classify(ssim: float) -> str:
     """The class of a reference SSIM value: > 0.85 duplicate, > 0.60 similar, else different."""
-    if ssim > DUPLICATE_THRESHOLD:
-        return "duplicate"
-    if ssim > SIMILAR_THRESHOLD:
-        return "similar"
-    return "different"
+    return class_of(ssim)
 
 
 def clean_twin(synthetic: str) -> str:

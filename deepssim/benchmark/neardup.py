@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from ..training.augment import PerturbParams, apply_params
+from ..transforms.perturb import PerturbParams, apply_params
 
 THUMB = 32
 ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)

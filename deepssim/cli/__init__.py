@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from ..versions import __version__
 from . import audit, basic, bench, evaluate, ldm, model
 
 

@@ -91,7 +91,7 @@ def _list_metrics() -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..auditing.decide import Thresholds
+    from ..classes import Thresholds
     from ..evaluation import CONDITIONS, MetricOptions, RunSettings, compare, markdown_table, write_histograms
 
     if args.metric == ["list"]:

@@ -92,7 +92,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from ..model import load_model
-    from ..model.files import score_pairs_csv, write_csv
+    from ..model.files import score_pairs_csv
+    from ..storage import write_csv
 
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     header, rows = score_pairs_csv(model, args.pairs, args.root, batch_size=args.batch_size)

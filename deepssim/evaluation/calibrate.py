@@ -20,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..auditing.decide import CLASSES, Thresholds
-from ..model.checkpoint import atomic_write_bytes
+from ..classes import CLASSES, MAX_CANDIDATES, Thresholds, candidate_cuts
+from ..storage import atomic_write_bytes
 from .classification import N_CLASSES, macro_f1_of
 
-MAX_CANDIDATES = 512
-"""Cut candidates at most (the search costs candidates^2 / 2 macro F1 evaluations)."""
 DEFAULT_TARGET_PRECISION = 0.95
 DUPLICATE = CLASSES.index("duplicate")
 
@@ -75,19 +73,6 @@ class Calibration:
         path = Path(path)
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
-
-
-def candidate_cuts(scores: np.ndarray, max_candidates: int = MAX_CANDIDATES) -> np.ndarray:
-    """Sorted cut candidates: midpoints of consecutive distinct scores and one cut outside
-    each end; quantiles of the scores when there would be more than ``max_candidates``."""
-    values = np.unique(np.asarray(scores, dtype=np.float64))
-    if not values.size:
-        raise ValueError("no scores to calibrate on")
-    if values.size + 1 > max_candidates:
-        values = np.unique(np.quantile(values, np.linspace(0, 1, max_candidates - 1)))
-    span = max(float(values[-1] - values[0]), 1e-6)
-    inner = (values[1:] + values[:-1]) / 2
-    return np.concatenate([[values[0] - 0.01 * span], inner, [values[-1] + 0.01 * span]])
 
 
 def _counts_at_or_below(scores: np.ndarray, labels: np.ndarray, cuts: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..auditing.decide import CLASSES, Thresholds, classify
+from ..classes import CLASSES, Thresholds, classify
 
 N_CLASSES = len(CLASSES)
 DEFAULT_BOOTSTRAP = 1000

@@ -28,8 +28,9 @@ from ..model.checkpoint import save_model
 from ..model.network import ModelConfig
 from ..model.preprocess import Preprocess
 from ..refssim import resolve_device
-from ..training.augment import Perturb, PerturbConfig
-from ..training.trainer import embed_images, fingerprint, load_images
+from ..transforms.perturb import Perturb, PerturbConfig
+from ..readers import fingerprint, load_stack
+from ..training.trainer import embed_images
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def train_dar(
 
     dev = resolve_device(device)
     preprocess = Preprocess(size=config.size, intensity="zscore", channels=3)
-    pixels, ids = load_images(list(images), preprocess, progress=progress)
+    pixels, ids = load_stack(list(images), preprocess.resize, progress=progress)
     if len(pixels) < config.batch_size:
         raise ValueError(f"{len(pixels)} images found; the Dar baseline needs at least batch_size "
                          f"({config.batch_size})")

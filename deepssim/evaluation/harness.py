@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..auditing.decide import CLASSES, Thresholds
+from ..classes import CLASSES, Thresholds
 from .calibrate import DEFAULT_TARGET_PRECISION, Calibration, calibrate
 from .classification import (
     DEFAULT_BOOTSTRAP,

@@ -16,18 +16,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..readers import ReadError, read_image
-from ..training.augment import PerturbConfig, perturb_image
+from ..transforms.perturb import BENCHMARK_PERTURB, perturb_image
 from .pairs import PairFile
 
 MISSING_SHOWN = 10
 """Missing files named in the error message (the rest are counted)."""
-
-
-def _perturbation() -> PerturbConfig:
-    # BENCHMARK.md's perturbation, as the benchmark builder applies it to synthetic/.
-    from ..benchmark.build import PERTURBATION
-
-    return PERTURBATION
 
 
 class ImageCache:
@@ -61,7 +54,7 @@ class ImageCache:
         if image is None:
             digest = hashlib.sha256(f"{self.seed}:{path}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-            image = perturb_image(self.get(path), _perturbation(), rng)
+            image = perturb_image(self.get(path), BENCHMARK_PERTURB, rng)
             self._perturbed[path] = image
         return image
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..auditing.decide import CLASSES
+from ..classes import CLASSES
 from ..benchmark import read_pairs_csv
 
 Condition = Literal["registered", "perturbed"]

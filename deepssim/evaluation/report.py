@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..auditing.decide import CLASSES
-from ..auditing.report import COLOURS
-from ..model.checkpoint import atomic_write_bytes
+from ..classes import CLASSES, COLOURS
+from ..storage import atomic_write_bytes
 from .harness import Comparison, Evaluation
 
 NA = "n/a"

@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ..auditing.decide import wilson_interval
-from ..model.checkpoint import atomic_write_bytes
-from ..model.files import write_csv
+from ..classes import wilson_interval
+from ..storage import atomic_write_bytes, write_csv
 from .diffusion import sample, train_ldm
 from .duplication import LEVELS
 from .oracle import GRID, SHORTLIST, Oracle, nearest_training

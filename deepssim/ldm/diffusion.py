@@ -27,14 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model.checkpoint import atomic_write_bytes
-from ..model.files import write_csv
+from ..storage import atomic_write_bytes, write_csv
 from ..refssim import resolve_device
 from . import nets
 from .duplication import copy_counts, records
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from ..training.trainer import fingerprint
+from ..readers import fingerprint
 from .store import load_folder, load_weights, read_config, save_weights, write_grid, write_png
 from .vae import load_vae
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..model.files import write_csv
+from ..storage import write_csv
 from .store import load_state, save_state
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ..benchmark.layout import DUPLICATE_THRESHOLD
+from ..classes import DUPLICATE_THRESHOLD
 from ..auditing.verify import VerifyGrid, verify_candidates
 from ..refssim import ssim_matrix
 

@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..model.checkpoint import ModelFolderError, atomic_write_bytes, library_versions
+from ..model.checkpoint import ModelFolderError
+from ..storage import atomic_write_bytes
+from ..versions import library_versions
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
 

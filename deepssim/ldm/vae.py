@@ -25,7 +25,7 @@ from ..refssim import resolve_device, ssim_pairs
 from . import nets
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from ..training.trainer import fingerprint
+from ..readers import fingerprint
 from .store import load_folder, load_weights, read_config, save_weights, write_grid
 
 log = logging.getLogger(__name__)

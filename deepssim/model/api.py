@@ -15,7 +15,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..refssim import resolve_device
-from .checkpoint import DEFAULT_THRESHOLDS, ModelFolderError, load_network, sha256_file
+from ..classes import REFERENCE_THRESHOLDS
+from ..storage import sha256_file
+from .checkpoint import ModelFolderError, load_network
 from .flips import FLIPS, best_flip_scores, by_flip, flipped, joint, joint_views
 from .preprocess import Preprocess
 
@@ -48,7 +50,7 @@ class DeepSSIMModel:
         self.preprocess = preprocess
         self.config = config
         self.checksum = checksum
-        self.thresholds: tuple[float, float] = tuple(config.get("thresholds", DEFAULT_THRESHOLDS))  # type: ignore[assignment]
+        self.thresholds: tuple[float, float] = tuple(config.get("thresholds", REFERENCE_THRESHOLDS.pair))  # type: ignore[assignment]
         self.flip_search = bool(config.get("model", {}).get("flip_search", False))
         self.joint_flips = bool(config.get("model", {}).get("joint_flips", False))
         self.cross_fit = bool(config.get("model", {}).get("cross_fit", False))
@@ -184,7 +186,7 @@ def load_model(
         network = torch.jit.load(str(path), map_location="cpu")
         preprocess = Preprocess(size=TORCHSCRIPT_SIZE, intensity="zscore", channels=3)
         config = {"format": "torchscript", "path": str(path), "preprocess": preprocess.to_dict(),
-                  "thresholds": list(DEFAULT_THRESHOLDS)}
+                  "thresholds": list(REFERENCE_THRESHOLDS.pair)}
         log.warning("loaded TorchScript model %s (trusted by the caller)", path)
         return DeepSSIMModel(network, preprocess, config, device, sha256_file(path), str(path))
     network, preprocess, config = load_network(path)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import torch
 
+from ..classes import REFERENCE_THRESHOLDS
+from ..storage import atomic_write_bytes, sha256_file
+from ..versions import library_versions
 from .network import Embedder, ModelConfig
 from .preprocess import Preprocess
 
@@ -26,56 +24,10 @@ FORMAT = "deepssim-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-DEFAULT_THRESHOLDS = (0.60, 0.85)
-"""Scores <= the first are ``different``, > the second ``duplicate`` (the paper's values)."""
 
 
 class ModelFolderError(ValueError):
     """A path that is not a usable deepssim model folder (the message says why)."""
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it into place, so that
-    readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (``atomic_write``)."""
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "deepssim": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-    }
 
 
 def save_model(
@@ -96,7 +48,7 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "model": network.config.to_dict(),
         "preprocess": preprocess.to_dict(),
-        "thresholds": list(DEFAULT_THRESHOLDS),
+        "thresholds": list(REFERENCE_THRESHOLDS.pair),
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "versions": library_versions(),
     }

@@ -11,7 +11,7 @@ import numpy as np
 from ..readers import ReadError, SliceSpec, read_image, scan
 from ..readers.read import reading_workers
 from .api import DeepSSIMModel
-from .checkpoint import atomic_write_bytes
+from ..storage import atomic_write_bytes
 
 
 def embed_folder(
@@ -105,15 +105,3 @@ def score_pairs_csv(
     for row, score in zip(rows, scores):
         row["score"] = f"{float(score):.6f}"
     return [*header, "score"] if "score" not in header else header, rows
-
-
-def write_csv(path: str | Path | None, header: list[str], rows: list[dict[str, str]]) -> str:
-    """The CSV text; also written atomically to ``path`` when given."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    if path is not None:
-        atomic_write_bytes(Path(path), text.encode())
-    return text

@@ -19,7 +19,7 @@ from .errors import ReadError
 from .ids import resolve_id
 from .read import load_ref, read_image, read_slices, read_volume
 from .registry import SUPPORTED_SUFFIXES
-from .scan import ScanResult, iter_images, load_stack, scan
+from .scan import ScanResult, fingerprint, iter_images, load_stack, scan
 from .spec import ImageRef, SliceSpec
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ReadError",
     "ScanResult",
     "SliceSpec",
+    "fingerprint",
     "iter_images",
     "load_ref",
     "load_stack",

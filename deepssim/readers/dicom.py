@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -144,17 +144,6 @@ class FolderProbe(NamedTuple):
     not_images: list[Path]
 
 
-def dicom_files(folder: Path) -> list[Path]:
-    """Return the DICOM files directly inside `folder`, by suffix or 'DICM' magic, sorted."""
-    from .registry import detect_reader  # the registry owns the suffix rules
-
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if not path.name.startswith(".") and path.is_file() and isinstance(detect_reader(path), DicomReader)
-    )
-
-
 def _file_shape(path: Path, ds: Any) -> tuple[int, ...]:
     """Shape that `read` returns for one file, from its header."""
     return canonical_shape(_shape(ds, path), orientation([(path, ds)], path), path)
@@ -181,9 +170,20 @@ class DicomReader(ImageReader):
     suffixes = SUFFIXES
     default_axis = 2
 
+    def __init__(self, claims: Callable[[Path], bool] | None = None) -> None:
+        """``claims(path)``: whether a file is this reader's; the registry passes its own
+        rule (a suffix another reader claims wins over the 'DICM' marker). Default: a DICOM
+        suffix or the marker."""
+        self._claims = claims or (lambda path: path.name.lower().endswith(SUFFIXES) or has_dicom_magic(path))
+
+    def files(self, folder: Path) -> list[Path]:
+        """The DICOM files directly inside ``folder``, sorted."""
+        return sorted(path for path in folder.iterdir()
+                      if not path.name.startswith(".") and path.is_file() and self._claims(path))
+
     def probe(self, path: Path) -> list[Item]:
         if path.is_dir():
-            files = dicom_files(path)
+            files = self.files(path)
             if not files:
                 raise _no_dicom(path)
             found = self.probe_folder(path, files)
@@ -231,7 +231,7 @@ class DicomReader(ImageReader):
                 raise ReadError(path, f"a DICOM file has no series member {member!r}")
             ds = _dcmread(path, pixels=True)
             return to_canonical(_pixels(ds, path), orientation([(path, ds)], path), path)
-        files = dicom_files(path)
+        files = self.files(path)
         if not files:
             raise _no_dicom(path)
         headers, failed = self._headers(files, pixels=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .base import ImageReader
-from .dicom import UID_PATTERN, dicom_files
+from .dicom import UID_PATTERN
 from .errors import ReadError
 from .registry import DICOM, reader_for
 from .spec import ImageRef
@@ -72,7 +72,7 @@ def locate(root: Path, image_id: str) -> Location:
         if cut and target.exists():
             reader, path, member = reader_for(target), target, None
             break
-        if cut and UID_PATTERN.fullmatch(target.name) and target.parent.is_dir() and dicom_files(target.parent):
+        if cut and UID_PATTERN.fullmatch(target.name) and target.parent.is_dir() and DICOM.files(target.parent):
             reader, path, member = DICOM, target.parent, target.name  # folder/SeriesUID
             break
     else:

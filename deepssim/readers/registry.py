@@ -12,7 +12,7 @@ from .nifti import NiftiReader
 from .npy import NpyReader, NpzReader
 from .pillow import PillowReader
 
-DICOM = DicomReader()
+DICOM = DicomReader(claims=lambda path: detect_reader(path) is DICOM)
 READERS: tuple[ImageReader, ...] = (PillowReader(), NiftiReader(), DICOM, NpyReader(), NpzReader())
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(suffix for reader in READERS for suffix in reader.suffixes)
 

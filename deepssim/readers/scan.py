@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -96,6 +97,16 @@ def load_stack(
         ids.append(image_id)
         arrays.append(transform(image))
     return np.stack(arrays), ids
+
+
+def fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
+    """SHA-256 of the image ids and their pixels (a ``load_stack`` result): names a data set
+    in the records of what was trained on it."""
+    digest = hashlib.sha256()
+    for image_id in ids:
+        digest.update(image_id.encode() + b"\0")
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
 
 
 # A unit of work: one file with its reader, or a folder's DICOM files.

@@ -1,7 +1,8 @@
 """Training the DeepSSIM embedder: pairs with reference-SSIM targets, perturbations, presets."""
 
-from .augment import Perturb, PerturbConfig, perturb_image
-from .pairs import FAMILIES, PairSet, build_pairs, split_by_image
+from ..transforms.nearcopy import FAMILIES
+from ..transforms.perturb import Perturb, PerturbConfig, perturb_image
+from .pairs import PairSet, build_pairs, split_by_image
 from .presets import PRESETS, TrainConfig, get_preset
 from .trainer import TrainResult, evaluate, train
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..model.checkpoint import atomic_write
+from ..storage import atomic_write
 from ..model.flips import FLIPS, flip_image
 from ..refssim import ssim_matrix
 from .pairs import CROSS_PREFIX

@@ -8,11 +8,8 @@ from typing import Any, Literal
 
 from ..model.network import DILATABLE, ModelConfig
 from ..model.preprocess import Preprocess
-from .augment import PerturbConfig
-from .pairs import BENCHMARK_FAMILIES
-
-ALL_FAMILIES = (*BENCHMARK_FAMILIES, "kspace", "ghost", "blocks", "sharpen", "median", "posterize")
-"""Every near-copy family, for training pairs (``pairs.FAMILIES``, in their order)."""
+from ..transforms.nearcopy import ALL_FAMILIES, BENCHMARK_FAMILIES
+from ..transforms.perturb import PAPER_PERTURB, PerturbConfig
 
 
 @dataclass(frozen=True)
@@ -186,9 +183,6 @@ class TrainConfig:
                 top[part] = replace(getattr(self, part), **values)
         return replace(self, **top)
 
-
-PAPER_PERTURB = PerturbConfig(p_flip0=0.33, p_flip1=0.33, p_rotate=0.33, max_degrees=10.0,
-                              p_gamma=0.33, gamma_range=(0.5, 1.5))
 
 PRESETS: dict[str, TrainConfig] = {
     # The WACV paper: ConvNeXt-Base from ImageNet, early stages frozen, avg pooling.

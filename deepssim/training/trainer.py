@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..model.checkpoint import ModelFolderError, atomic_write, load_network, save_model
+from ..model.checkpoint import ModelFolderError, load_network, save_model
+from ..storage import atomic_write
 from ..model.flips import FLIPS, best_flip_scores, by_flip, flip_each, flip_image, flipped, joint_scores
 from ..model.network import DILATABLE, Embedder
 from ..model.preprocess import Preprocess
-from ..readers import load_stack
+from ..readers import fingerprint, load_stack
 from ..refssim import resolve_device, ssim_pairs
-from .augment import Perturb
+from ..transforms.perturb import Perturb
 from .blocks import BlockTargets, CopyPartners
 from .pairs import PairSet, build_pairs, split_by_image
 from .presets import TrainConfig
@@ -65,15 +66,6 @@ def load_images(
         ReadError: naming every unreadable file, or when no image is found.
     """
     return load_stack(inputs, preprocess.resize, progress)
-
-
-def fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
-    """SHA-256 of the image ids and their resized pixels: names the training data."""
-    digest = hashlib.sha256()
-    for image_id in ids:
-        digest.update(image_id.encode() + b"\0")
-    digest.update(np.ascontiguousarray(images).tobytes())
-    return digest.hexdigest()
 
 
 def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from scipy import ndimage
 from deepssim import ssim
 from deepssim.auditing import verify
 from deepssim.auditing.verify import VerifyGrid, verified_ssim, verify_candidates, verify_pairs
-from deepssim.training.augment import PerturbParams, apply_params, apply_to_image
+from deepssim.transforms.perturb import PerturbParams, apply_params, apply_to_image
 
 
 def _brainish(seed: int, size: int = 64) -> np.ndarray:

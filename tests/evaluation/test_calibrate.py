@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from deepssim.auditing.decide import Thresholds, resolve_thresholds
+from deepssim.auditing.decide import resolve_thresholds
+from deepssim.classes import Thresholds
 from deepssim.evaluation import calibrate, predict
-from deepssim.evaluation.calibrate import candidate_cuts
+from deepssim.classes import candidate_cuts
 
 
 def _overlapping(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

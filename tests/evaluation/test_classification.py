@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from deepssim.auditing.decide import Thresholds
+from deepssim.classes import Thresholds
 from deepssim.evaluation import (
     bootstrap_macro_f1,
     confusion_matrix,

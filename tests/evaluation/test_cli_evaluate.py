@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deepssim.auditing.decide import Thresholds
+from deepssim.classes import Thresholds
 from deepssim.cli import main
 
 FIELDS = {"metric", "condition", "n_pairs", "macro_f1", "macro_f1_ci95", "weighted_f1", "per_class",

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from deepssim import read_image, ssim_pairs
-from deepssim.auditing.decide import Thresholds
+from deepssim.classes import Thresholds
 from deepssim.evaluation import (
     MetricOptions,
     RunSettings,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ...auditing.decide import Thresholds
+from ...classes import Thresholds
 
 Scale = Literal["ssim", "similarity", "cosine"]
 

@@ -1,8 +1,9 @@
-"""Structure-preserving perturbations, applied to each side of a pair after its target is fixed.
+"""The nuisance a memorization audit must see through: flips, a small rotation, a gamma change.
 
-The DeepSSIM paper's set: a flip along each axis, a small rotation and a gamma change, each
-applied with its own probability. The embedder must map a perturbed image close to the clean
-one, so that cos(f(a'), f(b')) still matches the SSIM of the clean pair (a, b).
+The DeepSSIM paper's set of structure-preserving perturbations, each applied with its own
+probability. Training perturbs each side of a pair after its target is fixed (the embedder must
+map a perturbed image close to the clean one), benchmarks perturb their synthetic images with
+it, and verification searches over it to undo it.
 
 Parameters are drawn in one place (``draw_params``, from a torch or a numpy generator) and
 applied in one place (``apply_params``, torch, batched); ``Perturb`` and ``perturb_image`` are
@@ -58,6 +59,13 @@ class PerturbParams:
         index = [index] if isinstance(index, (int, np.integer)) else index
         return PerturbParams(self.flip0[index], self.flip1[index], self.degrees[index], self.gamma[index])
 
+
+PAPER_PERTURB = PerturbConfig(p_flip0=0.33, p_flip1=0.33, p_rotate=0.33, max_degrees=10.0,
+                              p_gamma=0.33, gamma_range=(0.5, 1.5))
+"""The paper's training perturbation: each change with probability 0.33."""
+BENCHMARK_PERTURB = PerturbConfig(p_flip0=0.8, p_flip1=0.8, p_rotate=0.8, max_degrees=10.0,
+                                  p_gamma=0.8, gamma_range=(0.5, 1.5))
+"""The benchmark protocol's perturbation of ``synthetic/``: each change with probability 0.8."""
 
 _N_UNIFORMS = 6  # per sample: 4 coin flips, one angle, one gamma
 
@@ -188,6 +196,8 @@ def perturb_image(image: np.ndarray, config: PerturbConfig, rng: np.random.Gener
 
 
 __all__ = [
+    "BENCHMARK_PERTURB",
+    "PAPER_PERTURB",
     "Perturb",
     "PerturbConfig",
     "PerturbParams",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from deepssim.training.augment import (
+from deepssim.transforms.perturb import (
     Perturb,
     PerturbConfig,
     PerturbParams,
