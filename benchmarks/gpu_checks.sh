@@ -1,50 +1,50 @@
 #!/usr/bin/env bash
-# Every GPU check of the open issues in one call of a lent GPU machine (a few minutes each).
+# Every GPU check of deepssim in one script: speed of the search, embedding and training on the
+# device, the quality the fast preset reaches there, and the CUDA-only tests.
 #
-#   bash benchmarks/gpu_session.sh DATA OUT [tiny]
+#   bash benchmarks/gpu_checks.sh DATA OUT [tiny]
 #
 # DATA: the brain-tumor-mri folder (Training/ and manifest.csv). OUT: logs and tables, at most
-# eight files per call (session.log, the metrics and config of each trained model, and the
-# issue5 stage's two tables: run issue5 alone). "tiny": the same stages on small settings, to
-# check the script on a CPU (DEVICE=cpu) before a lease.
+# eight files per run (gpu_checks.log, the metrics and config of each trained model, and the
+# quality stage's two tables: run quality alone). "tiny": the same stages on small settings, to
+# check the script on a CPU (DEVICE=cpu).
 # Environment: DEVICE (cuda), PYTHON (python3), STAGES (default: search embed paper fast tests;
-# smoke and issue5 also exist; they run in the order below), WORK (/tmp/deepssim-gpu: models and
-# caches, not brought back), PYTEST_ARGS (extra pytest arguments, e.g. "-n 8 --timeout 60"),
-# ISSUE5_MINUTES (4, whole minutes: the issue5 stage's training budget).
+# smoke and quality also exist; they run in the order below), WORK (/tmp/deepssim-gpu: models
+# and caches, not kept in OUT), PYTEST_ARGS (extra pytest arguments, e.g. "-n 8 --timeout 60"),
+# QUALITY_MINUTES (4, whole minutes: the quality stage's training budget).
 #
-# Time on an H200 (2026-11-29): search 23 s, embed 114 s, paper 200 s (most of it reading the
-# images at 224 px and building the pairs before 75 s of training; the pairs are now built on
-# the GPU), fast 139 s: more than one 10-minute call, and the stages' limits add up to more
-# than a 15-minute lease. Split it and drop what is not needed: e.g. STAGES="fast tests" with
-# a 360 s limit, then STAGES="search embed paper".
+# Time on an H200: search 23 s, embed 114 s, paper 200 s (most of it reading the images at
+# 224 px and building the pairs before 75 s of training), fast 139 s. The stages' limits add up
+# to more than 10 minutes: where a run must fit in 10 minutes, split it and drop what is not
+# needed, e.g. STAGES="fast tests" with a 360 s limit, then STAGES="search embed paper".
 #
 # Stages:
 #   smoke   a short `deepssim train --preset fast` on the device (flipped pairs, block targets)
 #   search  benchmarks/search_speed.py --device: exact top-k against torch.mm, 100k x 100k
 #   embed   benchmarks/embed_speed.py --device: files vs raw forward, and CUDA vs CPU embeddings,
 #           for the fast preset's network and ConvNeXt-Base at 224 px
-#   paper   `deepssim train --preset paper` (random initialisation: the machine has no network
-#           and no ImageNet weights), training images/s and the validation MAE reached
+#   paper   `deepssim train --preset paper` (random initialisation: the machine may have no
+#           network and no ImageNet weights), training images/s and the validation MAE reached
 #   fast    benchmarks/train_fast.py on the device: what the fast preset reaches with a GPU
-#   issue5  issue 5's deepssim rows with a GPU: the development benchmark and its calibration
-#           twin built from DATA as docs/quality.md builds them (seeds 0 and 1), the fast preset
-#           trained on its train/ for ISSUE5_MINUTES, benchmarks/evaluate_all.py's two tables
-#           (macro F1 registered / perturbed, fixed and calibrated thresholds). Limits 60 + 60 +
-#           (budget + 120) + 90 s, 570 s with the default 4 minutes: alone in a call
-#           (STAGES=issue5, timeout 600 s)
+#   quality the macro F1 table of docs/quality.md with a GPU: the development benchmark and
+#           its calibration twin built from DATA as docs/benchmark.md builds them (seeds 0 and
+#           1), the fast preset trained on its train/ for QUALITY_MINUTES,
+#           benchmarks/evaluate_all.py's two tables (macro F1 registered / perturbed, fixed and
+#           calibrated thresholds). Limits 60 + 60 + (budget + 120) + 90 s, 570 s with the
+#           default 4 minutes: alone in a run of at most 10 minutes (STAGES=quality)
 #   tests   the CUDA-only tests (`-k cuda`: SSIM engine, embeddings and pair targets against
 #           the CPU's); they need ../shared/data/brain-tumor-mri beside the checkout
 set -u
 if [ ! -d "${1:-}/Training" ] || [ -z "${2:-}" ]; then
-    echo "usage: bash benchmarks/gpu_session.sh DATA OUT [tiny] (DATA holds Training/ and manifest.csv)" >&2
+    echo "usage: bash benchmarks/gpu_checks.sh DATA OUT [tiny] (DATA holds Training/ and manifest.csv)" >&2
     exit 2
 fi
 DATA=$(cd "$1" && pwd)
 OUT=$2
 SCALE=${3:-full}
-ISSUE5_MINUTES=${ISSUE5_MINUTES:-4}
-case $ISSUE5_MINUTES in
-    '' | *[!0-9]*) echo "ISSUE5_MINUTES: whole minutes, got '$ISSUE5_MINUTES'" >&2; exit 2 ;;
+QUALITY_MINUTES=${QUALITY_MINUTES:-4}
+case $QUALITY_MINUTES in
+    '' | *[!0-9]*) echo "QUALITY_MINUTES: whole minutes, got '$QUALITY_MINUTES'" >&2; exit 2 ;;
 esac
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
@@ -52,7 +52,7 @@ STAGES=${STAGES:-search embed paper fast tests}
 WORK=${WORK:-/tmp/deepssim-gpu}
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
-LOG=$OUT/session.log
+LOG=$OUT/gpu_checks.log
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
 if [ "$SCALE" = tiny ]; then
@@ -64,7 +64,7 @@ if [ "$SCALE" = tiny ]; then
     FAST="--minutes 0.2 --set max_images=400 --set n_train_pairs=2000 --set n_val_pairs=300"
     TESTS="tests/refssim/test_engine.py"
     BUILD="--n-train 150 --n-synthetic 40"
-    ISSUE5="--max-minutes 0.2 --max-images 300 --n-train-pairs 1500 --n-val-pairs 200"
+    QUALITY="--max-minutes 0.2 --max-images 300 --n-train-pairs 1500 --n-val-pairs 200"
 else
     SMOKE="--max-images 400 --image-size 64 --n-train-pairs 2000 --n-val-pairs 200 --max-minutes 0.2"
     SEARCH=""
@@ -74,10 +74,10 @@ else
     FAST="--minutes 2"
     TESTS="tests -k cuda --continue-on-collection-errors"
     BUILD=""
-    ISSUE5="--max-minutes $ISSUE5_MINUTES"
+    QUALITY="--max-minutes $QUALITY_MINUTES"
 fi
-# The issue5 training's limit: its budget, and 2 minutes for the pairs and the last validation.
-ISSUE5_LIMIT=$(( 10#$ISSUE5_MINUTES * 60 + 120 ))
+# The quality training's limit: its budget, and 2 minutes for the pairs and the last validation.
+QUALITY_LIMIT=$(( 10#$QUALITY_MINUTES * 60 + 120 ))
 
 # wanted NAME: whether STAGES lists stage NAME.
 wanted() {
@@ -142,17 +142,17 @@ trained paper
 run fast 240 "$PY" benchmarks/train_fast.py --data "$DATA/Training" --device "$DEVICE" --out "$WORK/fast" \
     --no-progress --set compile=false $FAST
 trained fast
-# Nothing of an earlier call's issue5 model or tables may come back as this call's.
-wanted issue5 && rm -rf "$WORK/issue5" "$WORK/eval5"
-run issue5 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench5" \
+# Nothing of an earlier run's quality model or tables may be reported as this run's.
+wanted quality && rm -rf "$WORK/quality" "$WORK/eval-quality"
+run quality 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench" \
     --seed 0 --overwrite --no-progress $BUILD
-run issue5 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench5-val" \
+run quality 60 "$PY" -m deepssim benchmark build --images "$DATA/Training" --out "$WORK/bench-val" \
     --seed 1 --overwrite --no-progress $BUILD
-run issue5 "$ISSUE5_LIMIT" "$PY" -m deepssim train "$WORK/bench5/train" --preset fast --device "$DEVICE" \
-    --out "$WORK/issue5" --no-progress --no-compile $ISSUE5
-trained issue5
-run issue5 90 "$PY" benchmarks/evaluate_all.py --bench "$WORK/bench5" --val-bench "$WORK/bench5-val" \
-    --model "$WORK/issue5" --metrics deepssim --out "$WORK/eval5"
-wanted issue5 && cp "$WORK"/eval5/table-*.md "$OUT"/ 2>/dev/null
+run quality "$QUALITY_LIMIT" "$PY" -m deepssim train "$WORK/bench/train" --preset fast --device "$DEVICE" \
+    --out "$WORK/quality" --no-progress --no-compile $QUALITY
+trained quality
+run quality 90 "$PY" benchmarks/evaluate_all.py --bench "$WORK/bench" --val-bench "$WORK/bench-val" \
+    --model "$WORK/quality" --metrics deepssim --out "$WORK/eval-quality"
+wanted quality && cp "$WORK"/eval-quality/table-*.md "$OUT"/ 2>/dev/null
 run tests 120 "$PY" -m pytest $TESTS -q -p no:cacheprovider ${PYTEST_ARGS:-}
 echo "# done after $SECONDS s" | tee -a "$LOG"
