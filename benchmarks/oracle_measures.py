@@ -34,7 +34,7 @@ def measures(size: int) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
         "plain SSIM": lambda t, s: ssim(t, s),
         "rigid, sample moved (refssim.registered_ssim)": lambda t, s: registered_ssim(t, s, device="cpu"),
         "rigid, training image moved": lambda t, s: registered_ssim(s, t, device="cpu"),
-        "verification at 128 px, no shifts (audit default before)": lambda t, s: verified_ssim(
+        "the oracle's measure without shifts (128 px)": lambda t, s: verified_ssim(
             t, s, VerifyGrid(size=128, max_shift=0)),
         f"verification at {size} px, no shifts": lambda t, s: verified_ssim(t, s, VerifyGrid(size=size, max_shift=0)),
         f"verification at {size} px, shifts +-2": lambda t, s: verified_ssim(t, s, VerifyGrid(size=size)),
