@@ -1,4 +1,4 @@
-"""Every metric on a memorization benchmark (../shared/BENCHMARK.md): the comparison table.
+"""Every metric on a memorization benchmark (docs/benchmark.md): the comparison table.
 
 Runs ``deepssim.evaluation.compare`` (what ``deepssim evaluate --all`` runs) under both
 conditions, with the fixed thresholds and, given ``--val-bench``, with thresholds calibrated on
