@@ -57,7 +57,7 @@ def _verification(summary: Mapping[str, Any]) -> str:
     verify = summary.get("verify") or {}
     if not verify:
         return ""
-    lo = thresholds_of(summary)[0]
+    lo, hi, _ = thresholds_of(summary)
     vt = verify.get("thresholds") or {}
     text = (f"the best {_count(verify.get('top'), 'candidate')} of each of "
             f"{_count(verify.get('synthetic_images'), 'suspicious image')} (score above {lo:.3g}) "
@@ -67,7 +67,7 @@ def _verification(summary: Mapping[str, Any]) -> str:
                  f"{number(verify.get('extended'))} image(s)")
     text += ")" + _undone(verify.get("grid") or {})
     text += (f"; the verified SSIM decides: ≤ {float(vt.get('different_max', lo)):.3g} different, "
-             f"&gt; {float(vt.get('duplicate_min', thresholds_of(summary)[1])):.3g} duplicate")
+             f"&gt; {float(vt.get('duplicate_min', hi)):.3g} duplicate")
     if vt.get("source"):
         text += f" <span class=muted>(from {escape(vt['source'])})</span>"
     return text
