@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepssim.auditing import Thresholds, audit
+from deepssim.auditing import SearchOptions, Thresholds, audit
 from deepssim.benchmark import read_audit_csv
 from deepssim.benchmark.judge import best_duplicate_threshold, folder_id, judge_audit
 from deepssim.model import load_model
@@ -35,8 +35,8 @@ from deepssim.training import get_preset, train
 
 def _audit(bench: Path, model, thresholds: Thresholds | None, cache: Path, verify: int = 0):  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
-    result = audit(bench / "train", bench / "synthetic", model, top_k=max(5, verify), thresholds=thresholds,
-                   cache_dir=cache, verify=verify, progress=verify > 0)
+    result = audit(bench / "train", bench / "synthetic", model, search=SearchOptions(top_k=max(5, verify)),
+                   thresholds=thresholds, cache_dir=cache, verify=verify, progress=verify > 0)
     return result, time.perf_counter() - t0
 
 

@@ -56,7 +56,7 @@ def run_demo(
     say: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Run the example end to end, print what it finds, and return the figures."""
-    from .auditing import audit
+    from .auditing import SearchOptions, audit
     from .benchmark import build_benchmark, read_audit_csv
     from .benchmark.judge import judge_audit
     from .cohort import SUBJECT_GROUP, make_cohort
@@ -86,8 +86,9 @@ def run_demo(
     say(f"[3/4] model: 'fast' preset trained {train_minutes:g} min on the training images only "
         f"(validation MAE {trained.best['val_perturbed_mae']:.3f}, r {trained.best['val_perturbed_r']:.3f})")
 
-    result = audit(bench / "train", bench / "synthetic", out / "model", device=device, top_k=max(5, size.verify),
-                   cache_dir=out / "cache", progress=progress, verify=size.verify)
+    result = audit(bench / "train", bench / "synthetic", out / "model", device=device,
+                   search=SearchOptions(top_k=max(5, size.verify)), cache_dir=out / "cache", progress=progress,
+                   verify=size.verify)
     files = result.save(out / "audit", progress=progress)
     found = judge_audit(((m.synthetic, m.train, m.label) for m in result.matches if m.rank == 1), truth, bench)
     s = result.summary

@@ -1,8 +1,9 @@
-"""The thresholds an audit decides with: given by the caller, a calibration file, or the model.
+"""The audit's decision: the thresholds it decides with, and the class of every pair.
 
 Thresholds come, in this order of precedence, from the caller, from a calibration file written
 by ``deepssim evaluate --calibrate``, or from the model's own ``config.json``; the classes and
-their rule are ``deepssim.classes``.
+their rule are ``deepssim.classes``. A verified pair is classed by its verified SSIM, with the
+verification's own thresholds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..classes import REFERENCE_THRESHOLDS, Thresholds
+import numpy as np
+
+from ..classes import REFERENCE_THRESHOLDS, Thresholds, classify
 
 
 def resolve_thresholds(
@@ -32,3 +35,13 @@ def resolve_thresholds(
         return Thresholds.from_file(calibration)
     lo, hi = model_config.get("thresholds", REFERENCE_THRESHOLDS.pair)
     return Thresholds(float(lo), float(hi), source="model")
+
+
+def classify_pairs(scores: np.ndarray, verified: np.ndarray, thresholds: Thresholds,
+                   verified_thresholds: Thresholds) -> np.ndarray:
+    """The class of every pair: by its verified SSIM with ``verified_thresholds`` where
+    verified (finite), else by its DeepSSIM score with ``thresholds``."""
+    labels = classify(scores, thresholds)
+    checked = np.isfinite(verified)
+    labels[checked] = classify(verified[checked], verified_thresholds)
+    return labels

@@ -504,6 +504,16 @@ def _topk_faiss(
 # --------------------------------------------------------------------------- entry point
 
 
+def check_search_options(backend: str, index: str) -> None:
+    """Raise ValueError unless ``backend`` and ``index`` are known and go together."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if index not in INDEXES:
+        raise ValueError(f"unknown index {index!r}: use one of {', '.join(INDEXES)}")
+    if backend == "exact" and index != "flat":
+        raise ValueError(f"index {index!r} is approximate and needs backend='faiss' (or 'auto')")
+
+
 def search(
     queries: np.ndarray,
     base: np.ndarray,
@@ -545,12 +555,7 @@ def search(
             ``backend="exact"``.
         ImportError: FAISS is needed (``backend="faiss"`` or an approximate index) but missing.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if index not in INDEXES:
-        raise ValueError(f"unknown index {index!r}: use one of {', '.join(INDEXES)}")
-    if backend == "exact" and index != "flat":
-        raise ValueError(f"index {index!r} is approximate and needs backend='faiss' (or 'auto')")
+    check_search_options(backend, index)
     if isinstance(recall_sample, bool) or recall_sample < 1:
         raise ValueError(f"recall_sample must be >= 1, got {recall_sample}")
     q, b, kk = _check_problem(queries, base, k)

@@ -112,7 +112,7 @@ class AuditResult:
 
     def histogram(self, path: str | Path) -> Path:
         """Write the histogram of best-match scores with the thresholds as PNG."""
-        from .report import write_histogram_png
+        from .plots import write_histogram_png
 
         scores, args = self._histogram_args()
         return write_histogram_png(scores, args.pop("thresholds"), path, **args,
@@ -120,7 +120,7 @@ class AuditResult:
 
     def gallery(self, max_pairs: int = REPORT_PAIRS) -> list[Any]:
         """The ``max_pairs`` most suspicious pairs (highest deciding score) with their images."""
-        from .report import GalleryPair
+        from .gallery import GalleryPair
 
         deciding = self.best_scores if self.decision_scores is None else self.decision_scores
         order = np.lexsort((np.arange(len(deciding)), -deciding))[:max_pairs]

@@ -19,14 +19,14 @@ hardly at all for copies.
 Cost: 1 + 100 + 15 + 9 + 9 = 134 SSIM evaluations at ``size`` and the correlations of 28
 moved images at 25 shifts (by FFT), against the N x M SSIMs that an exhaustive audit would
 need. The case study's oracle (``deepssim.ldm.oracle``) is this same measure, run on a
-shortlist of each sample's nearest training images by plain SSIM.
+shortlist of each sample's nearest training images by plain SSIM. The grid is an audit option
+(``options.VerifyGrid``); the audit's use of this measure is ``rerank.py``.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,64 +35,7 @@ from tqdm.auto import tqdm
 from ..model.preprocess import Preprocess
 from ..refssim import ssim_pairs
 from ..transforms.perturb import PerturbParams, apply_params
-
-
-@dataclass(frozen=True)
-class VerifyGrid:
-    """The changes undone before comparing (angles in degrees; gamma as an exponent; shifts in
-    pixels of the ``size`` x ``size`` grid both images are resized to: ``max_shift`` 2 at 128 is
-    1 pixel of a 64 px image)."""
-
-    max_angle: float = 10.0
-    angle_step: float = 5.0
-    max_gamma: float = 2.0
-    gamma_steps: int = 5
-    size: int = 128
-    max_shift: int = 2
-
-    def __post_init__(self) -> None:
-        if self.angle_step <= 0 or self.max_angle < 0:
-            raise ValueError("VerifyGrid needs angle_step > 0 and max_angle >= 0")
-        if self.max_gamma < 1 or self.gamma_steps < 1:
-            raise ValueError("VerifyGrid needs max_gamma >= 1 and gamma_steps >= 1")
-        if not isinstance(self.max_shift, int) or self.max_shift < 0 or self.size < 8:
-            raise ValueError("VerifyGrid needs an integer max_shift >= 0 and size >= 8")
-
-    def shifts(self, around: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-        """Integer shifts (rows, cols) within +-``max_shift``, the identity first; with
-        ``around``: that shift and its 8 neighbours on the grid."""
-        r = range(-self.max_shift, self.max_shift + 1)
-        if around is None:
-            return [(0, 0)] + [(dy, dx) for dy in r for dx in r if (dy, dx) != (0, 0)]
-        near = [(around[0] + dy, around[1] + dx) for dy in (0, -1, 1) for dx in (0, -1, 1)]
-        return [(dy, dx) for dy, dx in near if abs(dy) <= self.max_shift and abs(dx) <= self.max_shift]
-
-    def coarse(self) -> PerturbParams:
-        n = int(np.floor(self.max_angle / self.angle_step + 1e-9))
-        angles = np.arange(-n, n + 1) * self.angle_step
-        gammas = self.max_gamma ** np.linspace(-1.0, 1.0, self.gamma_steps) if self.gamma_steps > 1 else np.ones(1)
-        return _product([False, True], [False, True], angles, gammas)
-
-    def fine(self, best: PerturbParams, level: int = 1) -> PerturbParams:
-        """Around the best point so far: level 1 a quarter and a half angle step either side,
-        and a quarter of the coarse gamma ratio (in exponent) either side; level 2 an eighth
-        of both."""
-        if level not in (1, 2):
-            raise ValueError(f"fine grid level must be 1 or 2, got {level}")
-        offsets = np.array([-0.5, -0.25, 0.0, 0.25, 0.5]) if level == 1 else np.array([-0.125, 0.0, 0.125])
-        angles = float(best.degrees[0]) + offsets * self.angle_step
-        angles = angles[np.abs(angles) <= self.max_angle + 1e-9]
-        ratio = self.max_gamma ** (1.0 / max(1, self.gamma_steps - 1))
-        gammas = float(best.gamma[0]) * ratio ** (np.array([-0.5, 0.0, 0.5]) / level)
-        return _product([bool(best.flip0[0])], [bool(best.flip1[0])], angles, gammas)
-
-
-def _product(flip0: Sequence[bool], flip1: Sequence[bool], angles: np.ndarray, gammas: np.ndarray) -> PerturbParams:
-    grid = np.array(np.meshgrid(np.arange(len(flip0)), np.arange(len(flip1)), angles, gammas,
-                                indexing="ij")).reshape(4, -1)
-    return PerturbParams(np.asarray(flip0)[grid[0].astype(int)], np.asarray(flip1)[grid[1].astype(int)],
-                         grid[2].astype(np.float64), grid[3].astype(np.float64))
-
+from .options import VerifyGrid  # the grid is an audit option; kept importable from here
 
 Shift = tuple[int, int]
 

@@ -7,7 +7,14 @@ import json
 import sys
 from typing import Any
 
+from ..auditing.nearest import BACKENDS, INDEXES
+from ..auditing.options import DEPTH_PER_TOP, ReadOptions, SearchOptions, VerifyGrid, VerifyOptions
+from ..auditing.result import REPORT_PAIRS
+from ..readers import SliceSpec
 from .model import workers_option
+
+# The defaults of the flags below: the option objects' own.
+SEARCH, VERIFY, READ = SearchOptions(), VerifyOptions(), ReadOptions()
 
 
 def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
@@ -29,19 +36,18 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from ..auditing import audit
-    from ..auditing.verify import VerifyGrid
-    from ..readers import SliceSpec
 
-    spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
     result = audit(
-        args.train, args.synthetic, args.model, top_k=args.top_k, thresholds=args.thresholds,
-        calibration=args.calibration, backend=args.backend, index=args.index, device=args.device,
-        slices=spec, cache_dir=None if args.no_cache else (args.cache or "default"),
-        skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
-        progress=not args.no_progress, trust_torchscript=args.trust_torchscript, verify=args.verify,
-        verify_max=args.verify_max, verify_thresholds=args.verify_thresholds,
-        verify_grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift),
-        workers=args.workers,
+        args.train, args.synthetic, args.model,
+        search=SearchOptions(top_k=args.top_k, backend=args.backend, index=args.index),
+        thresholds=args.thresholds, calibration=args.calibration,
+        verify=VerifyOptions(top=args.verify, max=args.verify_max, thresholds=args.verify_thresholds,
+                             grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift)),
+        reading=ReadOptions(slices=SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty),
+                            skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
+                            workers=args.workers),
+        cache_dir=None if args.no_cache else (args.cache or "default"), device=args.device,
+        trust_torchscript=args.trust_torchscript, progress=not args.no_progress,
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -76,40 +82,49 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", nargs="+", required=True, metavar="DIR", help="synthetic images (folders or files)")
     p.add_argument("--model", required=True, help="model folder written by 'deepssim train'")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--top-k", type=int, default=5, help="training matches kept per synthetic image (default 5)")
+    p.add_argument("--top-k", type=int, default=SEARCH.top_k,
+                   help=f"training matches kept per synthetic image (default {SEARCH.top_k})")
     p.add_argument("--thresholds", help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
                                         "(default: the calibration file, else the model's)")
     p.add_argument("--calibration", help="thresholds from a JSON file written by 'deepssim evaluate --calibrate'")
-    p.add_argument("--backend", default="auto", choices=["auto", "exact", "faiss"])
-    p.add_argument("--index", default="flat", choices=["flat", "ivf", "hnsw"],
-                   help="FAISS index; ivf and hnsw are approximate (their recall is measured and reported)")
+    p.add_argument("--backend", default=SEARCH.backend, choices=BACKENDS,
+                   help=f"search: exact (torch), faiss, or auto by size (default {SEARCH.backend})")
+    p.add_argument("--index", default=SEARCH.index, choices=INDEXES,
+                   help="FAISS index; ivf and hnsw are approximate (their recall is measured and reported) "
+                        f"(default {SEARCH.index})")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=READ.batch_size,
+                   help=f"images per network batch (default {READ.batch_size})")
     workers_option(p)
     p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR or ~/.cache/deepssim)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="audit the readable images and list the others instead of stopping")
-    p.add_argument("--slices", default="center", help="for volumes: center, all, START:STOP[:STEP]")
+    p.add_argument("--slices", default=READ.slices.select,
+                   help=f"for volumes: center, all, START:STOP[:STEP] (default {READ.slices.select})")
     p.add_argument("--axis", type=int, help="slicing axis (default: the format's)")
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
-    p.add_argument("--verify", type=int, default=0, metavar="K",
+    p.add_argument("--verify", type=int, default=VERIFY.top, metavar="K",
                    help="re-score the K best candidates of each suspicious synthetic image with the "
                         "reference SSIM after undoing shifts, flips, rotations and contrast (~50 ms a "
-                        "pair at 128 px); the verified SSIM then decides the class")
-    p.add_argument("--verify-max", type=int, metavar="N",
+                        "pair at 128 px); the verified SSIM then decides the class "
+                        f"(default {VERIFY.top}: off)")
+    p.add_argument("--verify-max", type=int, default=VERIFY.max, metavar="N",
                    help="where all K verified candidates are duplicates (a cluster of near-identical "
-                        "training images), verify K more, up to N in all (default 4K; K: off)")
-    p.add_argument("--verify-size", type=int, default=128, metavar="S",
-                   help="side both images are resized to for verification (default 128). At the images' "
-                        "own resolution the search's interpolation blurs the sharp training image and "
-                        "can raise its SSIM against blurry samples (docs/case-study.md)")
-    p.add_argument("--verify-max-shift", type=int, default=2, metavar="PX",
+                        f"training images), verify K more, up to N in all (default {DEPTH_PER_TOP}K; K: off)")
+    p.add_argument("--verify-size", type=int, default=VERIFY.grid.size, metavar="S",
+                   help=f"side both images are resized to for verification (default {VERIFY.grid.size}). "
+                        "At the images' own resolution the search's interpolation blurs the sharp training "
+                        "image and can raise its SSIM against blurry samples (docs/case-study.md)")
+    p.add_argument("--verify-max-shift", type=int, default=VERIFY.grid.max_shift, metavar="PX",
                    help="whole-pixel shifts searched by verification, in pixels at --verify-size "
-                        "(default 2)")
+                        f"(default {VERIFY.grid.max_shift})")
     p.add_argument("--verify-thresholds", metavar="LO,HI",
-                   help="thresholds for the verified SSIMs (default 0.60,0.85, the reference ones)")
-    p.add_argument("--report-pairs", type=int, default=48, help="pairs shown in the report's gallery")
+                   help="thresholds for the verified SSIMs (default "
+                        f"{VERIFY.decision_thresholds.different_max:.2f},"
+                        f"{VERIFY.decision_thresholds.duplicate_min:.2f}, the reference ones)")
+    p.add_argument("--report-pairs", type=int, default=REPORT_PAIRS,
+                   help=f"pairs shown in the report's gallery (default {REPORT_PAIRS})")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="allow loading the authors' TorchScript checkpoint (it can run code)")
     p.add_argument("--no-progress", action="store_true")

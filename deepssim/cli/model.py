@@ -106,9 +106,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def workers_option(p: argparse.ArgumentParser) -> None:
+    from ..readers.read import MAX_READING_WORKERS
+
     p.add_argument("--workers", type=int, metavar="N",
                    help="threads that read and resize the files while the network runs "
-                        "(default: half the cores, at most 8); results do not depend on it")
+                        f"(default: half the cores, at most {MAX_READING_WORKERS}); results do not depend on it")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

@@ -171,15 +171,16 @@ def agreement(flagged: np.ndarray, best: np.ndarray, oracle: Oracle) -> dict[str
 
 def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle, config: CaseStudyConfig,
            device: str, progress: bool) -> dict[str, Any]:
-    from ..auditing import audit
+    from ..auditing import SearchOptions, VerifyOptions, audit
 
     result = {}
     for tag, verify in (("deepssim", 0), ("verified", config.verify)):
         if tag == "verified" and not verify:
             continue
         # The oracle's grid: verified scores are the oracle's measure.
-        res = audit(out / "train", out / f"samples-{level}", model, top_k=max(5, verify), verify=verify,
-                    verify_grid=GRID, cache_dir=out / "cache", device=device, progress=progress)
+        res = audit(out / "train", out / f"samples-{level}", model, search=SearchOptions(top_k=max(5, verify)),
+                    verify=VerifyOptions(top=verify, grid=GRID), cache_dir=out / "cache", device=device,
+                    progress=progress)
         if tag == "verified" or not config.verify:
             res.save(out / f"audit-{level}", progress=progress)
         order = [int(Path(s).stem.split("_")[-1]) for s in res.synthetic_ids]

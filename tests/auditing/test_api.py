@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from deepssim.auditing import api as audit_api
 from deepssim import read_image
-from deepssim.auditing import audit
+from deepssim.auditing import ReadOptions, SearchOptions, VerifyOptions, audit
+from deepssim.auditing import candidates as audit_candidates
+from deepssim.auditing import images as audit_images
 from deepssim.model import ModelFolderError, load_model, score_pairs
 from deepssim.readers import ReadError
 
@@ -47,7 +48,8 @@ def test_audit_finds_the_exact_copy_and_fills_every_field(
     sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     train, synth = sets
-    result = audit(train, synth, tiny_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    result = audit(train, synth, tiny_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                   cache_dir=tmp_path / "cache")
     assert result.synthetic_ids == ["exact.png", "flipped.png", "new0.png", "new1.png", "new2.png"]
     assert len(result.train_ids) == 8 and len(result.matches) == 5 * 3
     by_synth = {}
@@ -84,7 +86,8 @@ def test_a_flip_search_model_finds_the_flipped_copy_and_caches_the_flips(
     sets: tuple[Path, Path], flip_model_dir: Path, tmp_path: Path
 ) -> None:
     train, synth = sets
-    first = audit(train, synth, flip_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    first = audit(train, synth, flip_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                  cache_dir=tmp_path / "cache")
     best = {m.synthetic: m for m in first.matches if m.rank == 1}
     assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
     assert best["exact.png"].train == "t2.png" and best["exact.png"].exact_copy
@@ -97,7 +100,8 @@ def test_a_flip_search_model_finds_the_flipped_copy_and_caches_the_flips(
             e = model.embed([read_image(train / m.train)])[0]
             flips = model.embed([read_image(synth / m.synthetic)], flips=True)[0]
             assert m.score == pytest.approx(float((flips @ e).max()), abs=1e-5)
-    second = audit(train, synth, flip_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    second = audit(train, synth, flip_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                   cache_dir=tmp_path / "cache")
     assert second.summary["cache"]["hits"] == 13 and second.summary["cache"]["misses"] == 0
     assert [(m.train, m.rank) for m in second.matches] == [(m.train, m.rank) for m in first.matches]
     np.testing.assert_allclose(second.best_scores, first.best_scores, atol=1e-6)
@@ -107,7 +111,8 @@ def test_a_joint_flips_model_audits_with_its_own_rule_and_shares_the_flip_cache(
     sets: tuple[Path, Path], flip_model_dir: Path, joint_model_dir: Path, tmp_path: Path
 ) -> None:
     train, synth = sets
-    result = audit(train, synth, joint_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    result = audit(train, synth, joint_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                   cache_dir=tmp_path / "cache")
     assert result.summary["model"]["joint_flips"]
     best = {m.synthetic: m for m in result.matches if m.rank == 1}
     assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
@@ -121,7 +126,8 @@ def test_a_joint_flips_model_audits_with_its_own_rule_and_shares_the_flip_cache(
     # The cache holds the network's embeddings of each flip, whatever the rule: a flip-search
     # audit with the same weights (the same checksum) finds every one it needs there.
     assert load_model(flip_model_dir, device="cpu").checksum == model.checksum
-    again = audit(train, synth, flip_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    again = audit(train, synth, flip_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                  cache_dir=tmp_path / "cache")
     assert again.summary["cache"]["hits"] == 13 and again.summary["cache"]["misses"] == 0
 
 
@@ -129,13 +135,15 @@ def test_a_cross_fitted_model_audits_with_its_own_rule(
     sets: tuple[Path, Path], cross_model_dir: Path, tmp_path: Path
 ) -> None:
     train, synth = sets
-    result = audit(train, synth, cross_model_dir, top_k=3, device="cpu", cache_dir=tmp_path / "cache")
+    result = audit(train, synth, cross_model_dir, search=SearchOptions(top_k=3), device="cpu",
+                   cache_dir=tmp_path / "cache")
     assert result.summary["model"]["cross_fit"]
     # 8 training images, 3 candidates: certain where the first scores at least the third's best flip.
     rescored = result.summary["search"]["rescored"]
     assert rescored["rule"] == "cross_fit" and rescored["synthetic_images"] == 5
     assert 1 <= rescored["top1_certain"] <= 5
-    every = audit(train, synth, cross_model_dir, top_k=8, device="cpu", cache_dir=tmp_path / "cache")
+    every = audit(train, synth, cross_model_dir, search=SearchOptions(top_k=8), device="cpu",
+                  cache_dir=tmp_path / "cache")
     assert every.summary["search"]["rescored"]["top1_certain"] == 5  # every training image was a candidate
     best = {m.synthetic: m for m in result.matches if m.rank == 1}
     assert best["flipped.png"].train == "t4.png" and best["flipped.png"].score == pytest.approx(1.0, abs=1e-5)
@@ -172,7 +180,7 @@ def test_interrupted_audit_resumes_from_the_cache(
     sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train, synth = sets
-    monkeypatch.setattr(audit_api, "CHUNK", 3)
+    monkeypatch.setattr(audit_images, "CHUNK", 3)
     from deepssim.model.api import DeepSSIMModel
 
     real_embed = DeepSSIMModel.embed
@@ -221,11 +229,13 @@ def test_bad_inputs_are_named(sets: tuple[Path, Path], tiny_model_dir: Path, tmp
     with pytest.raises(ReadError, match="broken.png"):
         audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None)
     with pytest.raises(ReadError, match="broken.png"):
-        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, workers=3)
-    skipped = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, skip_unreadable=True)
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, reading=ReadOptions(workers=3))
+    skipped = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None,
+                    reading=ReadOptions(skip_unreadable=True))
     assert skipped.summary["n_synthetic"] == 5
     assert len(skipped.summary["skipped_unreadable"]) == 1 and "broken.png" in skipped.summary["skipped_unreadable"][0]
-    threads = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, skip_unreadable=True, workers=3)
+    threads = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None,
+                    reading=ReadOptions(skip_unreadable=True, workers=3))
     assert threads.summary["skipped_unreadable"] == skipped.summary["skipped_unreadable"]
     assert threads.matches == skipped.matches  # results do not depend on workers
 
@@ -235,14 +245,14 @@ def test_several_source_folders_get_prefixed_ids(sets: tuple[Path, Path], tiny_m
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(synth / "new0.png", other / "x.png")
-    result = audit(train, [synth, other], tiny_model_dir, device="cpu", cache_dir=None, top_k=20)
+    result = audit(train, [synth, other], tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=20))
     assert "other/x.png" in result.synthetic_ids and "synthetic/new0.png" in result.synthetic_ids
     assert len(result.matches) == 6 * 8  # top_k larger than the training set: all of it
 
 
 def test_save_writes_every_file(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
     train, synth = sets
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=2)
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=2))
     files = result.save(tmp_path / "out", max_pairs=3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "histogram.png", "matches.csv", "report.html", "summary.json"]
@@ -288,7 +298,7 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
 def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
     train, synth = sets
     # Thresholds that make every image suspicious, so every one is verified.
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8, verify=8,
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=8), verify=8,
                    thresholds=(-1.0, -1.0))
     flipped = [m for m in result.matches if m.synthetic == "flipped.png"]
     # The random model cannot know the flipped image; verification finds its source anyway.
@@ -306,8 +316,8 @@ def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_di
 
 def test_verification_thresholds_can_be_set(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
     train, synth = sets
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=2, verify=4,
-                   verify_max=4, thresholds=(-1.0, -1.0), verify_thresholds="0.2,0.3")
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=2),
+                   thresholds=(-1.0, -1.0), verify=VerifyOptions(top=4, max=4, thresholds="0.2,0.3"))
     assert result.summary["verify"]["thresholds"]["duplicate_min"] == 0.3
     # Four candidates verified per image, two reported.
     assert result.summary["verify"]["pairs"] == 4 * 4
@@ -354,11 +364,12 @@ def test_verification_looks_further_while_every_candidate_is_a_duplicate(
     cluster: tuple[Path, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train, synth = cluster
-    monkeypatch.setattr(audit_api, "search_flips", _in_order(audit_api.search_flips, [1, 2, 3, 4, 0, 5, 6, 7]))
-    common = {"device": "cpu", "cache_dir": None, "top_k": 3, "thresholds": (-1.0, -1.0), "verify": 2}
+    order = [1, 2, 3, 4, 0, 5, 6, 7]
+    monkeypatch.setattr(audit_candidates, "search_flips", _in_order(audit_candidates.search_flips, order))
+    common = {"device": "cpu", "cache_dir": None, "search": SearchOptions(top_k=3), "thresholds": (-1.0, -1.0)}
     # Candidates c1, c2 verify as duplicates, so c3, c4 are verified; duplicates again, so a, c5;
     # then u1, u2, which are not duplicates: the search stops at verify_max or there.
-    deep = audit(train, synth, tiny_model_dir, verify_max=8, **common)
+    deep = audit(train, synth, tiny_model_dir, verify=VerifyOptions(top=2, max=8), **common)
     first = deep.matches[0]
     assert first.train == "a.png" and first.label == "duplicate"
     verified = [m.verified_ssim for m in deep.matches]
@@ -368,15 +379,15 @@ def test_verification_looks_further_while_every_candidate_is_a_duplicate(
     deep.to_html(train.parent / "report.html")
     assert "up to 8 candidates where all verified as duplicates: 1 image(s)" in (train.parent / "report.html").read_text()
     # Stopped by verify_max after a and c5, and the same best match.
-    six = audit(train, synth, tiny_model_dir, verify_max=6, **common)
+    six = audit(train, synth, tiny_model_dir, verify=VerifyOptions(top=2, max=6), **common)
     assert six.summary["verify"]["pairs"] == 6 and six.matches[0].train == "a.png"
     # Turned off: only c1 and c2 are verified, and the best of them is named.
-    shallow = audit(train, synth, tiny_model_dir, verify_max=2, **common)
+    shallow = audit(train, synth, tiny_model_dir, verify=VerifyOptions(top=2, max=2), **common)
     assert shallow.matches[0].train in {"c1.png", "c2.png"}
     assert shallow.summary["verify"]["pairs"] == 2 and shallow.summary["verify"]["extended"] == 0
     assert shallow.matches[0].verified_ssim < first.verified_ssim
-    with pytest.raises(ValueError, match="verify_max"):
-        audit(train, synth, tiny_model_dir, verify_max=1, **common)
+    with pytest.raises(ValueError, match=r"verify max \(1\) must be at least verify top \(2\)"):
+        audit(train, synth, tiny_model_dir, verify=VerifyOptions(top=2, max=1), **common)
 
 
 def test_a_block_left_empty_does_not_stop_the_deeper_verification(
@@ -385,9 +396,9 @@ def test_a_block_left_empty_does_not_stop_the_deeper_verification(
     train, synth = cluster
     # c1, c2 | two empty slots | c3, c4 | a, c5: the empty block is passed over.
     order = [1, 2, -1, -1, 3, 4, 0, 5]
-    monkeypatch.setattr(audit_api, "search_flips", _in_order(audit_api.search_flips, order))
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8,
-                   thresholds=(-1.0, -1.0), verify=2, verify_max=8)
+    monkeypatch.setattr(audit_candidates, "search_flips", _in_order(audit_candidates.search_flips, order))
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=8),
+                   thresholds=(-1.0, -1.0), verify=VerifyOptions(top=2, max=8))
     assert result.matches[0].train == "a.png"
     assert result.summary["verify"]["pairs"] == 6 and result.summary["verify"]["extended"] == 1
     assert [m.rank for m in result.matches] == list(range(1, 7))  # the empty slots are left out
@@ -412,8 +423,8 @@ def test_slots_an_approximate_index_left_empty_are_not_matches(
     blank[:, 6:] = True  # two slots of every image
     blank[0] = True  # exact.png: nothing found, but its byte-identical source is known
     blank[2, 1:] = True  # new0.png: only its best neighbour was found
-    monkeypatch.setattr(audit_api, "search_flips", _with_missing_slots(audit_api.search_flips, blank))
-    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=8, verify=8,
+    monkeypatch.setattr(audit_candidates, "search_flips", _with_missing_slots(audit_candidates.search_flips, blank))
+    result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=8), verify=8,
                    thresholds=(-1.0, -1.0))
     ranks: dict[str, list[int]] = {}
     for m in result.matches:
@@ -433,6 +444,6 @@ def test_an_image_without_any_neighbour_is_an_error_that_names_it(
     train, synth = sets
     blank = np.zeros((5, 3), dtype=bool)
     blank[3] = True  # new1.png
-    monkeypatch.setattr(audit_api, "search_flips", _with_missing_slots(audit_api.search_flips, blank))
+    monkeypatch.setattr(audit_candidates, "search_flips", _with_missing_slots(audit_candidates.search_flips, blank))
     with pytest.raises(RuntimeError, match=r"no training neighbour for 1 synthetic image\(s\) \(new1.png\)"):
-        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, top_k=3)
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=3))

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from deepssim.auditing.report import GalleryPair, render_report, write_histogram_png, write_report
+from deepssim.auditing.gallery import GalleryPair
+from deepssim.auditing.report import render_report, write_report
 
 HOSTILE = "<script>alert(1)</script>\"q'&amp.png"
 PNG_URI = re.compile(r'data:image/png;base64,([A-Za-z0-9+/=]+)')
@@ -69,21 +70,6 @@ def _png(data: bytes) -> Image.Image:
     return image
 
 
-def test_histogram_png_is_a_sane_png(tmp_path: Path) -> None:
-    out = write_histogram_png(_scores(), (0.6, 0.85), tmp_path / "sub" / "hist.png")
-    assert out == tmp_path / "sub" / "hist.png"
-    image = _png(out.read_bytes())
-    assert 400 <= image.width <= 2000 and 200 <= image.height <= 1200
-    assert np.asarray(image.convert("L")).std() > 5  # something is drawn
-    assert list(out.parent.iterdir()) == [out]  # no temp file left behind
-
-
-def test_histogram_tolerates_empty_and_nonfinite_scores(tmp_path: Path) -> None:
-    _png(write_histogram_png(np.array([]), (0.6, 0.85), tmp_path / "e.png").read_bytes())
-    scores = np.array([np.nan, np.inf, 0.2, 0.9, -0.3])
-    _png(write_histogram_png(scores, (0.6, 0.85), tmp_path / "n.png").read_bytes())
-
-
 def test_report_is_self_contained_with_counts_rows_and_images(tmp_path: Path) -> None:
     out = write_report(tmp_path / "r.html", _summary(), _scores(), _pairs())
     text = out.read_text(encoding="utf-8")
@@ -126,6 +112,43 @@ def test_hostile_ids_are_escaped_everywhere() -> None:
     # Outside the one inline script of the report itself, no <script> tag at all.
     assert text.count("<script>") == 1
     assert 'data-synthetic="&lt;script&gt;' in text
+
+
+def _run_details(text: str) -> str:
+    return text.split("<h2>Run</h2>", 1)[1].split("</table>", 1)[0]
+
+
+def test_run_details_read_as_sentences_not_python_dicts() -> None:
+    summary = _summary(
+        model={"path": "models/fast", "sha256": "ab12cd34ef56" + "0" * 52, "preset": "fast",
+               "preprocess": {"size": 128}, "device": "cpu", "flip_search": True, "joint_flips": True,
+               "cross_fit": True},
+        search={"backend": "faiss", "index": "ivf", "top_k": 5, "device": "cpu", "recall": 0.9731,
+                "rescored": {"rule": "cross_fit", "top1_certain": 58, "synthetic_images": 60},
+                "missing_slots": 3},
+        verify={"top": 3, "max": 12, "extended": 2, "synthetic_images": 14, "pairs": 46,
+                "thresholds": {"different_max": 0.6, "duplicate_min": 0.85, "source": "reference"},
+                "grid": {"max_angle": 10.0, "angle_step": 5.0, "max_gamma": 2.0, "gamma_steps": 5,
+                         "size": 128, "max_shift": 2}},
+        cache={"folder": "/cache", "hits": 1, "misses": 600, "corrupt_shards": 0})
+    details = _run_details(render_report(summary, _scores(), []))
+    for dict_text in ("{", "}", "'", "&#x27;", "None", "rescored", "top1_certain", "missing_slots"):
+        assert dict_text not in details, dict_text
+    for sentence in (
+        "approximate search with a FAISS ivf index on the CPU, top 5 (measured recall@5 0.973)",
+        "re-ranked by the cross-fitted flip score: the first match is certainly the best for 58 of 60 images",
+        "3 candidate slots left empty by the approximate index",
+        "the best 3 candidates of each of 14 suspicious images (score above 0.6) re-scored by the "
+        "reference SSIM (46 pairs; up to 12 candidates where all verified as duplicates: 2 image(s))",
+        "shifts up to ±2 px", "both images at 128 x 128 px",
+        "scored by the mean cosine over the four flips of both images, at the cross-fitted relative flip",
+        "1 image found in the cache, 600 embedded",
+        "scan 1.2 s · embedding 30.1 s · search 0.4 s · total 37.0 s",
+    ):
+        assert sentence in details, sentence
+    plain = _run_details(render_report(_summary(search={"backend": "exact", "index": "flat", "top_k": 5,
+                                                        "device": "cuda:0", "recall": None}), _scores(), []))
+    assert "exact search on the GPU (cuda:0), top 5</td>" in plain
 
 
 def test_zero_pairs_and_a_sparse_summary() -> None:

@@ -1,0 +1,199 @@
+"""The two image sets of an audit: found by the readers, keyed by content, embedded through
+the cache.
+
+Images are found by the readers (any format they accept, volumes sliced as ``ReadOptions``
+says), keyed by their content (``cache.ContentHasher``) and embedded by the model through its
+own preprocessing contract. Embeddings are looked up in the cache by that key, so a second
+audit against the same training set embeds only the new images, and an interrupted one
+resumes from the last chunk written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..model.api import DeepSSIMModel
+from ..model.flips import FLIPS
+from ..readers import ImageRef, ReadError, scan
+from ..readers.read import read_runs
+from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
+from .options import ReadOptions
+
+log = logging.getLogger(__name__)
+
+Sources = str | Path | Sequence[str | Path]
+CHUNK = 512
+"""Images embedded between two cache writes: what an interruption can lose at most."""
+
+
+@dataclass
+class ImageSet:
+    """The images of one side of the audit (training or synthetic), with stable ids and
+    content keys (equal keys: equal pixels)."""
+
+    name: str
+    ids: list[str]
+    refs: list[ImageRef]
+    keys: list[str]
+    sources: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def subset(self, positions: Sequence[int], skipped: list[str]) -> ImageSet:
+        """The images at ``positions``, with ``skipped`` as the files left out."""
+        return ImageSet(self.name, [self.ids[k] for k in positions], [self.refs[k] for k in positions],
+                        [self.keys[k] for k in positions], self.sources, skipped)
+
+
+@dataclass
+class EmbeddedSet:
+    """The readable images of a set and their embeddings, as the model's score takes them.
+
+    Attributes:
+        images: The images embedded (the unreadable ones left out, listed in ``skipped``).
+        vectors: One row per image of ``images``: the network's embeddings (``embed_set``),
+            or the score's vectors made from them (``embed_sets``).
+        hits, misses: Images found in the embedding cache, and embedded here.
+    """
+
+    images: ImageSet
+    vectors: np.ndarray
+    hits: int
+    misses: int
+
+
+def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHasher,
+            progress: bool) -> ImageSet:
+    """Scan every source folder or file; ids are prefixed by the source's name when several.
+
+    Raises:
+        ReadError: an empty folder, or unreadable files (listed) unless ``skip_unreadable``.
+    """
+    roots = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if not roots:
+        raise ValueError(f"no {name} images given")
+    names = [Path(root).name for root in roots]
+    if len(set(names)) < len(names):  # two sources with one name (a/x and b/x): number them
+        names = [f"{k}:{n}" for k, n in enumerate(names)]
+    ids: list[str] = []
+    refs: list[ImageRef] = []
+    skipped: list[str] = []
+    for root, root_name in zip(roots, names):
+        result = scan(root, reading.slices, progress=progress)
+        try:
+            result.require_images(reading.skip_unreadable)
+        except ReadError as exc:
+            raise ReadError(exc.path, f"{exc.reason} (in the {name} set)") from None
+        skipped += [str(e) for e in result.errors]
+        prefix = f"{root_name}/" if len(roots) > 1 else ""
+        ids += [prefix + ref.id for ref in result.refs]
+        refs += result.refs
+    return ImageSet(name, ids, refs, [hasher.key(r) for r in refs], [str(r) for r in roots], skipped)
+
+
+def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingCache | None:
+    """The model's embedding cache in ``cache_dir`` (``"default"``: ``default_cache_dir()``;
+    None: no cache)."""
+    if cache_dir is None:
+        return None
+    root = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+    return EmbeddingCache(root, model_key(model.checksum, model.preprocess.to_dict()))
+
+
+def cache_summary(cache: EmbeddingCache | None, *sets: EmbeddedSet) -> dict[str, Any] | None:
+    """The summary's ``cache`` entry: the folder, hits and misses over ``sets``, shards found
+    corrupt (and left out)."""
+    if cache is None:
+        return None
+    return {"folder": str(cache.folder), "hits": sum(s.hits for s in sets),
+            "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt)}
+
+
+def _readable(
+    refs: Sequence[ImageRef], skip: bool, done: list[int], failed: list[str], workers: int,
+    transform: Callable[[np.ndarray], np.ndarray],
+) -> Iterator[np.ndarray]:
+    """Images of ``refs`` file by file, ``transform``-ed as read (in ``workers`` threads);
+    positions read go to ``done``, failures to ``failed`` (or raise, unless ``skip``). A file
+    can pass the header scan and still fail here."""
+    start = 0
+    for run, images in read_runs(refs, workers=workers, transform=transform):
+        if isinstance(images, ReadError):
+            if not skip:
+                raise images
+            log.warning("skipping unreadable %s", images)
+            failed.append(str(images))
+        else:
+            done.extend(range(start, start + len(run)))
+            yield from images
+        start += len(run)
+
+
+def _views(key: str, flips: bool) -> list[str]:
+    """Cache keys of an image: its own, and with ``flips`` one per other flip (``flips.FLIPS``),
+    so that an image embedded with and without its flips shares its unflipped entry."""
+    return [key, *(f"{key}|flip{f}" for f in range(1, len(FLIPS)))] if flips else [key]
+
+
+def embed_set(
+    model: DeepSSIMModel, images: ImageSet, cache: EmbeddingCache | None, reading: ReadOptions, *,
+    flips: bool, progress: bool,
+) -> EmbeddedSet:
+    """The network's embeddings of the set (cached ones read, the rest computed and cached
+    chunk by chunk): (N, D), or with ``flips`` (N, 4, D), those of each image's four flips.
+    The unreadable images are left out and added to the set's ``skipped``.
+
+    Raises:
+        ReadError: an unreadable file (unless ``reading.skip_unreadable``), or no readable
+            image at all.
+    """
+    keys = images.keys
+    hit, miss = [], []
+    for k, key in enumerate(keys):
+        cached = cache is not None and all(v in cache for v in _views(key, flips))
+        (hit if cached else miss).append(k)
+    shape = (len(FLIPS), -1) if flips else (-1,)
+    parts: dict[int, np.ndarray] = {}
+    if hit:
+        stored = cache.get([v for k in hit for v in _views(keys[k], flips)])  # type: ignore[union-attr]
+        parts.update(zip(hit, stored.reshape(len(hit), *shape)))
+    failed: list[str] = []
+    workers = reading.threads
+    with tqdm(total=len(miss), unit="img", desc=f"embed {images.name}", file=sys.stderr,
+              disable=not (progress and miss)) as bar:
+        for start in range(0, len(miss), CHUNK):
+            chunk = miss[start:start + CHUNK]
+            done: list[int] = []
+            emb = model.embed(_readable([images.refs[k] for k in chunk], reading.skip_unreadable, done, failed,
+                                        workers, model.preprocess.resize),
+                              batch_size=reading.batch_size, progress=False, flips=flips)
+            positions = [chunk[d] for d in done]
+            parts.update(zip(positions, emb))
+            if cache is not None:
+                cache.add([v for p in positions for v in _views(keys[p], flips)],
+                          emb.reshape(-1, emb.shape[-1]))
+            bar.update(len(chunk))
+    order = sorted(parts)
+    if not order:
+        raise ReadError(images.sources[0], f"no readable image in the {images.name} set")
+    vectors = np.stack([parts[k] for k in order]).astype(np.float32)
+    return EmbeddedSet(images.subset(order, images.skipped + failed), vectors, len(hit), len(miss))
+
+
+def embed_sets(
+    model: DeepSSIMModel, train: ImageSet, synthetic: ImageSet, cache: EmbeddingCache | None,
+    reading: ReadOptions, progress: bool,
+) -> tuple[EmbeddedSet, EmbeddedSet]:
+    """Both sets embedded as the model's score takes them: the cache holds the network's
+    per-flip embeddings, and the score's vectors are made from them (``flips.py``)."""
+    real = embed_set(model, train, cache, reading, flips=model.real_flips, progress=progress)
+    fake = embed_set(model, synthetic, cache, reading, flips=model.synthetic_flips, progress=progress)
+    return (replace(real, vectors=model.as_real(real.vectors)),
+            replace(fake, vectors=model.as_synthetic(fake.vectors)))
