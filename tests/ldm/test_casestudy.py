@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from deepssim.auditing.verify import VerifyGrid, verified_ssim
-from deepssim.benchmark.build import build_from_samples
+from deepssim.benchmark import build_from_samples
 from deepssim.benchmark.layout import read_audit_csv, read_pairs_csv
-from deepssim.ldm.casestudy import CaseStudyConfig, agreement, memorization, rate_ratio
+from deepssim.ldm.casestudy import CaseStudyConfig
 from deepssim.ldm.oracle import Oracle, nearest_training
+from deepssim.ldm.report import agreement, memorization, rate_ratio
 from deepssim.ldm.store import load_folder, write_png
 
 from .conftest import blobs, textures
