@@ -1,6 +1,6 @@
 """Memorization benchmarks (BENCHMARK.md): build one from real images, read its files."""
 
-from .build import PERTURBATION, BenchmarkInfo, build_benchmark
+from .build import PERTURBATION, BenchmarkInfo, build_benchmark, build_from_samples
 from .layout import (
     DUPLICATE_THRESHOLD,
     LABELS,
@@ -23,6 +23,7 @@ __all__ = [
     "BenchmarkInfo",
     "Pair",
     "build_benchmark",
+    "build_from_samples",
     "classify",
     "clean_twin",
     "load_benchmark_info",

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
+from ..classes import candidate_cuts
 from .layout import TRAIN_CSV
 
 
@@ -116,11 +119,6 @@ def best_duplicate_threshold(best_scores: Sequence[float], is_copy: Sequence[boo
     between consecutive distinct scores and one beyond each end), so the threshold separates
     observed values instead of sitting on one.
     """
-    import numpy as np
-
-    from ..classes import candidate_cuts
-
-
     s = np.asarray(best_scores, dtype=np.float64)
     y = np.asarray(is_copy, dtype=bool)
     if len(s) != len(y) or not len(s):

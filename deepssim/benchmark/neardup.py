@@ -9,7 +9,7 @@ detector. The builder therefore puts near-duplicates in one group.
 Similarity here is a cheap, transformation-aware proxy of "same image": the Pearson
 correlation of rank-transformed ``THUMB x THUMB`` thumbnails (ranks make it blind to monotone
 intensity changes such as gamma), maximised over the four flips and rotations of
-``ANGLES`` degrees. On ``../shared/data/brain-tumor-mri`` (128 px) pairs above 0.99 had a
+``ANGLES`` degrees. On the brain tumour MRI set at 128 px, pairs above 0.99 had a
 registered, gamma-searched SSIM above 0.85 in 95% of a random sample, pairs above 0.97 in
 81%, and none of a sample between 0.90 and 0.95 did; 0.97 groups at most 53 images together.
 """

@@ -1,9 +1,14 @@
-"""``deepssim benchmark build``: a memorization benchmark folder from real images."""
+"""``deepssim benchmark build | from-samples``: a memorization benchmark folder from real images,
+or from a real generator's samples."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the builder loads on use: ``deepssim --help`` stays fast
+    from ..benchmark import BenchmarkInfo
 
 
 def _families(parts: list[str] | None) -> tuple[str, ...] | None:
@@ -46,8 +51,28 @@ def _cmd_build(args: argparse.Namespace) -> int:
         options["near_duplicates"] = None
     info = build_benchmark(args.images, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                            **options)
+    return _print(info, args)
+
+
+def _cmd_from_samples(args: argparse.Namespace) -> int:
+    from ..benchmark import build_from_samples
+
+    info = build_from_samples(args.train, args.synthetic, args.out, size=args.size, seed=args.seed,
+                              n_hard=args.n_hard, n_random=args.n_random, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+    return _print(info, args)
+
+
+def _print(info: BenchmarkInfo, args: argparse.Namespace) -> int:
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
     return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The options both commands share: where the folder goes and how the result is shown."""
+    p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -88,9 +113,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-hard", type=int, help="hard-negative pairs per synthetic image (default 2)")
     p.add_argument("--n-random", type=int, help="random pairs per synthetic image (default 2)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(p)
     p.set_defaults(func=_cmd_build)
 
     p = bench_sub.add_parser(
@@ -111,17 +134,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-hard", type=int, default=2, help="hard-negative pairs per sample (default 2)")
     p.add_argument("--n-random", type=int, default=2, help="random pairs per sample (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(p)
     p.set_defaults(func=_cmd_from_samples)
-
-
-def _cmd_from_samples(args: argparse.Namespace) -> int:
-    from ..benchmark.build import build_from_samples
-
-    info = build_from_samples(args.train, args.synthetic, args.out, size=args.size, seed=args.seed,
-                              n_hard=args.n_hard, n_random=args.n_random, overwrite=args.overwrite,
-                              progress=not args.no_progress)
-    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
-    return 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..ldm.duplication import LEVELS
 from ..ldm.presets import PRESETS
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -16,6 +20,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _needs_monai(command: Command) -> Command:
+    """``command`` run only when the ``ldm`` extra (MONAI) is installed; else one line on stderr
+    naming the extra and exit code 2, as for any other error of the command."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from ..ldm.nets import require_monai
+
+        try:
+            require_monai()
+        except ImportError as exc:
+            print(f"deepssim {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        return command(args)
+
+    return run
+
+
+@_needs_monai
 def _cmd_train_vae(args: argparse.Namespace) -> int:
     from ..ldm import preset, train_vae
 
@@ -31,6 +54,7 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_monai
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..ldm import train_ldm
 
@@ -46,6 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_monai
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..ldm import sample
 
@@ -55,6 +80,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_monai
 def _cmd_case_study(args: argparse.Namespace) -> int:
     from ..ldm import CaseStudyConfig, case_study
 

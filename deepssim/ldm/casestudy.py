@@ -19,8 +19,9 @@ continues where it stopped):
    reference SSIM, so ``deepssim evaluate`` runs on real generated images.
 6. ``deepssim-model/`` (unless ``model`` is given): the ``fast`` DeepSSIM preset trained on
    ``train/`` only; ``audit-<level>/``: the audit of the samples (``verify`` checks too).
-7. ``case_study.json`` and ``report.md``: memorization rate per level with 95% intervals, its
-   dependence on the number of copies, DeepSSIM's agreement with the oracle, grids and galleries.
+7. ``case_study.json`` and ``report.md`` (``report.py``): memorization rate per level with 95%
+   intervals, its dependence on the number of copies, DeepSSIM's agreement with the oracle,
+   grids and galleries.
 """
 
 from __future__ import annotations
@@ -36,20 +37,19 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import wilson_interval
+from ..benchmark import build_from_samples
 from ..storage import atomic_write_bytes, write_csv
 from .diffusion import sample, train_ldm
 from .duplication import LEVELS
-from .oracle import GRID, SHORTLIST, Oracle, nearest_training
+from .nets import needs_monai
+from .oracle import GRID, Oracle, cached_nearest_training
 from .presets import preset
-from .store import CONFIG, STATE, load_folder, write_grid
+from .report import agreement, memorization, rate_ratio, render_report, write_gallery
+from .store import CONFIG, STATE, load_folder
 from .subset import choose_subset, write_subset
 from .vae import train_vae
 
 log = logging.getLogger(__name__)
-
-COPY_BINS = ((1, 3), (4, 7), (8, 11), (12, 14))
-GALLERY_ROWS = 12
 
 
 @dataclass(frozen=True)
@@ -97,78 +97,6 @@ def _train_subset(images: Sequence[str | Path], out: Path, config: CaseStudyConf
     return load_folder([folder], size)
 
 
-def _oracle(path: Path, train: np.ndarray, samples: np.ndarray, names: list[str], progress: bool) -> Oracle:
-    """The oracle of one level, reused from ``path`` (CSV) when its sidecar ``.json`` says it was
-    computed the same way (same grid, shortlist and sample count), else computed and written."""
-    how = {"measure": "auditing.verify.verified_ssim", "grid": asdict(GRID), "shortlist": SHORTLIST,
-           "samples": len(samples), "train": len(train)}
-    sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == how:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        idx = {n: k for k, n in enumerate(names)}
-        return Oracle(np.array([idx[r["nearest_train"]] for r in rows]),
-                      np.array([float(r["aligned_ssim"]) for r in rows]),
-                      np.array([idx[r["plain_nearest"]] for r in rows]),
-                      np.array([float(r["plain_ssim"]) for r in rows]))
-    oracle = nearest_training(train, samples, grid=GRID, progress=progress)
-    rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
-             "aligned_ssim": f"{oracle.aligned[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
-             "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
-            for i in range(len(samples))]
-    write_csv(path, list(rows[0]), rows)
-    atomic_write_bytes(sidecar, (json.dumps(how, indent=2) + "\n").encode())
-    return oracle
-
-
-def memorization(oracle: Oracle, counts: np.ndarray) -> dict[str, Any]:
-    """The oracle's findings for one level: rate with interval, distinct images, by copy count."""
-    copies = oracle.is_copy
-    k, n = int(copies.sum()), len(copies)
-    lo, hi = wilson_interval(k, n)
-    per_image = np.bincount(oracle.nearest[copies], minlength=len(counts))
-    by_copies = []
-    for a, b in COPY_BINS:
-        sel = (counts >= a) & (counts <= b)
-        if sel.any():
-            by_copies.append({"copies": f"{a}-{b}", "images": int(sel.sum()),
-                              "images_copied": int((per_image[sel] > 0).sum()),
-                              "share_copied": float((per_image[sel] > 0).mean()),
-                              "copying_samples": int(per_image[sel].sum()),
-                              "samples_per_image": float(per_image[sel].mean())})
-    out: dict[str, Any] = {
-        "samples": n, "copies": k, "rate": k / n, "rate_ci95": [lo, hi],
-        "similar": int(((oracle.aligned > 0.60) & ~copies).sum()),
-        "distinct_images_copied": int((per_image > 0).sum()),
-        "median_nearest_ssim": float(np.median(oracle.aligned)),
-        "by_copies": by_copies,
-    }
-    if counts.min() != counts.max() and per_image.min() != per_image.max():
-        from scipy.stats import spearmanr
-
-        out["spearman_copies_vs_copying_samples"] = float(spearmanr(counts, per_image).statistic)
-    return out
-
-
-def rate_ratio(level: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
-    """How many times the first level's memorization rate: the point estimate (None when the
-    base rate is 0) and the conservative one, lower 95% bound over the base's upper bound."""
-    return {"estimate": level["rate"] / base["rate"] if base["rate"] else None,
-            "conservative": level["rate_ci95"][0] / base["rate_ci95"][1]}
-
-
-def agreement(flagged: np.ndarray, best: np.ndarray, oracle: Oracle) -> dict[str, Any]:
-    """Precision and recall of the audit's flagged copies against the oracle's, and top-1."""
-    copies = oracle.is_copy
-    tp = int((flagged & copies).sum())
-    n_flag, n_copy = int(flagged.sum()), int(copies.sum())
-    top1 = int((best[copies] == oracle.nearest[copies]).sum())
-    return {"flagged": n_flag, "oracle_copies": n_copy, "true_positives": tp,
-            "precision": tp / n_flag if n_flag else None,
-            "recall": tp / n_copy if n_copy else None,
-            "top1": top1 / n_copy if n_copy else None}
-
-
 def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle, config: CaseStudyConfig,
            device: str, progress: bool) -> dict[str, Any]:
     from ..auditing import SearchOptions, VerifyOptions, audit
@@ -195,16 +123,7 @@ def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle,
     return result
 
 
-def _gallery(path: Path, train: np.ndarray, samples: np.ndarray, oracle: Oracle) -> Path | None:
-    idx = np.flatnonzero(oracle.is_copy)
-    if not len(idx):
-        return None
-    idx = idx[np.argsort(-oracle.aligned[idx])][:GALLERY_ROWS]
-    tiles = [im for i in idx for im in (samples[i], train[oracle.nearest[i]],
-                                        np.abs(samples[i] - train[oracle.nearest[i]]))]
-    return write_grid(path, np.stack(tiles), columns=3)
-
-
+@needs_monai
 def case_study(
     images: Sequence[str | Path],
     out_dir: str | Path,
@@ -258,9 +177,10 @@ def case_study(
         paths = sample(ldm_dir, out / f"samples-{level}", n=config.n_samples, seed=config.seed,
                        device=device, progress=progress)
         samples, _ = load_folder([out / f"samples-{level}"], size)
-        oracle = oracles[level] = _oracle(out / f"oracle-{level}.csv", train, samples, names, progress)
+        oracle = oracles[level] = cached_nearest_training(out / f"oracle-{level}.csv", train, samples, names,
+                                                          progress)
         found = memorization(oracle, counts)
-        gallery = _gallery(out / f"copies-{level}.png", train, samples, oracle)
+        gallery = write_gallery(out / f"copies-{level}.png", train, samples, oracle)
         levels[level] = {"records": meta["n_records"], "epochs": meta["epochs_done"], "steps": meta["steps"],
                          "train_seconds": meta["seconds"], "scale_factor": meta["scale_factor"],
                          "oracle": found, "samples_dir": paths[0].parent.name,
@@ -269,8 +189,6 @@ def case_study(
         say(f"[3-4/6] {level}: {meta['n_records']} records, {meta['steps']} steps; "
             f"{found['copies']} of {found['samples']} samples are copies by the oracle "
             f"({found['rate']:.1%}, 95% CI {found['rate_ci95'][0]:.1%}-{found['rate_ci95'][1]:.1%})")
-        from ..benchmark.build import build_from_samples
-
         build_from_samples(out / "train", out / f"samples-{level}", out / f"bench-{level}",
                            seed=config.seed, overwrite=True, progress=False)
 
@@ -301,56 +219,3 @@ def case_study(
     atomic_write_bytes(out / "report.md", render_report(summary).encode())
     say(f"[6/6] report: {out / 'report.md'} ({summary['timings']['total_seconds'] / 60:.1f} min in all)")
     return summary
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def render_report(s: dict[str, Any]) -> str:
-    """The Markdown report of a case study (figures from ``case_study.json``)."""
-    c = s["config"]
-    lines = [
-        "# Memorization case study", "",
-        f"{c['n_train']} distinct training images, LDM preset `{c['preset']}` "
-        f"({s['ldm_config']['image_size']} x {s['ldm_config']['image_size']}), {c['n_samples']} DDIM samples "
-        f"per level, training matched by {c['match']}, seed {c['seed']}.",
-        f"VAE: {s['vae']['steps']} steps, reconstruction SSIM median {s['vae']['recon_ssim']['median']:.3f} "
-        f"(10th percentile {s['vae']['recon_ssim']['p10']:.3f}): a perfect copy scores about this much.", "",
-        "## Memorization rate (oracle: aligned SSIM > 0.85 to the nearest training image)", "",
-        "| level | records | steps | train min | copies / samples | rate | 95% CI | similar | median nearest SSIM "
-        "| distinct images copied | x first level (conservative) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for lv, v in s["levels"].items():
-        o = v["oracle"]
-        r = s["rate_ratio_vs_first_level"][lv]
-        ratio = ("—" if r["estimate"] is None else f"{r['estimate']:.1f}x") + f" (≥ {r['conservative']:.1f}x)"
-        lines.append(f"| {lv} | {v['records']} | {v['steps']} | {v['train_seconds'] / 60:.1f} | {o['copies']} / {o['samples']} "
-                     f"| {_pct(o['rate'])} | {_pct(o['rate_ci95'][0])}–{_pct(o['rate_ci95'][1])} | {o['similar']} "
-                     f"| {o['median_nearest_ssim']:.3f} "
-                     f"| {o['distinct_images_copied']} | {ratio} |")
-    for lv, v in s["levels"].items():
-        rows = v["oracle"]["by_copies"]
-        if len(rows) < 2:
-            continue
-        lines += ["", f"### `{lv}`: memorization by number of copies of a training image", "",
-                  "| copies | images | images copied | share copied | copying samples | samples per image |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['copies']} | {r['images']} | {r['images_copied']} | {_pct(r['share_copied'])} | "
-                  f"{r['copying_samples']} | {r['samples_per_image']:.2f} |" for r in rows]
-        if "spearman_copies_vs_copying_samples" in v["oracle"]:
-            lines.append(f"\nSpearman correlation of copies with copying samples per image: "
-                         f"{v['oracle']['spearman_copies_vs_copying_samples']:.2f}.")
-    lines += ["", "## DeepSSIM audit against the oracle", "",
-              "| level | audit | flagged | oracle copies | precision | recall | top-1 |", "|---|---|---|---|---|---|---|"]
-    for lv, v in s["levels"].items():
-        for tag, a in v.get("audit", {}).items():
-            lines.append(f"| {lv} | {tag} | {a['flagged']} | {a['oracle_copies']} | {_pct(a['precision'])} | "
-                         f"{_pct(a['recall'])} | {_pct(a['top1'])} |")
-    lines += ["", "## Files (relative to the case-study folder)", ""]
-    for lv, v in s["levels"].items():
-        lines.append(f"- `{lv}`: samples grid `{v['grid']}`, copies gallery (sample | training | difference) "
-                     f"`{v['gallery']}`, audit report `audit-{lv}/report.html`, benchmark `bench-{lv}/`")
-    lines.append(f"\nTotal time {s['timings']['total_seconds'] / 60:.1f} min.")
-    return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..storage import atomic_write_bytes, write_csv
+from ..readers import fingerprint
 from ..refssim import resolve_device
+from ..storage import atomic_write_bytes, write_csv
 from . import nets
 from .duplication import copy_counts, records
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from ..readers import fingerprint
 from .store import load_folder, load_weights, read_config, save_weights, write_grid, write_png
 from .vae import load_vae
 
@@ -76,15 +76,13 @@ class Ldm:
     @torch.no_grad()
     def sample(self, indices: Sequence[int], seed: int = 0) -> np.ndarray:
         """Images (len(indices), H, W) in [0, 1] for the sample indices under ``seed``."""
-        from monai.inferers import LatentDiffusionInferer
-
         scheduler = nets.ddim(self.config)
-        inferer = LatentDiffusionInferer(scheduler, scale_factor=self.scale_factor)
-        images = inferer.sample(input_noise=self.noise(indices, seed), autoencoder_model=self.vae,
+        images = nets.inferer(scheduler, self.scale_factor).sample(input_noise=self.noise(indices, seed), autoencoder_model=self.vae,
                                 diffusion_model=self.unet, scheduler=scheduler, verbose=False)
         return images.clamp(0, 1)[:, 0].float().cpu().numpy()
 
 
+@nets.needs_monai
 def load_ldm(folder: str | Path, device: str = "cpu") -> Ldm:
     """The latent diffusion model of a ``deepssim ldm train`` folder."""
     meta = read_config(folder, "ldm")
@@ -106,6 +104,7 @@ def encode(vae: torch.nn.Module, images: np.ndarray, device: torch.device, batch
     return torch.cat(mus), torch.cat(sigmas)
 
 
+@nets.needs_monai
 def train_ldm(
     inputs: Sequence[str | Path],
     vae_dir: str | Path,
@@ -124,8 +123,6 @@ def train_ldm(
     The settings come from the VAE folder's config (same image size and latent channels);
     ``unet_overrides`` changes UNet fields (``epochs``, ``lr``...) and ``DIFFUSION_SETTINGS``.
     """
-    from dataclasses import replace
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -201,6 +198,7 @@ def train_ldm(
     return LdmResult(out, loop, scale_factor, counts, ids)
 
 
+@nets.needs_monai
 def sample(
     model_dir: str | Path,
     out_dir: str | Path,

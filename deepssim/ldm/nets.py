@@ -1,9 +1,18 @@
-"""The networks and schedulers of the latent diffusion model, all from MONAI."""
+"""The networks, losses and schedulers of the latent diffusion model, all from MONAI.
+
+MONAI is an optional dependency (the ``ldm`` extra): every MONAI import of the package is in
+this module, inside the function that needs it, so that the rest of deepssim imports without
+it, and the case study's entry points check for it first (``needs_monai``).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -11,6 +20,34 @@ from torch import nn
 from .presets import LdmConfig, VaeConfig
 
 log = logging.getLogger(__name__)
+
+EXTRA = "ldm"
+"""The optional dependencies of the case study: ``pip install 'deepssim[ldm]'``."""
+_NEEDED = (("monai", "MONAI"), ("einops", "einops (for MONAI's attention blocks)"))
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def require_monai() -> None:
+    """Return if MONAI and einops import; else raise ImportError naming the ``ldm`` extra."""
+    for module, name in _NEEDED:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(f"the LDM case study needs {name}: pip install 'deepssim[{EXTRA}]'",
+                              name=module) from exc
+
+
+def needs_monai(function: F) -> F:
+    """``function`` checking ``require_monai`` first: a missing extra is named before any work
+    (reading images, writing folders) is done."""
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        require_monai()
+        return function(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 def autoencoder(config: LdmConfig) -> nn.Module:
@@ -66,6 +103,20 @@ def ddim(config: LdmConfig):  # noqa: ANN201 (monai type)
                               prediction_type=config.prediction_type)
     scheduler.set_timesteps(config.ddim_steps)
     return scheduler
+
+
+def adversarial_loss() -> nn.Module:
+    """MONAI ``PatchAdversarialLoss`` (least squares) for the autoencoder and its discriminator."""
+    from monai.losses import PatchAdversarialLoss
+
+    return PatchAdversarialLoss(criterion="least_squares")
+
+
+def inferer(scheduler: Any, scale_factor: float) -> Any:
+    """MONAI ``LatentDiffusionInferer``: samples latents with ``scheduler`` and decodes them."""
+    from monai.inferers import LatentDiffusionInferer
+
+    return LatentDiffusionInferer(scheduler, scale_factor=scale_factor)
 
 
 def perceptual_loss(v: VaeConfig) -> nn.Module:

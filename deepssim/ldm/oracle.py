@@ -6,12 +6,11 @@ rotations of the training image and contrast curves of the sample. One definitio
 "DeepSSIM found the oracle's copy" means that the audit put the oracle's training image among
 the candidates it verified, not that two registrations happened to agree near the threshold.
 
-Which measure is a choice, and it moves the count (``benchmarks/oracle_measures.py`` on the
-case study's 300 ``high`` samples: 28 copies by plain SSIM at 64 px, 28 by
-``refssim.registered_ssim``, 30 by this measure, but 47-49 when the search resamples the sharp
-training image at 64 px: bilinear interpolation blurs it towards the blurrier generated sample,
-+0.02 SSIM for nearly every pair). At 128 px, after both images are upsampled alike, that
-interpolation bonus is gone, which is why the oracle compares there.
+Which measure is a choice, and it moves the count (docs/case-study.md compares them with
+``benchmarks/oracle_measures.py``): a search that resamples the sharp training image at the
+generator's 64 px blurs it towards the blurrier generated sample and raises nearly every pair's
+SSIM. At 128 px, after both images are upsampled alike, that interpolation bonus is gone,
+which is why the oracle compares there.
 
 Computing it for all N x M pairs would take hours, and for samples of a generator trained
 without augmentation the nearest image by plain reference SSIM is almost always the aligned
@@ -22,15 +21,20 @@ copy (the benchmark's duplicate threshold).
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from ..classes import DUPLICATE_THRESHOLD
 from ..auditing.verify import VerifyGrid, verify_candidates
+from ..classes import DUPLICATE_THRESHOLD
 from ..refssim import ssim_matrix
+from ..storage import atomic_write_bytes, write_csv
 
 SHORTLIST = 10
 GRID = VerifyGrid()
@@ -73,3 +77,30 @@ def nearest_training(
         k = int(np.argmax(scores))
         nearest[i], aligned[i] = order[i, k], scores[k]
     return Oracle(nearest, aligned, order[:, 0].copy(), S[np.arange(len(samples)), order[:, 0]])
+
+
+def cached_nearest_training(
+    path: Path, train: np.ndarray, samples: np.ndarray, names: Sequence[str], progress: bool = False
+) -> Oracle:
+    """``nearest_training`` of ``samples`` against ``train`` (file names ``names``), reused from
+    ``path`` (CSV) when its sidecar ``.json`` says it was computed the same way (same grid,
+    shortlist and counts), else computed and written there: an oracle takes long to compute."""
+    how = {"measure": "auditing.verify.verified_ssim", "grid": asdict(GRID), "shortlist": SHORTLIST,
+           "samples": len(samples), "train": len(train)}
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == how:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        idx = {n: k for k, n in enumerate(names)}
+        return Oracle(np.array([idx[r["nearest_train"]] for r in rows]),
+                      np.array([float(r["aligned_ssim"]) for r in rows]),
+                      np.array([idx[r["plain_nearest"]] for r in rows]),
+                      np.array([float(r["plain_ssim"]) for r in rows]))
+    oracle = nearest_training(train, samples, grid=GRID, progress=progress)
+    rows = [{"sample": f"sample_{i:05d}", "nearest_train": names[oracle.nearest[i]],
+             "aligned_ssim": f"{oracle.aligned[i]:.6f}", "is_copy": str(bool(oracle.is_copy[i])).lower(),
+             "plain_nearest": names[oracle.plain_nearest[i]], "plain_ssim": f"{oracle.plain[i]:.6f}"}
+            for i in range(len(samples))]
+    write_csv(path, list(rows[0]), rows)
+    atomic_write_bytes(sidecar, (json.dumps(how, indent=2) + "\n").encode())
+    return oracle

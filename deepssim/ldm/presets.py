@@ -97,11 +97,9 @@ class LdmConfig:
 
 PRESETS: dict[str, LdmConfig] = {
     "paper": LdmConfig(),
-    # On 2 CPU cores: ~0.35 s per VAE step (batch 16), ~0.12 s per UNet step (batch 32).
-    # Measured on 100 brain slices, 150 epochs, seed 0: median reconstruction SSIM 0.83 with the
-    # adversarial loss, 0.87 without, so it is off here (no perceptual loss either: no weights
-    # offline). The UNet predicts v: epsilon-prediction gave unusable DDIM samples after 2,400
-    # steps, v brain-like ones.
+    # Trains on a CPU. No adversarial loss (it lowered the reconstruction SSIM), no perceptual
+    # loss (its ImageNet weights are not available offline), and the UNet predicts v (epsilon
+    # prediction gave unusable DDIM samples after short training): docs/case-study.md, Set-up.
     "small": LdmConfig(
         preset="small",
         image_size=64,

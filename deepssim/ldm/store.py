@@ -21,10 +21,10 @@ from PIL import Image
 from torch import nn
 
 from ..model.checkpoint import ModelFolderError
-from ..storage import atomic_write_bytes
-from ..versions import library_versions
 from ..model.preprocess import Preprocess
 from ..readers import load_stack
+from ..storage import atomic_write_bytes
+from ..versions import library_versions
 
 CONFIG = "config.json"
 STATE = "train_state.pt"
@@ -138,8 +138,3 @@ def load_state(folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
     if state.get("expect") != expect:
         raise ValueError(f"{path}: the earlier run used other settings or data; resume with the same command")
     return state
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The random stream of one epoch: a resumed run draws exactly what an uninterrupted one would."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)

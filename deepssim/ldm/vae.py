@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..readers import fingerprint
 from ..refssim import resolve_device, ssim_pairs
 from . import nets
 from .loop import LoopResult, run_epochs
 from .presets import LdmConfig
-from ..readers import fingerprint
 from .store import load_folder, load_weights, read_config, save_weights, write_grid
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def reconstruct(vae: torch.nn.Module, images: np.ndarray, device: torch.device, 
     return np.concatenate(out)
 
 
+@nets.needs_monai
 def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, LdmConfig, dict[str, Any]]:
     """The trained autoencoder of a ``train-vae`` folder, its LDM config and its config.json."""
     meta = read_config(folder, "vae")
@@ -65,6 +66,7 @@ def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> tuple[to
     return vae.to(device), config, meta
 
 
+@nets.needs_monai
 def train_vae(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -76,8 +78,6 @@ def train_vae(
     progress: bool = True,
 ) -> VaeResult:
     """Train the autoencoder on the images under ``inputs`` (resized to ``config.image_size``)."""
-    from monai.losses import PatchAdversarialLoss
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -94,7 +94,7 @@ def train_vae(
     if v.adv_weight > 0:
         disc = nets.discriminator(config).to(dev)
         modules.update(disc=disc, opt_d=torch.optim.Adam(disc.parameters(), lr=v.lr))
-    adv_loss = PatchAdversarialLoss(criterion="least_squares")
+    adv_loss = nets.adversarial_loss()
     perceptual = nets.perceptual_loss(v).to(dev) if v.perceptual_weight > 0 else None
 
     x_all = torch.from_numpy(images)[:, None]

@@ -23,7 +23,9 @@ from deepssim.benchmark import (
     read_audit_csv,
     read_pairs_csv,
 )
-from deepssim.benchmark.build import MEMORIZED_CLASSES, _group_images, _shares, to_uint16
+from deepssim.benchmark.copies import MEMORIZED_CLASSES, shares
+from deepssim.benchmark.split import group_images
+from deepssim.benchmark.write import to_uint16
 
 N_SUBJECTS = 30
 GROUP_BY = r"subj(\d+)_"
@@ -138,9 +140,9 @@ def test_groups_are_never_split(bench: Path) -> None:
 
 def test_identical_images_share_a_group_without_a_regex() -> None:
     a, b, c = (np.full((8, 8), v, np.uint16) for v in (1, 2, 1))
-    group = _group_images(["x/1.png", "y/2.png", "z/3.jpg"], [a, b, c], None)
+    group = group_images(["x/1.png", "y/2.png", "z/3.jpg"], [a, b, c], None)
     assert group[0] == group[2] != group[1]
-    group = _group_images(["s1_a", "s1_b", "s2_a", "other"], [a, b, a.copy() + 5, b], r"s(\d)_")
+    group = group_images(["s1_a", "s1_b", "s2_a", "other"], [a, b, a.copy() + 5, b], r"s(\d)_")
     assert group[0] == group[1]  # by the regex
     assert group[3] == group[1]  # pixel-identical to s1_b
     assert group[2] != group[0]
@@ -169,7 +171,7 @@ def test_file_names_reveal_nothing(bench: Path) -> None:
 def test_memorized_copies_cover_the_three_classes(bench: Path) -> None:
     members = [r for r in _rows(bench / "synthetic.csv") if r["member"] == "1"]
     got = {k: sum(r["origin_label"] == k for r in members) for k in MEMORIZED_CLASSES}
-    planned = dict(zip(MEMORIZED_CLASSES, _shares(12, [s for s, _ in MEMORIZED_CLASSES.values()])))
+    planned = dict(zip(MEMORIZED_CLASSES, shares(12, [s for s, _ in MEMORIZED_CLASSES.values()])))
     assert planned == {"duplicate": 6, "similar": 4, "different": 2}
     for k in planned:
         assert abs(got[k] - planned[k]) <= 1, (got, planned)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deepssim.benchmark.build import _group_images
+from deepssim.benchmark.split import group_images
 from deepssim.benchmark.neardup import near_duplicate_groups, near_duplicate_pairs
 
 
@@ -46,7 +46,7 @@ def test_threshold_and_trivial_inputs() -> None:
 @pytest.mark.parametrize("near", [None, 0.97])
 def test_builder_grouping_option(near: float | None) -> None:
     images = [(im * 60000).astype(np.uint16) for im in _twins()]
-    group = _group_images([f"{k}.png" for k in range(len(images))], images, None, near)
+    group = group_images([f"{k}.png" for k in range(len(images))], images, None, near)
     assert bool(group[0] == group[2]) is (near is not None)
     assert len(set(group)) == (4 if near else 7)
 
