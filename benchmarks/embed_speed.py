@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--flips", action="store_true",
                         help="embed each image's four flips (deepssim embed --flips; what the "
-                             "scores of a joint-flips model such as the fast preset's take), the "
+                             "scores of a cross-fit model such as the fast preset's take), the "
                              "raw forward on the four flips of the same tensors")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--workers", default="1,2",

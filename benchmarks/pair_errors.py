@@ -16,7 +16,7 @@ mirrored look-alike is judged at its flip-aligned SSIM):
 The reference SSIM matrices (four, one per flip) are computed once per run (about a minute
 for 500 x 1,000 pairs of 128 px on two cores).
 
-    python benchmarks/pair_errors.py --bench /work/runs/bench/brain128nd --model M1 [--model M2 ...]
+    python benchmarks/pair_errors.py --bench runs/bench/brain128nd --model M1 [--model M2 ...]
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from deepssim.model import load_network
 from deepssim.refssim import resolve_device
 from deepssim.training import evaluate, get_preset, train
 from deepssim.transforms.perturb import BENCHMARK_PERTURB, Perturb
-from deepssim.training.trainer import embed_pairs
+from deepssim.training.validation import embed_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri" / "Training"
 HELD_OUT = ("resample", "mix")

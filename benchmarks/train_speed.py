@@ -5,15 +5,12 @@ perturb and normalise a batch of images (the normalisation is compiled too), the
 forward (bfloat16 autocast on the CPU where the preset asks for it), a loss on the cosines,
 backward, gradient clipping and the optimizer step. Two copies of the same network (same
 initial weights, same batches) take turns, round after round, so that both see the same
-machine load; the ratio of their median step times is the speed-up. With ``--stems`` a third
-network, the small backbone with its other stem (compiled; its own initial weights, which do
-not change a step's time), takes its turn in each round as well. The compilation, done
+machine load; the ratio of their median step times is the speed-up. The compilation, done
 when the trainer's ``StepNetwork`` is made, is timed separately (Inductor caches it, so a
 second run of this script shows the warm figure).
 
     python benchmarks/train_speed.py                    # fast preset: 96 pairs, 128 px
     python benchmarks/train_speed.py --rounds 20 --batch-size 64
-    python benchmarks/train_speed.py --stems            # + the other stem (pool vs unshuffle)
 """
 
 from __future__ import annotations
@@ -21,14 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
 
 from deepssim.model import Embedder
 from deepssim.training import Perturb, get_preset
-from deepssim.training.trainer import StepNetwork, perturbed_batch
+from deepssim.training.steps import StepNetwork, perturbed_batch
 
 
 def main() -> None:
@@ -37,12 +33,7 @@ def main() -> None:
                         help="sampled pairs a step (default: the preset's)")
     parser.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     parser.add_argument("--rounds", type=int, default=10, help="timed steps of each variant")
-    parser.add_argument("--stems", action="store_true",
-                        help="also time the other stem of the small backbone (compiled): the "
-                             "unshuffle stem against the preset's pool stem")
     args = parser.parse_args()
-    if args.stems and args.size is not None and args.size % 4:
-        parser.error(f"--stems times the unshuffle stem, which needs --size a multiple of 4, got {args.size}")
     config = get_preset("fast")
     config = config.with_overrides(batch_size=args.batch_size or config.batch_size,
                                    preprocess__size=args.size or config.preprocess.size)
@@ -50,23 +41,17 @@ def main() -> None:
     torch.manual_seed(0)
     images = np.random.default_rng(0).random((n, size, size), dtype=np.float32)
     base = Embedder(config.model, log_init=False).to(memory_format=torch.channels_last)
-    other_stem = "pool" if config.model.stem == "unshuffle" else "unshuffle"
-    plan = [("eager", False, base), ("compiled", True, base)]
-    if args.stems:
-        other = Embedder(replace(config.model, stem=other_stem), log_init=False)
-        plan.append((f"compiled, {other_stem} stem", True, other.to(memory_format=torch.channels_last)))
     variants = {}
     made = {}
-    for name, compiled, model in plan:
-        network = copy.deepcopy(model)
+    for name, compiled in (("eager", False), ("compiled", True)):
+        network = copy.deepcopy(base)
         optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         t0 = time.perf_counter()
         step_network = StepNetwork(network, config.preprocess, compile=compiled, full=n,
                                    amp=config.cpu_bf16, device=torch.device("cpu"))
         made[name] = time.perf_counter() - t0
         variants[name] = (network, step_network, optimizer)
-    if any(step_network.compiled is None for name, (_, step_network, _) in variants.items()
-           if name.startswith("compiled")):
+    if variants["compiled"][1].compiled is None:
         raise SystemExit("torch.compile failed (see the warning above): nothing to compare")
     perturb = Perturb(config.perturb)
     target = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(1))
@@ -103,10 +88,6 @@ def main() -> None:
               f"{n / median[name]:.0f} |")
     print()
     print(f"speed-up of the compiled step: {median['eager'] / median['compiled']:.2f}x")
-    if args.stems:
-        by_stem = {config.model.stem: median["compiled"], other_stem: median[f"compiled, {other_stem} stem"]}
-        print(f"speed-up of the unshuffle stem over the pool stem (both compiled): "
-              f"{by_stem['pool'] / by_stem['unshuffle']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -55,21 +55,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def flip_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny embedder scored by flip search (the best cosine over the second image's flips),
+    """A tiny embedder scored by the best flip (the best cosine over the second image's flips),
     whose embeddings of smooth images depend on their orientation."""
-    return _tiny_model(tmp_path_factory.mktemp("flip-model"), smooth_stats=True, flip_search=True)
-
-
-@pytest.fixture(scope="session")
-def joint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``flip_model_dir``'s network scored by flip search with joint flips (each cosine the
-    mean over the four flips of both images)."""
-    return _tiny_model(tmp_path_factory.mktemp("joint-model"), smooth_stats=True, flip_search=True,
-                       joint_flips=True)
+    return _tiny_model(tmp_path_factory.mktemp("flip-model"), smooth_stats=True, scoring="best-flip")
 
 
 @pytest.fixture(scope="session")
 def cross_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``joint_model_dir``'s network with the relative flip cross-fitted (``flips.cross_fitted``)."""
-    return _tiny_model(tmp_path_factory.mktemp("cross-model"), smooth_stats=True, flip_search=True,
-                       joint_flips=True, cross_fit=True)
+    """``flip_model_dir``'s network scored by cross-fitted joint flips (each cosine the mean
+    over the four flips of both images, the relative flip cross-fitted: ``flips.cross_fitted``)."""
+    return _tiny_model(tmp_path_factory.mktemp("cross-model"), smooth_stats=True, scoring="cross-fit")

@@ -6,12 +6,18 @@ import argparse
 import json
 import sys
 
+# The model's choices, written out: importing the model would load torch for every command.
+BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
+POOLINGS = ("avg", "gem", "local")
+SCORINGS = ("cosine", "best-flip", "cross-fit")
+
 
 def _csv_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Flags map to ``TrainConfig.with_overrides`` keys; the configuration does the rest."""
     from ..training import get_preset, train
 
     overrides = {
@@ -31,17 +37,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model__pooling": args.pooling,
         "model__grid": args.grid,
         "model__dilate_last": args.dilate_last,
-        "model__stem": args.stem,
         "model__embedding_dim": args.embedding_dim,
-        "model__flip_symmetric": args.flip_symmetric,
-        "model__flip_search": args.flip_search,
-        "model__joint_flips": args.joint_flips,
-        "model__cross_fit": args.cross_fit,
+        "model__scoring": args.scoring,
         "model__dropout": args.dropout,
         "in_batch_pairs": args.in_batch_pairs,
-        "in_batch_mining": args.in_batch_mining,
         "in_batch_block": args.in_batch_block,
-        "in_batch_grouping": args.in_batch_grouping,
         "flip_pairs": args.flip_pairs,
         "copy_partners": args.copy_partners,
         "compile": args.compile,
@@ -49,17 +49,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "init": args.init,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.flip_search is not None:
-        # Flip search replaces flip invariance: train without flips with it, with them without.
-        flips = 0.0 if args.flip_search else 0.5
-        overrides.update(perturb__p_flip0=flips, perturb__p_flip1=flips)
-        if not args.flip_search and args.flip_pairs:
-            raise ValueError("--flip-pairs needs training without flips, and --no-flip-search "
-                             "trains with them: drop one of the two")
-        if not args.flip_search:
-            overrides["flip_pairs"] = 0.0  # flipped pairs are for flip search, not invariance
-    if args.flip_symmetric and args.flip_pairs is None:
-        overrides["flip_pairs"] = 0.0  # a flip-symmetric model scores every orientation alike
     if args.pretrained is not None:
         overrides["model__pretrained"] = None if args.pretrained.lower() == "none" else args.pretrained
     config = get_preset(args.preset).with_overrides(**overrides)
@@ -82,8 +71,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
                             skip_unreadable=args.skip_unreadable, flips=args.flips, workers=args.workers)
     save_embeddings(args.out, ids, emb, model)
-    if model.joint_flips and not args.flips:
-        print("note: this model scores pairs by joint flips, which need every image's four flips: "
+    if model.real_flips and not args.flips:
+        print(f"note: this model scores pairs by {model.scoring}, which needs every image's four flips: "
               "embed with --flips to compute its scores from these files", file=sys.stderr)
     views = " (4 flips each)" if args.flips else ""
     print(f"{len(ids)} embeddings{views} of dimension {emb.shape[-1]} written to {args.out}")
@@ -131,8 +120,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--preset", default="fast", choices=["fast", "paper", "plus"])
-    p.add_argument("--image-size", type=int,
-                   help="images are resized to S x S (a multiple of 4 with --stem unshuffle)")
+    p.add_argument("--image-size", type=int, help="images are resized to S x S")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", type=float, help="stop training after M minutes")
     p.add_argument("--batch-size", type=int)
@@ -140,25 +128,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--backbone", choices=["convnext_base", "convnext_tiny", "resnet18", "resnet50", "small"])
-    p.add_argument("--pooling", choices=["avg", "gem", "grid", "local"],
+    p.add_argument("--backbone", choices=list(BACKBONES))
+    p.add_argument("--pooling", choices=list(POOLINGS),
                    help="local (fast): the head applied to each cell of a G x G layout (--grid; "
                         "8 in fast), the score the mean of the cells' cosines; avg (paper), gem "
-                        "(plus), grid")
+                        "(plus)")
     p.add_argument("--grid", type=int, metavar="G",
-                   help="cells per side of the layout of local (and grid) pooling (default 4; "
-                        "8 in fast); at most the last stage's map side (image size / 32, / 16 "
-                        "with --dilate-last)")
+                   help="cells per side of the layout of local pooling (default 4; 8 in fast); "
+                        "at most the last stage's map side (image size / 32, / 16 with "
+                        "--dilate-last)")
     p.add_argument("--dilate-last", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the last stage at the resolution of the one before (dilated): a "
                         "map twice as fine, for --grid twice as large (small and resnet50 "
                         "backbones; on in fast, where turning it off, another backbone or "
                         "another pooling also takes grid 4 and 256-d unless given)")
-    p.add_argument("--stem", choices=["pool", "unshuffle"],
-                   help="the small backbone's first layer: pool (default): a strided convolution "
-                        "and 2 x 2 average pooling; unshuffle: each 4 x 4 block of pixels folded "
-                        "into channels, then a convolution (a training step about 1.3x faster on "
-                        "the CPU; image size a multiple of 4)")
     p.add_argument("--embedding-dim", type=int, metavar="D",
                    help="embedding size (with local pooling, split evenly over the G x G cells; "
                         "default 256, 1,024 in fast)")
@@ -167,46 +150,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "settings must match the run's)")
     p.add_argument("--pretrained",
                    help="imagenet (torchvision weights API), a weights file, or none")
-    p.add_argument("--flip-symmetric", action=argparse.BooleanOptionalAction, default=None,
-                   help="average features over the four flips (exact flip invariance)")
-    p.add_argument("--flip-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="score a pair by the best cosine over the four flips of its second "
-                        "image and train without flips (the fast preset does); "
-                        "--no-flip-search: plain cosines, trained with flips (p 0.5 per axis)")
-    p.add_argument("--joint-flips", action=argparse.BooleanOptionalAction, default=None,
-                   help="score each cosine as the mean over the four flips applied to both images "
-                        "(four estimates of one SSIM; the real side is embedded four times too)")
-    p.add_argument("--cross-fit", action=argparse.BooleanOptionalAction, default=None,
-                   help="with flip search and joint flips: choose the relative flip with half of "
-                        "the joint views and score it with the other half (no upward bias from the "
-                        "best of four noisy estimates)")
+    p.add_argument("--scoring", choices=list(SCORINGS),
+                   help="how a pair is scored: cosine (paper, plus: one cosine, its network "
+                        "taught to ignore flips; chosen on fast, it trains with flips at p 0.5 per "
+                        "axis and without flipped pairs unless given), best-flip (the best cosine "
+                        "over the four flips of the synthetic image), cross-fit (fast: joint flips "
+                        "of both images, the relative flip cross-fitted); these two undo flips and "
+                        "train without them")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=float, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=int, metavar="N",
-                   help="extra pairs per image among the images of each batch (0: off); with "
-                        "--in-batch-mining block, a cap: at most N times the batch's images")
-    p.add_argument("--in-batch-mining", choices=["random", "hardest", "block"],
-                   help="partners of the in-batch pairs: random, or highest current cosine, or "
-                        "every other image of the batch from the same block of inputs (targets "
-                        "precomputed per block before training)")
+                   help="extra pairs among the images of each batch from one block of inputs "
+                        "(targets computed per block before training), at most N times the "
+                        "batch's images (0: off; the fast preset: 32)")
     p.add_argument("--in-batch-block", type=int, metavar="N",
-                   help="inputs per block for --in-batch-mining block (default 128)")
-    p.add_argument("--in-batch-grouping", choices=["random", "similar"],
-                   help="blocks of --in-batch-mining block: random inputs, or look-alike "
-                        "inputs, whose pairs are hard pairs of distinct images")
+                   help="inputs per block of the in-batch pairs (default 128)")
     p.add_argument("--flip-pairs", type=float, metavar="P",
                    help="probability that a sampled pair is shown flipped (both sides alike); "
                         "in-batch pairs of differently flipped pairs learn the SSIM of their "
                         "relative orientation (0: off; the fast preset: 0.75; needs training "
-                        "without flips and a model that is not flip-symmetric)")
+                        "without flips)")
     p.add_argument("--copy-partners", type=int, metavar="K",
-                   help="with --in-batch-mining block: each near-copy also meets the K inputs of "
-                        "its source's block that look most like the source, as in-batch pairs "
+                   help="with in-batch pairs: each near-copy also meets the K inputs of its "
+                        "source's block that look most like the source, as in-batch pairs "
                         "(targets computed once before training; 0: off; the fast preset: 12)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the training steps (the fast preset does: 1.2-1.4x "
-                        "more steps on the CPU; the first compilation, about a minute, comes "
-                        "before the time budget starts)")
+                   help="torch.compile the training steps (the fast preset does: more steps "
+                        "in its minutes; the first compilation, about a minute, comes before the "
+                        "time budget starts)")
     p.add_argument("--val-every", type=int, metavar="N",
                    help="validate every N epochs and when training stops (0: only when it "
                         "stops, as the fast preset does; validation time counts against "
@@ -231,8 +202,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="embed what can be read instead of stopping at unreadable files")
     p.add_argument("--flips", action="store_true",
                    help="embeddings of each image's four flips, (N, 4, D): for the synthetic "
-                        "images of a flip-search model, whose score is the best over them (or "
-                        "cross-fitted), and for both sides of a joint-flips model")
+                        "images of a best-flip model, whose score is the best over them, and for "
+                        "both sides of a cross-fit model")
     workers_option(p)
     p.set_defaults(func=_cmd_embed)
 

@@ -30,7 +30,7 @@ from ..model.preprocess import Preprocess
 from ..refssim import resolve_device
 from ..transforms.perturb import Perturb, PerturbConfig
 from ..readers import fingerprint, load_stack
-from ..training.trainer import embed_images
+from ..training.steps import embed_images
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from ..refssim import resolve_device
 from ..classes import REFERENCE_THRESHOLDS
 from ..storage import sha256_file
 from .checkpoint import ModelFolderError, load_network
-from .flips import FLIPS, best_flip_scores, by_flip, flipped, joint, joint_views
+from .flips import FLIPS, by_flip, flipped
 from .preprocess import Preprocess
+from .scoring import as_real, as_synthetic, pair_scores, rule, scoring_of
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,10 @@ PROGRESS_MIN_IMAGES = 2000
 
 
 class DeepSSIMModel:
-    """A loaded embedder with its preprocessing. The score of a pair is
-    ``cos(embed(a), embed(b))``, or for a model with ``flip_search`` the best cosine over the
-    four flips of b (``embed(b, flips=True)``; ``score_pairs`` and the audit apply the rule);
-    with ``joint_flips`` each cosine is the mean over the four flips of both images, and with
-    ``cross_fit`` the flip of b is cross-fitted instead of the best (``flips.py``)."""
+    """A loaded embedder with its preprocessing and its scoring rule (``scoring.py``). The score
+    of a pair is ``cos(embed(a), embed(b))`` for a ``cosine`` model; ``score_pairs``, the CSV
+    scores and the audit apply the model's rule through ``embed_real``, ``embed_synthetic``
+    and ``pair_scores``."""
 
     def __init__(
         self,
@@ -51,9 +51,32 @@ class DeepSSIMModel:
         self.config = config
         self.checksum = checksum
         self.thresholds: tuple[float, float] = tuple(config.get("thresholds", REFERENCE_THRESHOLDS.pair))  # type: ignore[assignment]
-        self.flip_search = bool(config.get("model", {}).get("flip_search", False))
-        self.joint_flips = bool(config.get("model", {}).get("joint_flips", False))
-        self.cross_fit = bool(config.get("model", {}).get("cross_fit", False))
+        self.scoring = scoring_of(config.get("model", {}))
+
+    @property
+    def scoring(self) -> str:
+        """The scoring rule: ``cosine``, ``best-flip`` or ``cross-fit`` (settable, to score the
+        same weights by another rule)."""
+        return self._rule.name
+
+    @scoring.setter
+    def scoring(self, name: str) -> None:
+        self._rule = rule(name)
+
+    @property
+    def flip_search(self) -> bool:
+        """Whether the score is taken over the flips of the synthetic image."""
+        return self._rule.search
+
+    @property
+    def joint_flips(self) -> bool:
+        """Whether each cosine is the mean over the four flips of both images."""
+        return self._rule.joint
+
+    @property
+    def cross_fit(self) -> bool:
+        """Whether the synthetic image's relative flip is cross-fitted instead of the best."""
+        return self._rule.cross_fit
 
     @torch.no_grad()
     def embed_batch(self, resized: np.ndarray, *, flips: bool = False) -> np.ndarray:
@@ -106,42 +129,38 @@ class DeepSSIMModel:
 
     def embed_real(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
         """Embeddings of the first images of pairs (the real, training ones) as the score needs
-        them: (N, D), or (N, 4 * D) for a model with ``joint_flips`` (``flips.joint``).
-        Keywords as ``embed``."""
+        them (``scoring.as_real``): (N, D), or (N, 4 * D) for ``cross-fit``. Keywords as
+        ``embed``."""
         return self.as_real(self.embed(images, flips=self.real_flips, **kwargs))
 
     def embed_synthetic(self, images: Iterable[np.ndarray], **kwargs: Any) -> np.ndarray:
         """Embeddings of the second images of pairs (the synthetic ones) as the score needs
-        them: (N, D), or (N, 4, D) for a model with ``flip_search``; with ``joint_flips``,
-        (N, 4 * D) or (N, 4, 4 * D) (``flips.joint_views``). Keywords as ``embed``."""
+        them (``scoring.as_synthetic``): (N, D), (N, 4, D) for ``best-flip``, (N, 4, 4 * D)
+        for ``cross-fit``. Keywords as ``embed``."""
         return self.as_synthetic(self.embed(images, flips=self.synthetic_flips, **kwargs))
 
     def as_real(self, emb: np.ndarray) -> np.ndarray:
-        """``embed_real``'s result from ``embed``'s: ``emb`` (N, D), or (N, 4, D) with
-        ``joint_flips``."""
-        return joint(emb) if self.joint_flips else emb
+        """``embed_real``'s result from ``embed``'s (with ``flips=real_flips``)."""
+        return as_real(self._rule, emb)
 
     def as_synthetic(self, emb: np.ndarray) -> np.ndarray:
-        """``embed_synthetic``'s result from ``embed``'s: ``emb`` (N, D), or (N, 4, D) with
-        ``flip_search`` or ``joint_flips``."""
-        if not self.joint_flips:
-            return emb
-        return joint_views(emb) if self.flip_search else joint(emb)
+        """``embed_synthetic``'s result from ``embed``'s (with ``flips=synthetic_flips``)."""
+        return as_synthetic(self._rule, emb)
 
     @property
     def real_flips(self) -> bool:
         """Whether the real side is embedded with its four flips (``embed(flips=...)``)."""
-        return self.joint_flips
+        return self._rule.real_flips
 
     @property
     def synthetic_flips(self) -> bool:
         """Whether the synthetic side is embedded with its four flips."""
-        return self.flip_search or self.joint_flips
+        return self._rule.synthetic_flips
 
     def pair_scores(self, real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
         """Scores of pairs from ``embed_real`` rows (P, ...) and ``embed_synthetic`` rows
-        (P, ...): the model's rule (``flips.best_flip_scores``)."""
-        return best_flip_scores(real, synthetic, self.cross_fit)
+        (P, ...): the model's rule (``scoring.pair_scores``)."""
+        return pair_scores(self._rule, real, synthetic)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         """DeepSSIM score of one pair: a real (training) image ``a``, a synthetic image ``b``
@@ -200,10 +219,10 @@ def score_pairs(
     batch_size: int = 64,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """DeepSSIM score of each ``(a, b)`` pair (a real, b synthetic), float32 (P,): the cosine
-    of the embeddings, or for a model with ``flip_search`` the best cosine over the four flips
-    of b; with ``joint_flips`` each cosine is the mean over the four flips of both images,
-    and with ``cross_fit`` the flip of b is cross-fitted instead of the best."""
+    """DeepSSIM score of each ``(a, b)`` pair (a real, b synthetic), float32 (P,), by the
+    model's scoring rule (``scoring.py``): the cosine of the embeddings, the best cosine over
+    the four flips of b (``best-flip``), or the cross-fitted flip of b over joint flips of both
+    images (``cross-fit``)."""
     if not pairs:
         return np.empty(0, dtype=np.float32)
     ea = model.embed_real([a for a, _ in pairs], batch_size=batch_size, progress=progress)

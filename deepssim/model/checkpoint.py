@@ -94,6 +94,7 @@ def load_network(folder: str | Path) -> tuple[Embedder, Preprocess, dict[str, An
     # Weights come from the file, so no pretrained download may happen on rebuild.
     try:
         model_config = ModelConfig.from_dict({**config["model"], "pretrained": None})
+        preprocess = Preprocess.from_dict(config["preprocess"])
     except ValueError as exc:
         raise ModelFolderError(f"{folder / CONFIG}: {exc}") from None
     network = Embedder(model_config, log_init=False)
@@ -107,4 +108,4 @@ def load_network(folder: str | Path) -> tuple[Embedder, Preprocess, dict[str, An
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise ModelFolderError(f"{weights}: weights do not fit the config ({first})") from None
     network.eval()
-    return network, Preprocess.from_dict(config["preprocess"]), config
+    return network, preprocess, config

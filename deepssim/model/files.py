@@ -26,8 +26,8 @@ def embed_folder(
     workers: int | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Ids and float32 embeddings of every image under ``root``: (N, D), or with ``flips``
-    (N, 4, D), those of each image's four flips (what a ``flip_search`` model's scores of
-    synthetic images take the best of). Files are read and resized in ``workers`` threads
+    (N, 4, D), those of each image's four flips (what the scores of a ``best-flip`` or
+    ``cross-fit`` model are made of). Files are read and resized in ``workers`` threads
     (default ``reading_workers()``) while the network runs; the result does not depend on it.
 
     Raises:
@@ -42,15 +42,17 @@ def embed_folder(
 
 
 def save_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray, model: DeepSSIMModel) -> None:
-    """``ids`` (str) + ``embeddings`` (float32) + the model checksum and its scoring rule
-    (``flip_search``: a pair's score is the best cosine over the flips of its synthetic image;
-    ``joint_flips``: each cosine is the mean over the four flips of both images, made from the
-    embeddings of each image's flips, ``flips.joint``; ``cross_fit``: the relative flip
-    cross-fitted, ``flips.cross_fitted``), written atomically."""
+    """``ids`` (str) + ``embeddings`` (float32) + the model checksum and its scoring rule,
+    written atomically. The rule is ``scoring`` (``scoring.py``) and, for readers of the
+    flags, ``flip_search`` (a pair's score is taken over the flips of its synthetic image),
+    ``joint_flips`` (each cosine is the mean over the four flips of both images, made from the
+    embeddings of each image's flips, ``flips.joint``) and ``cross_fit`` (the relative flip
+    cross-fitted, ``flips.cross_fitted``)."""
     buffer = io.BytesIO()
     np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=embeddings.astype(np.float32),
-             model_sha256=np.array(model.checksum), flip_search=np.array(model.flip_search),
-             joint_flips=np.array(model.joint_flips), cross_fit=np.array(model.cross_fit))
+             model_sha256=np.array(model.checksum), scoring=np.array(model.scoring),
+             flip_search=np.array(model.flip_search), joint_flips=np.array(model.joint_flips),
+             cross_fit=np.array(model.cross_fit))
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -77,8 +79,8 @@ def score_pairs_csv(
     progress: bool | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Rows of ``pairs_csv`` with a ``score`` column added; each image is embedded once (for
-    a model with ``flip_search`` or ``joint_flips``, once per column it appears in, with its
-    four flips as the score needs them).
+    a model whose rule flips the synthetic side, once per column it appears in, with its four
+    flips as the score needs them).
 
     Raises:
         ReadError: naming every missing or unreadable image (nothing is scored as 0).
@@ -91,7 +93,7 @@ def score_pairs_csv(
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ReadError(root, f"{len(missing)} image(s) named in {pairs_csv} not found: {shown}")
     options = {"batch_size": batch_size, "progress": progress}
-    if model.flip_search or model.joint_flips:
+    if model.synthetic_flips:
         reals = sorted({row["real"] for row in rows})
         synths = sorted({row["synthetic"] for row in rows})
         er = model.embed_real((read_image(root / n) for n in reals), total=len(reals), **options)

@@ -1,34 +1,35 @@
-"""Flip search: a score that is the best cosine over the four flips of the second image.
+"""Flips in scores: the four flips of an image, their embeddings, and the scores made of them.
 
-A model trained with ``flip_search`` (``ModelConfig.flip_search``) learns its embedding in the
-images' own orientation, without flip augmentation, and a pair is scored as
+The scoring rules (``scoring.py``) that undo flips instead of learning to ignore them are built
+from these pieces. Flip search scores a pair as
 
     score(a, b) = max over f in FLIPS of cos(embed(a), embed(f(b)))
 
-(``ssim-flip`` does the same with SSIM). The network then spends none of its capacity on flip
-invariance, and a flipped copy is scored in the orientation that undoes the flip exactly. The
-four flips are the identity, axis 0 (up-down), axis 1 (left-right) and both (a 180 degree
-rotation).
+(``ssim-flip`` does the same with SSIM): the network learns its embedding in the images' own
+orientation, without flip augmentation, and a flipped copy is scored in the orientation that
+undoes the flip exactly. The four flips are the identity, axis 0 (up-down), axis 1
+(left-right) and both (a 180 degree rotation).
 
-Joint flips (``ModelConfig.joint_flips``): flipping both images of a pair alike does not change
-their SSIM, so ``cos(embed(f(a)), embed(f(b)))`` for the four flips ``f`` are four estimates of
-one target, from views the network sees differently; their mean is the score:
+Joint flips: flipping both images of a pair alike does not change their SSIM, so
+``cos(embed(f(a)), embed(f(b)))`` for the four flips ``f`` are four estimates of one target,
+from views the network sees differently; their mean is the cosine of the pair at relative
+flip g:
 
-    score(a, b) = max over g of mean over f of cos(embed(f(a)), embed(f(g(b))))
+    mean over f of cos(embed(f(a)), embed(f(g(b))))
 
-(without flip search, g is the identity only). A mean of cosines of unit vectors is one inner
-product of their concatenations scaled by 1/2, so each real image becomes one vector of 4 x D
-(``joint``) and each synthetic image four (``joint_views``: the concatenation for each g, the
-flips being their own inverses and commuting, ``f(g(b))`` is flip ``f ^ g`` of b), and the
-search, the cache of per-flip embeddings and ``best_flip_scores`` work on them unchanged.
+A mean of cosines of unit vectors is one inner product of their concatenations scaled by 1/2,
+so each real image becomes one vector of 4 x D (``joint``) and each synthetic image four
+(``joint_views``: the concatenation for each g, the flips being their own inverses and
+commuting, ``f(g(b))`` is flip ``f ^ g`` of b), and the search, the cache of per-flip
+embeddings and ``best_flip_scores`` work on them unchanged.
 
-Cross-fitted flips (``ModelConfig.cross_fit``, with both rules above): the best of four noisy
-means is biased upwards (the winner's curse: for an unrelated pair, whose four relative flips
-score about alike, the maximum picks whichever estimate came out high). So the relative flip
-is chosen with half of the four joint views and scored with the other half, and the other way
-round, averaged over the three ways of halving the four (as double Q-learning does for the
-same bias). A copy's relative flip stands out in either half, so it is scored as before;
-unrelated images lose the bias (``cross_fitted``).
+Cross-fitted flips: the best of four noisy means is biased upwards (the winner's curse: for an
+unrelated pair, whose four relative flips score about alike, the maximum picks whichever
+estimate came out high). So the relative flip is chosen with half of the four joint views and
+scored with the other half, and the other way round, averaged over the three ways of halving
+the four (as double Q-learning does for the same bias). A copy's relative flip stands out in
+either half, so it is scored as the best flip would; unrelated images lose the bias
+(``cross_fitted``).
 """
 
 from __future__ import annotations
@@ -74,15 +75,6 @@ def joint_views(emb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return _f32(emb[:, order].reshape(n, f, f * d) * 0.5)
 
 
-def joint_scores(ea: torch.Tensor, eb: torch.Tensor, search: bool, cross: bool = False) -> torch.Tensor:
-    """Joint-flip scores of pairs from per-flip embeddings ``ea``, ``eb`` (P, 4, D): ``joint``
-    against ``joint_views`` (the best relative flip, or the cross-fitted one with ``cross``)
-    with ``search``, else against ``joint``."""
-    if not search:
-        return (joint(ea) * joint(eb)).sum(dim=1)
-    return best_flip_scores(joint(ea), joint_views(eb), cross)
-
-
 _HALVES = (((0, 3), (1, 2)), ((0, 1), (2, 3)), ((0, 2), (1, 3)))
 """The three ways of halving the four joint flips."""
 
@@ -108,7 +100,8 @@ def best_flip_scores(
     the best (``cross_fitted``). Arrays or tensors, returned as given."""
     einsum = np.einsum if isinstance(a, np.ndarray) else torch.einsum
     if b.ndim == 2:
-        return einsum("pd,pd->p", a, b)
+        # Tensors: the reduction of the training loss's cosines, so validation scores them alike.
+        return einsum("pd,pd->p", a, b) if isinstance(a, np.ndarray) else (a * b).sum(dim=1)
     if not cross:
         per_flip = einsum("pd,pgd->pg", a, b)
         return per_flip.max(axis=1) if isinstance(per_flip, np.ndarray) else per_flip.amax(dim=1)

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flips import by_flip, flipped
+from .scoring import LEGACY_FLAGS, Scoring, rule, scoring_from_flags
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
-Pooling = Literal["avg", "gem", "grid", "local"]
-Stem = Literal["pool", "unshuffle"]
+Pooling = Literal["avg", "gem", "local"]
+POOLINGS: tuple[str, ...] = ("avg", "gem", "local")
 DILATABLE = ("small", "resnet50")
 """Backbones whose last stage can keep the resolution of the one before (``dilate_last``)."""
 
@@ -35,35 +35,21 @@ class ModelConfig:
 
     ``pretrained``: None (random initialisation), ``"imagenet"`` (torchvision's weights API:
     a checksummed download unless already cached) or a path to a local weights file.
-    ``flip_symmetric``: average the pooled features of the four flips of the input, so the
-    score is exactly invariant to flips of either image (four forward passes per image).
-    ``flip_search``: a scoring rule, not a layer: a pair scores the best cosine over the four
-    flips of its second image (``flips.py``); such a model is trained without flips.
-    ``joint_flips``: a scoring rule too: each cosine is the mean over the four flips applied to
-    both images of the pair (``flips.py``), four estimates of one SSIM (flipping both images
-    alike leaves SSIM unchanged) from four views the network sees differently; the real side
-    is embedded four times as well.
-    ``cross_fit``: with ``flip_search`` and ``joint_flips``, the relative flip is chosen with
-    half of the joint views and scored with the other half (``flips.cross_fitted``), so that
-    unrelated images are not scored by the luckiest of four estimates.
-    ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``grid``: the
-    last stage averaged over a ``grid`` x ``grid`` layout and flattened, which keeps where
-    things are (SSIM compares images position by position), or ``local``: the same layout,
-    the head applied to each of its ``grid`` x ``grid`` cells alone, each cell's output (of
-    ``embedding_dim / grid**2`` values) L2-normalised and scaled by ``1 / grid``, so that the
-    cosine of two embeddings is the mean over the cells of the two images' cosines there, as
-    SSIM is the mean over the image of a local comparison.
+    ``scoring``: how a pair is scored from the embeddings, a rule of ``scoring.py`` and not a
+    layer: ``cosine`` (one cosine), ``best-flip`` (the best cosine over the four flips of the
+    synthetic image) or ``cross-fit`` (joint flips of both images, the relative flip
+    cross-fitted).
+    ``pooling``: ``avg`` (the paper), ``gem`` (multi-scale GeM, DeepSSIM++), or ``local``: the
+    last stage averaged over a ``grid`` x ``grid`` layout, the head applied to each of its
+    cells alone, each cell's output (of ``embedding_dim / grid**2`` values) L2-normalised and
+    scaled by ``1 / grid``, so that the cosine of two embeddings is the mean over the cells of
+    the two images' cosines there, as SSIM is the mean over the image of a local comparison.
     ``dilate_last``: the last stage keeps the resolution of the one before (stride 1, its
     convolutions dilated by 2 so that its receptive field still grows, a little more than
     before for ``small``): a map twice as fine for ``local`` pooling (8 x 8 cells of 16 pixels
     at 128 px for ``small``, with ``grid=8``).
     ``small`` and ``resnet50`` only (torchvision's ResNet-18 blocks cannot dilate, ConvNeXt
     down-samples with a patchify layer).
-    ``stem``: the ``small`` backbone's first layer, which reduces the input by 4: ``pool``, a
-    stride-2 convolution and 2 x 2 average pooling, or ``unshuffle``: each 4 x 4 block of
-    pixels folded into 16 channels (nothing averaged away) and a 3 x 3 convolution over them,
-    a training step about 1.3x faster on the CPU (docs/performance.md); the input side must be
-    a multiple of 4.
     """
 
     backbone: str = "resnet18"
@@ -72,43 +58,28 @@ class ModelConfig:
     hidden_dim: int = 512
     dropout: float = 0.33
     gem_p: float = 3.0
-    flip_symmetric: bool = False
-    flip_search: bool = False
-    joint_flips: bool = False
-    cross_fit: bool = False
+    scoring: Scoring = "cosine"
     frozen_stages: int = 0
     width: int = 32
     grid: int = 4
     dilate_last: bool = False
-    stem: Stem = "pool"
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}: use one of {', '.join(BACKBONES)}")
-        if self.pooling not in ("avg", "gem", "grid", "local"):
-            raise ValueError(f"unknown pooling {self.pooling!r}: avg, gem, grid or local")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}: use one of {', '.join(POOLINGS)}")
+        rule(self.scoring)
         if self.grid < 1:
             raise ValueError(f"grid must be at least 1, got {self.grid}")
-        if self.pooling == "local":
-            if self.embedding_dim % (self.grid * self.grid):
-                raise ValueError(f"local pooling splits the embedding over {self.grid} x "
-                                 f"{self.grid} cells: embedding_dim {self.embedding_dim} is not "
-                                 f"a multiple of {self.grid * self.grid}")
-            if self.flip_symmetric:
-                raise ValueError("local pooling keeps the layout, which a flip changes: it "
-                                 "cannot be flip_symmetric (use flip_search)")
-        if self.cross_fit and not (self.flip_search and self.joint_flips):
-            raise ValueError("cross_fit chooses among the joint views of flip search: it needs "
-                             "flip_search and joint_flips on")
+        if self.pooling == "local" and self.embedding_dim % (self.grid * self.grid):
+            raise ValueError(f"local pooling splits the embedding over {self.grid} x "
+                             f"{self.grid} cells: embedding_dim {self.embedding_dim} is not "
+                             f"a multiple of {self.grid * self.grid}")
         if self.dilate_last and self.backbone not in DILATABLE:
             raise ValueError(f"dilate_last: the {self.backbone} backbone cannot dilate its last "
                              f"stage (use one of {', '.join(DILATABLE)})")
-        if self.stem not in ("pool", "unshuffle"):
-            raise ValueError(f"unknown stem {self.stem!r}: pool or unshuffle")
-        if self.stem != "pool" and self.backbone != "small":
-            raise ValueError(f"stem {self.stem!r}: only the small backbone's stem can change "
-                             f"(the {self.backbone} stem is torchvision's)")
         if not 0 <= self.frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
 
@@ -117,6 +88,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The settings of a ``to_dict`` result; also those written with the boolean scoring
+        flags (``scoring.LEGACY_FLAGS``, read as their rule) and the ``stem`` setting (the pool
+        stem only). Raises ValueError naming any setting this version cannot rebuild."""
+        data = dict(data)
+        if "scoring" not in data and any(flag in data for flag in LEGACY_FLAGS):
+            data["scoring"] = scoring_from_flags(data)
+        for flag in LEGACY_FLAGS:
+            data.pop(flag, None)
+        stem = data.pop("stem", "pool")
+        if stem != "pool":
+            raise ValueError(f"stem {stem!r}: the small backbone has one stem (pool): train the "
+                             "model again")
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown model settings {', '.join(unknown)}: written by a newer "
@@ -135,33 +118,17 @@ def _conv_block(c_in: int, c_out: int, stride: int, dilation: int = 1) -> nn.Seq
     )
 
 
-class _FirstChannel(nn.Module):
-    """The first channel of the input (the grayscale image; the others repeat it)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1]
-
-
-def _small(width: int, dilate_last: bool = False, stem_kind: Stem = "pool") -> tuple[nn.Module, list[nn.Module], list[int]]:
-    """A compact VGG-style CNN for CPU training; like ResNet's, its stem reduces by 4
-    (``ModelConfig.stem``). ``dilate_last``: the last stage at stride 1 with dilated
-    convolutions."""
+def _small(width: int, dilate_last: bool = False) -> tuple[nn.Module, list[nn.Module], list[int]]:
+    """A compact VGG-style CNN for CPU training; like ResNet's, its stem (a stride-2
+    convolution and 2 x 2 average pooling) reduces by 4. ``dilate_last``: the last stage at
+    stride 1 with dilated convolutions."""
     channels = [width, 2 * width, 4 * width, 8 * width]
-    if stem_kind == "unshuffle":
-        stem = nn.Sequential(
-            _FirstChannel(),
-            nn.PixelUnshuffle(4),
-            nn.Conv2d(16, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        )
-    else:
-        stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(2),
-        )
+    stem = nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(2),
+    )
     stages = [_conv_block(width, channels[0], 1)]
     stages += [_conv_block(channels[k - 1], channels[k], 2) for k in range(1, 3)]
     stages.append(_conv_block(channels[2], channels[3], 1, 2) if dilate_last else
@@ -235,7 +202,7 @@ class Embedder(nn.Module):
         if config.backbone == "small":
             if config.pretrained:
                 raise ValueError("the 'small' backbone has no pretrained weights")
-            stem, stages, channels = _small(config.width, config.dilate_last, config.stem)
+            stem, stages, channels = _small(config.width, config.dilate_last)
             say("backbone small (width %d): random initialisation", config.width)
         else:
             import torchvision
@@ -254,9 +221,6 @@ class Embedder(nn.Module):
             # Multi-scale GeM (DeepSSIM++): the last two stages, concatenated.
             self.pools = nn.ModuleList([GeM(config.gem_p), GeM(config.gem_p)])
             features = channels[-2] + channels[-1]
-        elif config.pooling == "grid":
-            self.pools = nn.ModuleList()
-            features = channels[-1] * config.grid * config.grid
         else:  # avg, and local: the head sees one cell's channels at a time
             self.pools = nn.ModuleList()
             features = channels[-1]
@@ -307,8 +271,6 @@ class Embedder(nn.Module):
         maps = self.stage_maps(x)
         if self.config.pooling == "gem":
             return torch.cat([pool(m) for pool, m in zip(self.pools, maps[-2:])], dim=1)
-        if self.config.pooling == "grid":
-            return F.adaptive_avg_pool2d(maps[-1], self.config.grid).flatten(1)
         if self.config.pooling == "local":
             cells = F.adaptive_avg_pool2d(maps[-1], self.config.grid).flatten(2)  # (B, C, cells)
             return cells.transpose(1, 2).reshape(-1, cells.shape[1])
@@ -316,10 +278,7 @@ class Embedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings (B, embedding_dim) of network input (B, C, S, S)."""
-        if self.config.flip_symmetric:
-            feats = by_flip(self.features(flipped(x)), x.shape[0]).mean(dim=1)
-        else:
-            feats = self.features(x)
+        feats = self.features(x)
         # The head and the normalisation stay in float32 under mixed precision: the score is
         # a cosine that must resolve differences of 0.01.
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -11,9 +11,7 @@ Two steps, shared by training and embedding so that they cannot drift apart:
    ``rank`` first maps each pixel to the fraction of the image's pixels in its intensity bin or
    below (histogram equalisation over ``RANK_BINS`` bins between the image's min and max),
    which makes the input invariant, up to that binning, to any monotonic intensity change
-   such as a gamma curve, then z-scores that. With ``network_size`` set, the normalised batch is then
-   resized (bilinear, anti-aliased) to that size: targets and perturbations stay at ``size``
-   while the network runs on fewer pixels.
+   such as a gamma curve, then z-scores that.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 RANK_BINS = 4096
@@ -40,13 +37,10 @@ class Preprocess:
     resize_policy: ResizePolicy = "stretch"
     intensity: Intensity = "zscore"
     channels: int = 3
-    network_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.size < 16:
             raise ValueError(f"Preprocess.size must be >= 16, got {self.size}")
-        if self.network_size is not None and not 16 <= self.network_size <= self.size:
-            raise ValueError(f"Preprocess.network_size must be in 16..size, got {self.network_size}")
         if self.resize_policy not in ("stretch", "pad"):
             raise ValueError(f"unknown resize policy {self.resize_policy!r}: stretch or pad")
         if self.intensity not in ("zscore", "rank"):
@@ -54,17 +48,19 @@ class Preprocess:
         if self.channels not in (1, 3):
             raise ValueError(f"Preprocess.channels must be 1 or 3, got {self.channels}")
 
-    @property
-    def input_side(self) -> int:
-        """Side of the network input: ``network_size`` where set, else ``size``."""
-        return self.size if self.network_size is None else self.network_size
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        return cls(**{"network_size": None, **data})
+        """The contract of a ``to_dict`` result; also one recorded with ``network_size`` unset
+        (None). Raises ValueError for a network size, which this version does not apply."""
+        data = dict(data)
+        network_size = data.pop("network_size", None)
+        if network_size is not None:
+            raise ValueError(f"network_size {network_size}: the network runs on the images at their "
+                             "size; train the model again without it")
+        return cls(**data)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """One 2D image as float32 ``size x size``."""
@@ -103,9 +99,6 @@ class Preprocess:
         std = flat.std(dim=1, unbiased=False, keepdim=True)
         flat = (flat - mean) / torch.where(std > 0, std, torch.ones_like(std))
         out = flat.reshape(x.shape)[:, None]
-        if self.network_size is not None and self.network_size != self.size:
-            out = F.interpolate(out, size=(self.network_size, self.network_size), mode="bilinear",
-                                antialias=True, align_corners=False)
         return out.expand(-1, self.channels, -1, -1).contiguous()
 
 

@@ -1,12 +1,11 @@
 """In-batch pairs with precomputed targets: the training inputs in fixed blocks, the reference
 SSIM of every pair within a block computed once, and batches whose images share a block.
 
-With per-step targets (``in_batch_mining="random"``) every extra pair costs an SSIM during the
-step (about a quarter of a CPU step for 4 partners per image). Here the targets of all pairs
-within a block come from one ``ssim_matrix`` per block before training (about N x block_size
-pairs in all), and the batches are formed so that their sampled pairs' first inputs lie in one
-block: all pairs between the batch's inputs of that block are then free, both in embeddings
-and in targets.
+An SSIM computed during the step would cost every extra pair time in every step. Here the
+targets of all pairs within a block come from one ``ssim_matrix`` per block before training
+(about N x block_size pairs in all), and the batches are formed so that their sampled pairs'
+first inputs lie in one block: all pairs between the batch's inputs of that block are then
+free, both in embeddings and in targets.
 """
 
 from __future__ import annotations
@@ -28,38 +27,6 @@ from .pairs import CROSS_PREFIX
 _FORMAT_VERSION = 1
 
 
-THUMBNAIL = 16
-"""Side of the thumbnails that ``similar_blocks`` compares images by."""
-
-
-def similar_blocks(inputs: np.ndarray, block_size: int) -> list[np.ndarray]:
-    """The indices of ``inputs`` (N, H, W) split into blocks of look-alike images, each of
-    ``block_size`` to ``2 * block_size - 1`` inputs (one block of all N when fewer).
-
-    Each image becomes a z-scored ``THUMBNAIL`` x ``THUMBNAIL`` thumbnail (area average); a set
-    of ``2 * block_size`` or more is split at the median of its thumbnails' first principal
-    component, recursively. Deterministic, balanced, and O(N log N) small SVDs.
-    """
-    n = len(inputs)
-    side = min(THUMBNAIL, *inputs.shape[1:])
-    thumbs = torch.nn.functional.adaptive_avg_pool2d(torch.as_tensor(inputs, dtype=torch.float32)[:, None], side)
-    feats = thumbs.reshape(n, -1).double().numpy()
-    feats = (feats - feats.mean(1, keepdims=True)) / (feats.std(1, keepdims=True) + 1e-8)
-    out: list[np.ndarray] = []
-    todo = [np.arange(n)]
-    while todo:
-        idx = todo.pop()
-        if len(idx) < 2 * block_size:
-            out.append(np.sort(idx))
-            continue
-        centred = feats[idx] - feats[idx].mean(0)
-        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-        order = idx[np.argsort(centred @ axis, kind="stable")]
-        half = len(order) // 2
-        todo += [order[half:], order[:half]]
-    return out
-
-
 @dataclass
 class BlockTargets:
     """Reference SSIM within blocks of the inputs ``0..N-1`` of a PairSet's image stack.
@@ -79,24 +46,15 @@ class BlockTargets:
     @classmethod
     def build(
         cls, inputs: np.ndarray, block_size: int, rng: np.random.Generator,
-        device: str = "cpu", progress: bool = False, grouping: str = "random", flips: bool = False,
+        device: str = "cpu", progress: bool = False, flips: bool = False,
     ) -> BlockTargets:
-        """Blocks of ``block_size`` to ``2 * block_size - 1`` inputs (all N when fewer).
-
-        ``grouping="random"``: ``N // block_size`` blocks drawn at random (at least one), the
-        remainder spread over them. ``"similar"``: blocks of inputs that look alike
-        (``similar_blocks``), so that the pairs within a block are hard pairs of distinct
-        images, with SSIM 0.4-0.7 far more often than between random images.
-        """
+        """``N // block_size`` blocks of inputs drawn at random (at least one; all N when
+        fewer), the remainder spread over them: ``block_size`` to ``2 * block_size - 1``
+        inputs each."""
         n = len(inputs)
         if block_size < 2:
             raise ValueError(f"block_size must be >= 2, got {block_size}")
-        if grouping == "random":
-            members = np.array_split(rng.permutation(n), max(1, n // block_size))
-        elif grouping == "similar":
-            members = similar_blocks(inputs, block_size)
-        else:
-            raise ValueError(f"unknown block grouping {grouping!r}: use 'random' or 'similar'")
+        members = np.array_split(rng.permutation(n), max(1, n // block_size))
         block = np.empty(n, np.int64)
         pos = np.empty(n, np.int64)
         matrices, flipped = [], []
@@ -204,9 +162,8 @@ class CopyPartners:
     The block targets pair clean inputs only, and the sampled pairs meet a near-copy with its
     own source or (``cross:`` pairs) with a random other input. A synthetic image is judged
     against the training images that look most like it, though, and a near-copy of one brain
-    against a look-alike brain is a pair the network otherwise never trains on: scored
-    against the benchmark's hard pairs it over-estimates them by about +0.09 where it is
-    unbiased on the same look-alikes clean (docs/quality.md, session 17). Here every near-copy
+    against a look-alike brain is a pair the network otherwise never trains on, and
+    over-estimates where it is unbiased on the same look-alikes clean. Here every near-copy
     ``copy[m]`` of a (source, copy) pair gets as partners the ``k`` inputs of its source's
     block that look most like the source (highest SSIM in the block's matrix, the source
     itself excluded), ``partner[m]``, with ``target[m, r, j] = ssim(x_{partner[m, j]},

@@ -108,10 +108,10 @@ def test_a_flip_search_model_finds_the_flipped_copy_and_caches_the_flips(
 
 
 def test_a_joint_flips_model_audits_with_its_own_rule_and_shares_the_flip_cache(
-    sets: tuple[Path, Path], flip_model_dir: Path, joint_model_dir: Path, tmp_path: Path
+    sets: tuple[Path, Path], flip_model_dir: Path, cross_model_dir: Path, tmp_path: Path
 ) -> None:
     train, synth = sets
-    result = audit(train, synth, joint_model_dir, search=SearchOptions(top_k=3), device="cpu",
+    result = audit(train, synth, cross_model_dir, search=SearchOptions(top_k=3), device="cpu",
                    cache_dir=tmp_path / "cache")
     assert result.summary["model"]["joint_flips"]
     best = {m.synthetic: m for m in result.matches if m.rank == 1}
@@ -119,7 +119,7 @@ def test_a_joint_flips_model_audits_with_its_own_rule_and_shares_the_flip_cache(
     # 8 training and 5 synthetic images, each embedded with its four flips; the byte copy of
     # t2.png finds them in the cache, written by the training set.
     assert (result.summary["cache"]["misses"], result.summary["cache"]["hits"]) == (12, 1)
-    model = load_model(joint_model_dir, device="cpu")
+    model = load_model(cross_model_dir, device="cpu")
     for m in result.matches:
         want = score_pairs(model, [(read_image(train / m.train), read_image(synth / m.synthetic))])[0]
         assert m.score == pytest.approx(float(want), abs=1e-5)

@@ -119,7 +119,7 @@ def test_case_study_end_to_end_on_tiny_images(tmp_path):
     for k, image in enumerate(textures(30, size=32, seed=5)):
         write_png(tmp_path / "images" / f"b{k:02d}.png", image)
     config = CaseStudyConfig(n_train=24, n_samples=4, vae_epochs=1, unet_epochs=2, deepssim_minutes=0.05,
-                             deepssim_overrides=dict(compile=False, model__joint_flips=False), verify=2,
+                             deepssim_overrides=dict(compile=False, model__scoring="best-flip"), verify=2,
                              ldm_overrides=dict(image_size=32, grid_every=1))
     # Plain flip search: the best of four single cosines of a 3-second model puts some samples
     # above the 0.60 that sends them to verification, which this test checks; the means of

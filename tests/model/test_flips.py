@@ -1,4 +1,4 @@
-"""Flip search: a score that is the best cosine over the four flips of the second image."""
+"""Flips in scores: the best flip, joint flips, cross-fitting, and the models scored by them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from scipy import ndimage
 
 from deepssim.model import load_model, score_pairs
 from deepssim.model.files import embed_folder, score_pairs_csv
-from deepssim.model.flips import (FLIPS, best_flip_scores, by_flip, cross_fitted, flip_each, flipped, joint,
-                                  joint_scores, joint_views)
-from deepssim.model.network import ModelConfig
+from deepssim.model.flips import FLIPS, best_flip_scores, by_flip, cross_fitted, flip_each, flipped, joint, joint_views
+from deepssim.model.scoring import RULES, pair_scores
 
 
 def test_flipped_and_by_flip_keep_each_image_with_its_flips() -> None:
@@ -60,30 +59,7 @@ def test_joint_vectors_score_the_mean_over_joint_flips() -> None:
     np.testing.assert_allclose(best_flip_scores(ja, jb), want.max(axis=1), atol=1e-6)
     np.testing.assert_allclose(best_flip_scores(ja, joint(b)), want[:, 0], atol=1e-6)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    np.testing.assert_allclose(joint_scores(ta, tb, search=True).numpy(), want.max(axis=1), atol=1e-6)
-    np.testing.assert_allclose(joint_scores(ta, tb, search=False).numpy(), want[:, 0], atol=1e-6)
-
-
-@pytest.mark.parametrize("search", [True, False])
-def test_a_joint_flips_model_scores_the_mean_over_joint_flips(joint_model_dir: Path, search: bool) -> None:
-    model = load_model(joint_model_dir, device="cpu")
-    assert model.joint_flips and model.flip_search
-    model.flip_search = search
-    rng = np.random.default_rng(4)
-    a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
-    views = lambda x: [np.ascontiguousarray(v) for v in (x, x[::-1], x[:, ::-1], x[::-1, ::-1])]  # noqa: E731
-    # By hand, from embeddings of explicitly flipped images.
-    ea, eb = model.embed(views(a)), model.embed(views(b))
-    want = max(np.mean([ea[f] @ eb[f ^ g] for f in range(4)]) for g in (range(4) if search else [0]))
-    got = score_pairs(model, [(a, b), (a, a)] + [(a, v) for v in views(a)[1:]])
-    assert got[0] == pytest.approx(want, abs=1e-5)
-    assert got[1] == pytest.approx(1.0, abs=1e-5)
-    if search:  # a flipped copy is still a copy
-        np.testing.assert_allclose(got[2:], 1.0, atol=1e-5)
-    assert model.embed_real([a, b]).shape == (2, 64)
-    assert model.embed_synthetic([a, b]).shape == ((2, 4, 64) if search else (2, 64))
-    assert model.embed_real([]).shape == (0, 64)
-    assert model.embed_synthetic([]).shape == ((0, 4, 64) if search else (0, 64))
+    np.testing.assert_allclose(best_flip_scores(joint(ta), joint_views(tb)).numpy(), want.max(axis=1), atol=1e-6)
 
 
 def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
@@ -91,8 +67,8 @@ def test_a_flip_search_model_scores_every_flip_of_an_image_as_a_copy(
     assert not load_model(tiny_model_dir, device="cpu").flip_search
     search = load_model(flip_model_dir, device="cpu")
     plain = load_model(flip_model_dir, device="cpu")
-    plain.flip_search = False  # the same weights, scored by plain cosines
-    assert search.flip_search
+    plain.scoring = "cosine"  # the same weights, scored by plain cosines
+    assert search.flip_search and search.scoring == "best-flip" and not plain.flip_search
     rng = np.random.default_rng(3)
     a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
     views = [a, a[::-1], a[:, ::-1], a[::-1, ::-1]]
@@ -143,6 +119,7 @@ def test_flip_search_in_the_csv_scores_and_the_embed_command(
     assert "6 embeddings (4 flips each) of dimension 16" in done.stdout
     with np.load(out) as saved:
         assert saved["embeddings"].shape == (6, 4, 16) and bool(saved["flip_search"]) and not saved["joint_flips"]
+        assert str(saved["scoring"]) == "best-flip" and not saved["cross_fit"]
         np.testing.assert_allclose(saved["embeddings"], emb, atol=1e-5)
 
 
@@ -156,22 +133,6 @@ def test_flip_each_flips_every_image_by_its_code_and_codes_compose_by_xor() -> N
     other = np.arange(10)[::-1] % 4
     assert torch.equal(flip_each(out, other), flip_each(x, codes ^ other))
     assert torch.equal(x, torch.arange(120, dtype=torch.float32).reshape(10, 3, 4))  # input untouched
-
-
-def test_joint_flips_in_the_csv_scores(joint_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
-    model = load_model(joint_model_dir, device="cpu")
-    image = np.asarray(Image.open(image_folder / "img0.png"))
-    Image.fromarray(np.ascontiguousarray(image[::-1])).save(image_folder / "upside.png")
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text("real,synthetic\nimg0.png,upside.png\nimg0.png,img2.png\n")
-    _, rows = score_pairs_csv(model, pairs, image_folder)
-    assert float(rows[0]["score"]) == pytest.approx(1.0, abs=1e-5)
-    ids, emb = embed_folder(model, image_folder, flips=True)
-    i, j = ids.index("img0.png"), ids.index("img2.png")
-    assert float(rows[1]["score"]) == pytest.approx(float(best_flip_scores(joint(emb[[i]]), joint_views(emb[[j]]))[0]),
-                                                    abs=1e-5)
 
 
 def _cross_fitted_by_hand(cos: np.ndarray) -> np.ndarray:
@@ -211,13 +172,14 @@ def test_best_flip_scores_cross_fits_joint_vectors() -> None:
     assert isinstance(got, np.ndarray)
     np.testing.assert_allclose(got, want, atol=1e-6)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    np.testing.assert_allclose(joint_scores(ta, tb, search=True, cross=True).numpy(), want, atol=1e-6)
+    cross = RULES["cross-fit"]
+    np.testing.assert_allclose(pair_scores(cross, joint(ta), joint_views(tb)).numpy(), want, atol=1e-6)
     np.testing.assert_allclose(best_flip_scores(joint(ta), joint_views(tb)).numpy(), cos.mean(2).max(1), atol=1e-6)
 
 
 def test_cross_fitted_scores_of_no_pairs_and_of_float64_arrays() -> None:
     assert best_flip_scores(np.zeros((0, 12), np.float32), np.zeros((0, 4, 12), np.float32), cross=True).shape == (0,)
-    assert joint_scores(torch.zeros(0, 4, 3), torch.zeros(0, 4, 3), search=True, cross=True).shape == (0,)
+    assert pair_scores(RULES["cross-fit"], torch.zeros(0, 12), torch.zeros(0, 4, 12)).shape == (0,)
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
     got = best_flip_scores(joint(a), joint_views(b), cross=True)
@@ -229,17 +191,10 @@ def test_cross_fitted_scores_of_no_pairs_and_of_float64_arrays() -> None:
     np.testing.assert_allclose(got64, got, atol=1e-6)
 
 
-def test_cross_fit_needs_flip_search_and_joint_flips() -> None:
-    for options in ({"flip_search": True}, {"joint_flips": True}, {}):
-        with pytest.raises(ValueError, match="cross_fit"):
-            ModelConfig(cross_fit=True, **options)
-    assert ModelConfig(cross_fit=True, flip_search=True, joint_flips=True).cross_fit
-
-
 def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
         cross_model_dir: Path, image_folder: Path, tmp_path: Path) -> None:
     model = load_model(cross_model_dir, device="cpu")
-    assert model.cross_fit and model.joint_flips and model.flip_search
+    assert model.cross_fit and model.joint_flips and model.flip_search and model.scoring == "cross-fit"
     rng = np.random.default_rng(4)
     a, b = (ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(2))
     views = lambda x: [np.ascontiguousarray(v) for v in (x, x[::-1], x[:, ::-1], x[::-1, ::-1])]  # noqa: E731
@@ -254,3 +209,7 @@ def test_a_cross_fitted_model_scores_pairs_csv_and_the_api_alike(
     i, j = ids.index("img0.png"), ids.index("img2.png")
     cos = _joint_cosines(emb[[i]], emb[[j]])
     assert float(rows[1]["score"]) == pytest.approx(_cross_fitted_by_hand(cos)[0], abs=1e-5)
+    # Both sides are embedded with their four flips: joint vectors of the real side, the four
+    # relative flips' joint views of the synthetic side.
+    assert model.embed_real([a, b]).shape == (2, 64) and model.embed_real([]).shape == (0, 64)
+    assert model.embed_synthetic([a, b]).shape == (2, 4, 64) and model.embed_synthetic([]).shape == (0, 4, 64)

@@ -1,4 +1,4 @@
-"""The embedder: shapes, norms, invariances, freezing; every backbone builds."""
+"""The embedder: shapes, norms, local pooling, freezing; every backbone builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from deepssim.model import BACKBONES, Embedder, ModelConfig
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("pooling", ["avg", "gem", "grid", "local"])
+@pytest.mark.parametrize("pooling", ["avg", "gem", "local"])
 def test_every_backbone_and_pooling_gives_unit_embeddings(backbone: str, pooling: str) -> None:
     torch.manual_seed(0)
     net = Embedder(ModelConfig(backbone=backbone, pooling=pooling, embedding_dim=16, width=8)).eval()
@@ -17,16 +17,6 @@ def test_every_backbone_and_pooling_gives_unit_embeddings(backbone: str, pooling
         out = net(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 16)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
-
-
-def test_flip_symmetric_embedding_is_exactly_flip_invariant() -> None:
-    torch.manual_seed(0)
-    net = Embedder(ModelConfig(backbone="small", width=8, flip_symmetric=True)).eval()
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        ref = net(x)
-        for flipped in (x.flip(-1), x.flip(-2), x.flip(-1, -2)):
-            torch.testing.assert_close(net(flipped), ref, atol=1e-5, rtol=0)
 
 
 def test_eval_embeddings_do_not_depend_on_the_batch() -> None:
@@ -80,8 +70,6 @@ def test_bad_configs_and_missing_weights(tmp_path) -> None:
         ModelConfig(pooling="local", grid=4, embedding_dim=100)
     with pytest.raises(ValueError, match="grid must be at least 1"):
         ModelConfig(pooling="local", grid=0)
-    with pytest.raises(ValueError, match="flip_symmetric"):
-        ModelConfig(pooling="local", flip_symmetric=True)
     with pytest.raises(ValueError, match="no pretrained weights"):
         Embedder(ModelConfig(backbone="small", pretrained="imagenet"))
     with pytest.raises(FileNotFoundError, match="weights file not found"):
@@ -143,32 +131,3 @@ def test_map_side_is_the_last_stage_side_and_changes_nothing() -> None:
     assert net.training  # the mode is restored
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key])
-
-
-def test_unshuffle_stem_keeps_every_pixel_and_the_pool_stems_map_sizes() -> None:
-    """The unshuffle stem reduces by 4 like the pool stem (the same stage maps follow), reads
-    the grayscale channel only (the network input repeats it), and folds every pixel into the
-    channels of its 4 x 4 block before its first convolution (nothing averaged away)."""
-    torch.manual_seed(0)
-    pool, unshuffle = (Embedder(ModelConfig(backbone="small", width=8, pooling="local", grid=2,
-                                            embedding_dim=8, dilate_last=True, dropout=0.0,
-                                            stem=stem)).eval() for stem in ("pool", "unshuffle"))
-    x = torch.randn(2, 1, 64, 64)
-    with torch.no_grad():
-        sizes = [[m.shape[-1] for m in net.stage_maps(x.expand(-1, 3, -1, -1))] for net in (pool, unshuffle)]
-        assert sizes[0] == sizes[1] == [16, 8, 4, 4]
-        torch.testing.assert_close(unshuffle(x.expand(-1, 3, -1, -1)), unshuffle(x))
-        folded = unshuffle.stem[1](unshuffle.stem[0](x))
-    assert folded.shape == (2, 16, 16, 16)
-    # Channel k of block (i, j) is pixel (4i + k // 4, 4j + k % 4): all 4,096 pixels, once each.
-    torch.testing.assert_close(folded[:, 5, 2, 3], x[:, 0, 9, 13])
-    assert sorted(folded.flatten().tolist()) == sorted(x.flatten().tolist())
-
-
-def test_only_the_small_backbone_changes_its_stem() -> None:
-    with pytest.raises(ValueError, match="only the small backbone's stem"):
-        ModelConfig(backbone="resnet18", stem="unshuffle")
-    with pytest.raises(ValueError, match="unknown stem"):
-        ModelConfig(backbone="small", stem="patchify")
-    # Model folders written before the setting existed are the pool stem.
-    assert ModelConfig.from_dict({"backbone": "small"}).stem == "pool"

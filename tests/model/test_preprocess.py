@@ -35,18 +35,6 @@ def test_zscore_normalisation_matches_the_paper() -> None:
     assert torch.count_nonzero(flat) == 0  # constant image: zeros, not NaN
 
 
-def test_network_size_downsamples_after_normalising() -> None:
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
-    x = torch.stack([torch.sin(3 * yy) + xx, torch.cos(2 * xx) * yy])  # smooth images
-    out = Preprocess(size=32, network_size=16).normalize(x)
-    assert out.shape == (2, 3, 16, 16)
-    full = Preprocess(size=32).normalize(x)
-    # Anti-aliased: on smooth images, close to the 2 x 2 block means.
-    torch.testing.assert_close(out, torch.nn.functional.avg_pool2d(full, 2), atol=0.1, rtol=0)
-    with pytest.raises(ValueError, match="network_size"):
-        Preprocess(size=32, network_size=64)
-
-
 def test_rank_normalisation_is_invariant_to_monotonic_changes() -> None:
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.random((2, 16, 16)).astype(np.float32))

@@ -10,7 +10,7 @@ import torch
 
 from deepssim.model.flips import FLIPS
 from deepssim.refssim import ssim
-from deepssim.training.blocks import BlockTargets, CopyPartners, similar_blocks
+from deepssim.training.blocks import BlockTargets, CopyPartners
 from deepssim.training.pairs import CROSS_PREFIX
 
 
@@ -37,48 +37,6 @@ def test_blocks_cover_the_inputs_and_hold_the_reference_ssim(inputs: np.ndarray)
     np.testing.assert_allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="across blocks"):
         blocks.target(i[~same][:1], j[~same][:1])
-
-
-def _looks(n_kinds: int, per_kind: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy versions of ``n_kinds`` smooth random patterns, shuffled, and each image's kind."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.random((n_kinds, 1, 4, 4)).astype(np.float32))
-    protos = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear")[:, 0].numpy()
-    kind = rng.permutation(np.repeat(np.arange(n_kinds), per_kind))
-    images = protos[kind] * rng.uniform(0.5, 2.0, (len(kind), 1, 1)) + 0.05 * rng.standard_normal((len(kind), 32, 32))
-    return images.astype(np.float32), kind
-
-
-def test_similar_blocks_group_look_alike_inputs() -> None:
-    images, kind = _looks(4, 12)
-    members = similar_blocks(images, 12)
-    assert len(members) == 4 and sorted(np.concatenate(members).tolist()) == list(range(48))
-    assert all(len(set(kind[m].tolist())) == 1 for m in members)  # one kind per block
-    again = similar_blocks(images, 12)
-    assert all((x == y).all() for x, y in zip(members, again))
-    # Sizes stay within [block_size, 2 * block_size) whatever N is; fewer inputs: one block.
-    for n, size in [(47, 5), (40, 8), (31, 16), (7, 4)]:
-        sizes = [len(m) for m in similar_blocks(images[:n], size)]
-        assert sum(sizes) == n
-        assert all(size <= k < 2 * size for k in sizes) if n >= 2 * size else sizes == [n]
-
-
-def test_similar_grouping_gives_blocks_of_higher_ssim() -> None:
-    images, kind = _looks(6, 10, seed=1)
-    rng = np.random.default_rng(0)
-    similar = BlockTargets.build(images, 10, rng, grouping="similar")
-    drawn = BlockTargets.build(images, 10, rng, grouping="random")
-
-    def within(blocks: BlockTargets) -> float:
-        return float(np.mean([m[np.triu_indices(len(m), k=1)].mean() for m in blocks.matrices]))
-
-    assert within(similar) > within(drawn) + 0.2
-    i, j = np.triu_indices(len(images), k=1)
-    same = similar.block[i] == similar.block[j]
-    want = [ssim(images[a], images[b]) for a, b in zip(i[same][:20], j[same][:20])]
-    np.testing.assert_allclose(similar.target(i[same][:20], j[same][:20]), want, atol=1e-6)
-    with pytest.raises(ValueError, match="grouping"):
-        BlockTargets.build(images, 10, rng, grouping="nearest")
 
 
 def test_batches_partition_the_pairs_and_keep_blocks_together(inputs: np.ndarray) -> None:

@@ -14,8 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+import deepssim.training.data as data_module
+import deepssim.training.state as state
+import deepssim.training.steps as steps
 import deepssim.training.trainer as trainer
+import deepssim.training.validation as validation
 from deepssim.model import Preprocess, load_model, score_pairs
+from deepssim.model.flips import best_flip_scores
 from deepssim.model.network import ModelConfig
 from deepssim.readers import ReadError
 from deepssim.training import TrainConfig, evaluate, get_preset, train
@@ -69,16 +74,16 @@ def test_training_writes_a_usable_model_and_logs(data: Path, tmp_path: Path) -> 
     assert best_clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
 
 
-@pytest.mark.parametrize(("joint", "cross"), [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize(("scoring", "joint"), [("best-flip", False), ("cross-fit", True)])
 def test_flip_search_training_validates_and_saves_with_the_same_rule(
-    data: Path, tmp_path: Path, joint: bool, cross: bool
+    data: Path, tmp_path: Path, scoring: str, joint: bool
 ) -> None:
-    config = TINY.with_overrides(model__flip_search=True, perturb__p_flip0=0.0, perturb__p_flip1=0.0, epochs=1,
-                                 model__joint_flips=joint, model__cross_fit=cross)
+    config = TINY.with_overrides(model__scoring=scoring, epochs=1)
+    assert config.perturb.p_flip0 == config.perturb.p_flip1 == 0.0  # a rule that undoes flips
     result = train([data], tmp_path / "m", config, device="cpu", progress=False)
     model = load_model(result.model_dir, device="cpu")
-    assert model.flip_search and json.loads((result.model_dir / "config.json").read_text())["model"]["flip_search"]
-    assert (model.joint_flips, model.cross_fit) == (joint, cross)
+    assert model.flip_search and json.loads((result.model_dir / "config.json").read_text())["model"]["scoring"] == scoring
+    assert (model.scoring, model.joint_flips, model.cross_fit) == (scoring, joint, joint)
     pairs = result.val_pairs
     scores = score_pairs(model, [(pairs.images[i], pairs.images[j]) for i, j in zip(pairs.a, pairs.b)])
     clean = evaluate(model.network, model.preprocess, pairs, None, model.device)
@@ -86,8 +91,8 @@ def test_flip_search_training_validates_and_saves_with_the_same_rule(
     assert clean["mse"] == pytest.approx(result.best["val_clean_mse"], abs=1e-6)
     # A flipped image scores as a copy of itself under the rule.
     images = np.stack([pairs.images[0], pairs.images[0][:, ::-1], pairs.images[0][::-1, ::-1]])
-    got = trainer.embed_pairs(model.network, model.preprocess, images, np.array([0, 0]), np.array([1, 2]),
-                              None, None, model.device)
+    got = validation.embed_pairs(model.network, model.preprocess, images, np.array([0, 0]), np.array([1, 2]),
+                                 None, None, model.device)
     np.testing.assert_allclose(got.detach().numpy(), 1.0, atol=1e-5)
 
 
@@ -102,16 +107,16 @@ def _train_interrupted_after_epoch_1(
     data: Path, out: Path, config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run that stops (KeyboardInterrupt) right after its first saved state."""
-    save = trainer._save_state
+    save = trainer.save_state
 
     def save_then_crash(path: Path, state: dict) -> None:
         save(path, state)
         raise KeyboardInterrupt("simulated interruption after epoch 1")
 
-    monkeypatch.setattr(trainer, "_save_state", save_then_crash)
+    monkeypatch.setattr(trainer, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train([data], out, config, device="cpu", progress=False)
-    monkeypatch.setattr(trainer, "_save_state", save)
+    monkeypatch.setattr(trainer, "save_state", save)
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(
@@ -151,18 +156,20 @@ def test_presets_and_overrides() -> None:
     fast = get_preset("fast").with_overrides(epochs=3, model__width=16, preprocess__size=64)
     assert (fast.epochs, fast.model.width, fast.preprocess.size) == (3, 16, 64)
     assert TrainConfig.from_dict(fast.to_dict()) == fast
-    # fast scores by flip search, so it trains without flips (rotations and gamma stay).
-    assert fast.model.flip_search and fast.perturb.p_flip0 == fast.perturb.p_flip1 == 0.0
-    assert fast.perturb.p_rotate == 0.8 and not paper.model.flip_search
+    # fast scores over flips, so it trains without flips (rotations and gamma stay).
+    assert fast.model.scoring == "cross-fit" and fast.perturb.p_flip0 == fast.perturb.p_flip1 == 0.0
+    assert fast.perturb.p_rotate == 0.8 and paper.model.scoring == plus.model.scoring == "cosine"
     assert fast.flip_pairs == 0.75 and paper.flip_pairs == 0.0
-    # Copy partners ride on the block in-batch pairs: other in-batch pairs turn them off.
+    # Copy partners ride on the in-batch pairs: no in-batch pairs turn them off.
     assert fast.copy_partners == 12 and paper.copy_partners == 0
-    assert fast.with_overrides(in_batch_mining="random").copy_partners == 0
     assert fast.with_overrides(in_batch_pairs=0).copy_partners == 0
     assert fast.with_overrides(lr=1e-3).copy_partners == 12
-    assert fast.with_overrides(in_batch_mining="random", copy_partners=4).copy_partners == 4  # refused by train
+    with pytest.raises(ValueError, match="copy_partners"):
+        fast.with_overrides(in_batch_pairs=0, copy_partners=4)
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
+    with pytest.raises(ValueError, match="unknown setting 'optimizer__lr'"):
+        fast.with_overrides(optimizer__lr=0.1)
 
 
 def test_train_command(data: Path, tmp_path: Path) -> None:
@@ -170,7 +177,7 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
         [sys.executable, "-m", "deepssim", "-q", "train", str(data), "--out", str(tmp_path / "cli"),
          "--image-size", "32", "--epochs", "1", "--n-train-pairs", "48", "--n-val-pairs", "16",
          "--batch-size", "16", "--device", "cpu", "--no-progress", "--json",
-         "--in-batch-pairs", "2", "--in-batch-mining", "hardest", "--dropout", "0.2", "--no-compile"],
+         "--in-batch-pairs", "2", "--in-batch-block", "8", "--dropout", "0.2", "--no-compile"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -178,53 +185,25 @@ def test_train_command(data: Path, tmp_path: Path) -> None:
     assert summary["stopped_by"] == "epochs" and 0 <= summary["best"]["val_perturbed_mae"] <= 2
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     recorded = json.loads((tmp_path / "cli" / "config.json").read_text())["training"]
-    assert (recorded["in_batch_pairs"], recorded["in_batch_mining"], recorded["model"]["dropout"]) == (2, "hardest", 0.2)
+    assert (recorded["in_batch_pairs"], recorded["in_batch_block"], recorded["model"]["dropout"]) == (2, 8, 0.2)
     assert recorded["compile"] is False
 
 
-def test_hardest_in_batch_pairs_are_the_highest_cosines_of_other_images() -> None:
-    index = np.array([0, 1, 0, 2])  # positions 0 and 2 hold the same image
-    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.8, 0.6]]), dim=1)
-    first, second = trainer.in_batch_pairs(index, 1, torch.Generator().manual_seed(0), emb)
-    # Position 0's closest is position 2, but that is the same image: its partner is 3 (cos 0.8).
-    assert dict(zip(first.tolist(), second.tolist())) == {0: 3, 1: 3, 2: 3, 3: 1}
-    with pytest.raises(ValueError, match="in_batch_mining"):
-        train([], "unused", TINY.with_overrides(in_batch_pairs=1, in_batch_mining="best"), progress=False)
-
-
-def test_look_alike_blocks_get_their_own_cache_and_bad_settings_are_refused(
-    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from deepssim.training.blocks import BlockTargets
-
-    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6, epochs=1)
-    train([data], tmp_path / "r", config, device="cpu", progress=False)
-    train([data], tmp_path / "s", config.with_overrides(in_batch_grouping="similar"), device="cpu", progress=False)
-    (drawn,) = (tmp_path / "r" / "cache").glob("blocks-*.npz")
-    (similar,) = (tmp_path / "s" / "cache").glob("blocks-*.npz")
-    assert drawn.name != similar.name
-    blocks = BlockTargets.load(similar)
-    assert np.bincount(blocks.block).min() >= 6 and len(blocks.matrices) >= 2
-    with pytest.raises(ValueError, match="in_batch_grouping"):
-        train([data], tmp_path / "x", config.with_overrides(in_batch_grouping="nearest"), device="cpu", progress=False)
-    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+def test_the_flip_caveat_is_said(data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="deepssim.training"):
         train([data], tmp_path / "y", TINY.with_overrides(epochs=1, perturb__p_flip0=0.0, perturb__p_flip1=0.0),
               device="cpu", progress=False)
     assert "flipped copies will score low" in caplog.text
 
 
-def test_in_batch_pairs_are_distinct_images_and_train_deterministically(data: Path, tmp_path: Path) -> None:
-    index = np.array([3, 5, 3, 7, 9, 5])
-    first, second = trainer.in_batch_pairs(index, 4, torch.Generator().manual_seed(0))
-    assert len(first) == len(second) > 0 and (index[first] != index[second]).all()
-    assert set(first.tolist()) <= set(range(6)) and (first != second).all()
-    config = TINY.with_overrides(in_batch_pairs=2)
-    one = train([data], tmp_path / "a", config, device="cpu", progress=False)
-    two = train([data], tmp_path / "b", config, device="cpu", progress=False)
-    assert one.best["val_perturbed_mse"] == two.best["val_perturbed_mse"]
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+def test_in_batch_settings_that_cannot_train_are_refused_when_made() -> None:
     with pytest.raises(ValueError, match="in_batch_pairs needs plain SSIM"):
-        train([data], tmp_path / "c", config.with_overrides(registered_targets=True), device="cpu", progress=False)
+        TINY.with_overrides(in_batch_pairs=2, registered_targets=True)
+    with pytest.raises(ValueError, match="in_batch_pairs is a number of pairs per image"):
+        TINY.with_overrides(in_batch_pairs=-1)
+    with pytest.raises(ValueError, match="in_batch_block must be at least 2 inputs, got 1"):
+        TINY.with_overrides(in_batch_pairs=2, in_batch_block=1)
+    assert TINY.with_overrides(in_batch_block=1).in_batch_block == 1  # no in-batch pairs: unused
 
 
 def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
@@ -232,7 +211,7 @@ def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
 ) -> None:
     from deepssim.training.blocks import BlockTargets
 
-    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6)
+    config = TINY.with_overrides(in_batch_pairs=8, in_batch_block=6)
     found: list[int] = []
     real = BlockTargets.pairs_in_batch
 
@@ -248,8 +227,8 @@ def test_block_in_batch_pairs_train_deterministically_resume_and_cache(
     assert one.best["val_perturbed_mse"] == two.best["val_perturbed_mse"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     (cached,) = (tmp_path / "a" / "cache").glob("blocks-*.npz")
-    # Block mode trains another model than random partners (other batches, other pairs).
-    other = train([data], tmp_path / "r", TINY.with_overrides(in_batch_pairs=8), device="cpu", progress=False)
+    # In-batch pairs train another model than the sampled pairs alone (other batches, other pairs).
+    other = train([data], tmp_path / "r", TINY, device="cpu", progress=False)
     assert other.best["val_perturbed_mse"] != one.best["val_perturbed_mse"]
 
     _train_interrupted_after_epoch_1(data, tmp_path / "cut", config, monkeypatch)
@@ -270,7 +249,7 @@ def test_compiled_training_matches_eager_training(
     # network; the epoch's evaluation runs eagerly. No dropout: Inductor draws its own masks.
     config = TINY.with_overrides(epochs=1, model__dropout=0.0)
     eager = train([data], tmp_path / "eager", config, device="cpu", progress=False)
-    with caplog.at_level("INFO", logger="deepssim.training.trainer"):
+    with caplog.at_level("INFO", logger="deepssim.training"):
         compiled = train([data], tmp_path / "compiled", config.with_overrides(compile=True),
                          device="cpu", progress=False)
     messages = [r.getMessage() for r in caplog.records]
@@ -312,7 +291,7 @@ def test_a_failed_compilation_is_reported_and_training_goes_on_eagerly(
 ) -> None:
     eager = train([data], tmp_path / "eager", TINY, device="cpu", progress=False)
     monkeypatch.setattr(trainer.torch, "compile", _broken_compile(where))
-    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+    with caplog.at_level("WARNING", logger="deepssim.training"):
         fallback = train([data], tmp_path / "fallback", TINY.with_overrides(compile=True), device="cpu",
                          progress=False)
     warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
@@ -333,8 +312,8 @@ def test_step_network_runs_other_batch_sizes_eagerly(monkeypatch: pytest.MonkeyP
         return call
 
     monkeypatch.setattr(trainer.torch, "compile", spy_compile)
-    network = trainer.Embedder(TINY.model).eval()
-    step = trainer.StepNetwork(network, TINY.preprocess, compile=True, full=4, amp=False,
+    network = steps.Embedder(TINY.model).eval()
+    step = steps.StepNetwork(network, TINY.preprocess, compile=True, full=4, amp=False,
                                device=torch.device("cpu"))
     calls.clear()  # the warm-up's calls
     batch = torch.rand(6, 32, 32)
@@ -360,12 +339,64 @@ def test_resume_may_switch_compile_but_not_other_settings(
         train([data], tmp_path / "cut2", TINY.with_overrides(model__dropout=0.2, perturb__p_rotate=0.1),
               device="cpu", resume=True, progress=False)
     # A state written before ``compile`` existed resumes as well.
-    state_path = tmp_path / "cut2" / trainer.STATE
-    state = torch.load(state_path, weights_only=True)
-    del state["config"]["compile"]
-    torch.save(state, state_path)
+    state_path = tmp_path / "cut2" / state.STATE
+    saved = torch.load(state_path, weights_only=True)
+    del saved["config"]["compile"]
+    torch.save(saved, state_path)
     old = train([data], tmp_path / "cut2", TINY, device="cpu", resume=True, progress=False)
     assert old.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
+
+
+def _old_style(config: dict) -> dict:
+    """A configuration dict as older files record it: boolean scoring flags, the stem, the
+    network size and the in-batch pairs' mining and grouping."""
+    old = json.loads(json.dumps(config))
+    scoring = old["model"].pop("scoring")
+    old["model"].update(flip_symmetric=False, flip_search=scoring != "cosine",
+                        joint_flips=scoring == "cross-fit", cross_fit=scoring == "cross-fit", stem="pool")
+    old["preprocess"]["network_size"] = None
+    old.update(in_batch_mining="block" if old["in_batch_pairs"] else "random", in_batch_grouping="random")
+    return old
+
+
+def test_a_configuration_written_with_older_settings_loads_as_the_same_configuration() -> None:
+    for name in ("fast", "paper", "plus"):
+        preset = get_preset(name)
+        assert TrainConfig.from_dict(_old_style(preset.to_dict())) == preset
+    fast = _old_style(get_preset("fast").to_dict())
+    for change, message in [({"in_batch_mining": "random"}, "in_batch_mining 'random': in-batch pairs are the "
+                                                             "pairs within blocks"),
+                            ({"in_batch_grouping": "similar"}, "in_batch_grouping 'similar'"),
+                            ({"model": {**fast["model"], "cross_fit": False}},
+                             "the scoring settings flip_search, joint_flips are not a supported scoring rule"),
+                            ({"model": {**fast["model"], "stem": "unshuffle"}}, "stem 'unshuffle'"),
+                            ({"preprocess": {**fast["preprocess"], "network_size": 64}}, "network_size 64")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig.from_dict({**fast, **change})
+    # Without in-batch pairs, the mining setting changed nothing.
+    paper = _old_style(get_preset("paper").to_dict())
+    assert TrainConfig.from_dict({**paper, "in_batch_mining": "hardest"}) == get_preset("paper")
+
+
+def test_a_resume_state_written_with_older_settings_resumes(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _train_interrupted_after_epoch_1(data, tmp_path / "cut", TINY, monkeypatch)
+    state_path = tmp_path / "cut" / state.STATE
+    saved = torch.load(state_path, weights_only=True)
+    saved["config"] = _old_style(saved["config"])
+    torch.save(saved, state_path)
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut2")
+    resumed = train([data], tmp_path / "cut", TINY, device="cpu", resume=True, progress=False)
+    full = train([data], tmp_path / "full", TINY, device="cpu", progress=False)
+    assert resumed.best["step"] == full.best["step"] == 8
+    assert resumed.best["val_perturbed_mse"] == pytest.approx(full.best["val_perturbed_mse"], abs=1e-7)
+    # A rule this version does not have: refused, named, before any training.
+    saved["config"]["model"]["joint_flips"] = True
+    torch.save(saved, tmp_path / "cut2" / state.STATE)
+    with pytest.raises(ValueError, match="written by another version of deepssim .*the scoring settings "
+                                         "joint_flips are not a supported scoring rule"):
+        train([data], tmp_path / "cut2", TINY, device="cpu", resume=True, progress=False)
 
 
 def _validated_steps(folder: Path) -> list[int]:
@@ -395,8 +426,8 @@ def test_val_every_0_still_resumes_and_stops_at_the_budget(
     # The state is saved at every epoch's end, validated or not: an interruption loses nothing.
     _train_interrupted_after_epoch_1(data, tmp_path / "cut", config, monkeypatch)
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    state = torch.load(tmp_path / "cut" / trainer.STATE, weights_only=True)
-    assert state["step"] == 4 and state["best"] == {} and state["history"] == []
+    saved = torch.load(tmp_path / "cut" / state.STATE, weights_only=True)
+    assert saved["step"] == 4 and saved["best"] == {} and saved["history"] == []
     # It may resume with another val_every (it changes when the run is measured, not the run).
     resumed = train([data], tmp_path / "cut", config.with_overrides(val_every=1), device="cpu",
                     resume=True, progress=False)
@@ -420,26 +451,25 @@ def test_val_every_0_still_resumes_and_stops_at_the_budget(
     assert edge.stopped_by == "max_minutes" and (row["epoch"], row["step"]) == (1, 4)
     assert np.isfinite(row["train_mse"]) and row["train_mse"] > 0
     with pytest.raises(ValueError, match="val_every"):
-        train([data], tmp_path / "bad", TINY.with_overrides(val_every=-1), device="cpu", progress=False)
+        TINY.with_overrides(val_every=-1)
 
 
-@pytest.mark.parametrize(("mining", "per_image"), [("block", 100), ("block", 1), ("random", 8), ("hardest", 4)])
+@pytest.mark.parametrize("per_image", [100, 1])
 def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mining: str, per_image: int
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_image: int
 ) -> None:
     from deepssim.refssim import ssim
 
     # No perturbation: the network sees the inputs flipped, nothing else.
-    # per_image 1 with blocks: the cap keeps a random subset of the block pairs.
-    config = TINY.with_overrides(epochs=1, flip_pairs=0.75, in_batch_pairs=per_image, in_batch_mining=mining,
-                                 in_batch_block=6, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
+    # per_image 1: the cap keeps a random subset of the block pairs.
+    config = TINY.with_overrides(epochs=1, flip_pairs=0.75, in_batch_pairs=per_image, in_batch_block=6, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
                                  perturb__p_rotate=0.0, perturb__p_gamma=0.0)
     seen: list[torch.Tensor] = []
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     targets: list[torch.Tensor] = []
     relative: list[np.ndarray] = []
-    real_call, real_loss, real_flip = trainer.StepNetwork.__call__, torch.nn.functional.mse_loss, trainer.flip_each
-    real_capped, real_random = trainer.capped, trainer.in_batch_pairs
+    real_call, real_loss, real_flip = steps.StepNetwork.__call__, torch.nn.functional.mse_loss, steps.flip_each
+    real_capped = steps.capped
 
     def call(self, batch):  # type: ignore[no-untyped-def]
         seen.append(batch.clone())
@@ -457,11 +487,10 @@ def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
         pairs.append((first, second))
         return first, second
 
-    monkeypatch.setattr(trainer.StepNetwork, "__call__", call)
+    monkeypatch.setattr(steps.StepNetwork, "__call__", call)
     monkeypatch.setattr(torch.nn.functional, "mse_loss", loss)
-    monkeypatch.setattr(trainer, "flip_each", flip)
-    monkeypatch.setattr(trainer, "capped", lambda *a: found(*real_capped(*a)))  # the block pairs kept
-    monkeypatch.setattr(trainer, "in_batch_pairs", lambda *a, **k: found(*real_random(*a, **k)))
+    monkeypatch.setattr(steps, "flip_each", flip)
+    monkeypatch.setattr(steps, "capped", lambda *a: found(*real_capped(*a)))  # the block pairs kept
     train([data], tmp_path / "m", config, device="cpu", progress=False)
     assert len(seen) == len(pairs) == len(relative) == len(targets) // 2 > 0
     moved = 0
@@ -483,7 +512,7 @@ def test_flip_pairs_targets_are_the_ssim_of_what_the_network_sees(
 def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data: Path, tmp_path: Path) -> None:
     from deepssim.training.blocks import BlockTargets
 
-    config = TINY.with_overrides(epochs=1, in_batch_pairs=8, in_batch_mining="block", in_batch_block=6,
+    config = TINY.with_overrides(epochs=1, in_batch_pairs=8, in_batch_block=6,
                                  perturb__p_flip0=0.0, perturb__p_flip1=0.0)
     train([data], tmp_path / "plain", config, device="cpu", progress=False)
     train([data], tmp_path / "flips", config.with_overrides(flip_pairs=0.5), device="cpu", progress=False)
@@ -493,18 +522,18 @@ def test_flip_pairs_get_their_own_block_cache_and_bad_settings_are_refused(data:
     assert BlockTargets.load(plain).flipped is None and BlockTargets.load(flips).flipped is not None
     for bad, message in [({"flip_pairs": 1.5}, "probability"),
                          ({"flip_pairs": 0.5, "perturb__p_flip0": 0.5}, "no flips in the perturbation"),
-                         ({"flip_pairs": 0.5, "model__flip_symmetric": True}, "not flip-symmetric"),
                          ({"flip_pairs": 0.5, "in_batch_pairs": 0, "registered_targets": True}, "plain SSIM")]:
         with pytest.raises(ValueError, match=message):
-            train([data], tmp_path / "bad", config.with_overrides(**bad), device="cpu", progress=False)
+            config.with_overrides(**bad)
 
 
 @pytest.mark.parametrize(("flags", "flips", "flip_pairs"), [
     ([], 0.0, 0.75),
-    (["--no-flip-search"], 0.5, 0.0),
+    (["--scoring", "cosine"], 0.5, 0.0),
+    (["--scoring", "best-flip"], 0.0, 0.75),
     (["--flip-pairs", "0.25"], 0.0, 0.25),
-    (["--preset", "paper", "--flip-search"], 0.0, 0.0),
-    (["--flip-symmetric"], 0.0, 0.0),
+    (["--preset", "paper", "--scoring", "best-flip"], 0.0, 0.0),
+    (["--preset", "paper", "--scoring", "cosine"], 0.33, 0.0),
 ])
 def test_train_command_couples_flip_settings(
     monkeypatch: pytest.MonkeyPatch, flags: list[str], flips: float, flip_pairs: float
@@ -513,20 +542,32 @@ def test_train_command_couples_flip_settings(
     assert config.perturb.p_flip0 == config.perturb.p_flip1 == flips and config.flip_pairs == flip_pairs
 
 
-def test_train_command_flip_symmetric_pools_globally(
+def test_choosing_a_scoring_rule_sets_the_flips_it_trains_with() -> None:
+    """A cosine learns to ignore flips from flipped training images; a rule that scores over
+    flips undoes them and trains without: choosing the other kind of rule changes the flips of
+    the perturbation (and drops the flipped pairs for a cosine) unless they are given too."""
+    fast, paper = get_preset("fast"), get_preset("paper")
+    cosine = fast.with_overrides(model__scoring="cosine")
+    assert (cosine.perturb.p_flip0, cosine.perturb.p_flip1, cosine.flip_pairs) == (0.5, 0.5, 0.0)
+    assert cosine.perturb.p_rotate == fast.perturb.p_rotate and cosine.copy_partners == 12
+    given = fast.with_overrides(model__scoring="cosine", perturb__p_flip0=0.2, perturb__p_flip1=0.1)
+    assert (given.perturb.p_flip0, given.perturb.p_flip1) == (0.2, 0.1)
+    best = paper.with_overrides(model__scoring="best-flip")
+    assert (best.perturb.p_flip0, best.perturb.p_flip1, best.perturb.p_rotate) == (0.0, 0.0, 0.33)
+    assert best.with_overrides(model__scoring="cross-fit").perturb == best.perturb
+    assert paper.with_overrides(model__scoring="cosine") == paper  # the preset's own rule: nothing follows
+    with pytest.raises(ValueError, match="no flips in the perturbation"):
+        fast.with_overrides(model__scoring="cosine", flip_pairs=0.5)
+
+
+def test_train_command_holds_the_layout_together(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The fast preset's local layout is moved by flips: --flip-symmetric takes avg pooling,
-    unless local pooling is asked for too, which is refused with the reason."""
     from deepssim.cli import main
 
     assert _command_config(monkeypatch, []).model.pooling == "local"
-    assert _command_config(monkeypatch, ["--flip-symmetric"]).model.pooling == "avg"
-    assert _command_config(monkeypatch, ["--flip-symmetric", "--pooling", "gem"]).model.pooling == "gem"
     assert _command_config(monkeypatch, ["--copy-partners", "4"]).copy_partners == 4
-    assert _command_config(monkeypatch, ["--in-batch-mining", "hardest"]).copy_partners == 0
-    assert main(["train", "images", "--out", "m", "--flip-symmetric", "--pooling", "local"]) == 2
-    assert "cannot be flip_symmetric" in capsys.readouterr().err
+    assert _command_config(monkeypatch, ["--in-batch-pairs", "0"]).copy_partners == 0
     # The fast preset's dilated 8 x 8 layout holds together: a backbone that cannot dilate,
     # another pooling, or no dilation take the coarse layout (grid 4, 256-d) unless given;
     # a dilation asked for on a backbone that cannot is refused with the reason.
@@ -536,28 +577,16 @@ def test_train_command_flip_symmetric_pools_globally(
 
     assert layout([]) == (8, 1024, True)
     assert layout(["--backbone", "resnet50"]) == (8, 1024, True)
-    for flags in (["--backbone", "resnet18"], ["--pooling", "avg"], ["--flip-symmetric"],
-                  ["--no-dilate-last"]):
+    for flags in (["--backbone", "resnet18"], ["--pooling", "avg"], ["--no-dilate-last"]):
         assert layout(flags) == (4, 256, False), flags
     assert layout(["--no-dilate-last", "--grid", "8", "--embedding-dim", "2048"]) == (8, 2048, False)
     assert layout(["--pooling", "avg", "--dilate-last"]) == (8, 1024, True)
     assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--dilate-last"]) == 2
     assert "cannot dilate" in capsys.readouterr().err
-    # The unshuffle stem is the small backbone's: a configuration with it that moves to
-    # another backbone takes that backbone's own stem; asking for both is refused.
-    assert _command_config(monkeypatch, []).model.stem == "pool"
-    assert _command_config(monkeypatch, ["--stem", "unshuffle"]).model.stem == "unshuffle"
-    unshuffled = get_preset("fast").with_overrides(model__stem="unshuffle")
-    assert unshuffled.with_overrides(model__backbone="resnet50").model.stem == "pool"
-    assert unshuffled.with_overrides(model__width=16).model.stem == "unshuffle"
-    assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--stem", "unshuffle"]) == 2
-    assert "only the small backbone's stem" in capsys.readouterr().err
-    # The same coupling through the Python API.
-    fast = get_preset("fast")
-    assert fast.with_overrides(model__flip_symmetric=True).model.pooling == "avg"
-    assert fast.with_overrides(model__flip_symmetric=False).model.pooling == "local"
-    with pytest.raises(ValueError, match="cannot be flip_symmetric"):
-        fast.with_overrides(model__flip_symmetric=True, model__pooling="local")
+    # Deleted flags are not accepted.
+    for flag in ("--flip-search", "--stem", "--in-batch-mining", "--flip-symmetric"):
+        with pytest.raises(SystemExit):
+            main(["train", "images", "--out", "m", flag])
 
 
 @pytest.mark.parametrize(("flags", "val_every"), [
@@ -567,12 +596,12 @@ def test_train_command_val_every(monkeypatch: pytest.MonkeyPatch, flags: list[st
     assert _command_config(monkeypatch, flags).val_every == val_every
 
 
-@pytest.mark.parametrize(("flags", "cross"), [
-    (["--cross-fit"], True), (["--no-joint-flips"], False), (["--no-flip-search"], False),
-    (["--preset", "paper"], False), (["--preset", "paper", "--flip-search", "--joint-flips", "--cross-fit"], True),
+@pytest.mark.parametrize(("flags", "scoring"), [
+    ([], "cross-fit"), (["--scoring", "best-flip"], "best-flip"), (["--scoring", "cosine"], "cosine"),
+    (["--preset", "paper"], "cosine"), (["--preset", "plus", "--scoring", "cross-fit"], "cross-fit"),
 ])
-def test_train_command_cross_fit(monkeypatch: pytest.MonkeyPatch, flags: list[str], cross: bool) -> None:
-    assert _command_config(monkeypatch, flags).model.cross_fit == cross
+def test_train_command_scoring(monkeypatch: pytest.MonkeyPatch, flags: list[str], scoring: str) -> None:
+    assert _command_config(monkeypatch, flags).model.scoring == scoring
 
 
 def _command_config(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> TrainConfig:
@@ -596,28 +625,28 @@ def _command_config(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> TrainC
 def test_train_command_refuses_flip_pairs_with_flips(capsys: pytest.CaptureFixture[str]) -> None:
     from deepssim.cli import main
 
-    assert main(["train", "images", "--out", "m", "--no-flip-search", "--flip-pairs", "0.5"]) == 2
-    assert "--flip-pairs needs training without flips" in capsys.readouterr().err
+    assert main(["train", "images", "--out", "m", "--scoring", "cosine", "--flip-pairs", "0.5"]) == 2
+    assert "needs plain SSIM targets and no flips in the perturbation" in capsys.readouterr().err
 
 
 def test_pair_targets_are_computed_on_the_training_device(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     devices: list[str] = []
-    real = trainer.build_pairs
+    real = data_module.build_pairs
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         devices.append(kwargs["device"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "build_pairs", spy)
+    monkeypatch.setattr(data_module, "build_pairs", spy)
     train([data], tmp_path / "m", TINY.with_overrides(epochs=1), device="cpu", progress=False)
     assert devices == ["cpu", "cpu"]  # training and validation pairs (on CUDA: "cuda")
 
 
 def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path, tmp_path: Path) -> None:
     first = train([data], tmp_path / "a", TINY.with_overrides(epochs=1), device="cpu", progress=False)
-    start = trainer._initial_state(TINY.with_overrides(init=str(first.model_dir)))
+    start = state.initial_state(TINY.with_overrides(init=str(first.model_dir), model__scoring="best-flip"))
     trained = load_model(first.model_dir, device="cpu").network.state_dict()
     assert start.keys() == trained.keys()
     assert all(torch.equal(start[k], trained[k]) for k in start)
@@ -638,11 +667,9 @@ def test_init_starts_from_a_trained_model_and_refuses_another_network(data: Path
         train([data], tmp_path / "d", TINY.with_overrides(init=str(data)), device="cpu", progress=False)
 
 
-def test_a_configuration_json_cannot_record_is_refused_before_any_work(data: Path, tmp_path: Path) -> None:
-    odd = TINY.with_overrides(epochs=1, lr=np.float32(0.001))  # a NumPy scalar, as from a grid search
+def test_a_configuration_json_cannot_record_is_refused_when_made() -> None:
     with pytest.raises(ValueError, match="cannot be recorded as JSON.*float32"):
-        train([data], tmp_path / "m", odd, device="cpu", progress=False)
-    assert not (tmp_path / "m").exists()
+        TINY.with_overrides(epochs=1, lr=np.float32(0.001))  # a NumPy scalar, as from a grid search
 
 
 def test_validation_of_a_cross_fitted_network_is_its_cross_fitted_score(cross_model_dir: Path) -> None:
@@ -656,26 +683,21 @@ def test_validation_of_a_cross_fitted_network_is_its_cross_fitted_score(cross_mo
     rng = np.random.default_rng(9)
     images = np.stack([ndimage.gaussian_filter(rng.random((32, 32)), 2.0) for _ in range(8)]).astype(np.float32)
     a, b = np.arange(8), (np.arange(8) + 3) % 8
-    got = trainer.embed_pairs(model.network, model.preprocess, images, a, b, None, None, model.device).detach().numpy()
+    got = validation.embed_pairs(model.network, model.preprocess, images, a, b, None, None,
+                                 model.device).detach().numpy()
     want = score_pairs(model, [(images[i], images[j]) for i, j in zip(a, b)])
     np.testing.assert_allclose(got, want, atol=1e-5)
-    best = replace(model.network.config, cross_fit=False)
-    model.network.config, cross = best, model.network.config
-    plain = trainer.embed_pairs(model.network, model.preprocess, images, a, b, None, None, model.device).detach().numpy()
-    model.network.config = cross
-    assert np.all(plain >= got - 1e-6) and np.max(plain - got) > 1e-3  # the best flip is higher
+    # The best of the four joint means (not cross-fitted) is higher.
+    best = best_flip_scores(model.embed_real(list(images[a])), model.embed_synthetic(list(images[b])))
+    assert np.all(best >= got - 1e-6) and np.max(best - got) > 1e-3
     pairs = PairSet(images=images, a=a, b=b, target=want.astype(np.float32), family=["random"] * 8)
     assert evaluate(model.network, model.preprocess, pairs, None, model.device)["mae"] == pytest.approx(0.0, abs=1e-5)
-
-
-def test_turning_joint_flips_or_flip_search_off_turns_cross_fitting_off() -> None:
-    fast = get_preset("fast")
-    assert fast.model.cross_fit
-    assert not fast.with_overrides(model__joint_flips=False).model.cross_fit
-    assert not fast.with_overrides(model__flip_search=False).model.cross_fit
-    assert fast.with_overrides(model__joint_flips=True).model.cross_fit
-    with pytest.raises(ValueError, match="cross_fit"):
-        fast.with_overrides(model__joint_flips=False, model__cross_fit=True)
+    # Each rule validates by its own score.
+    model.network.config = replace(model.network.config, scoring="best-flip")
+    model.scoring = "best-flip"
+    flips = validation.embed_pairs(model.network, model.preprocess, images, a, b, None, None,
+                                   model.device).detach().numpy()
+    np.testing.assert_allclose(flips, score_pairs(model, [(images[i], images[j]) for i, j in zip(a, b)]), atol=1e-5)
 
 
 def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
@@ -683,9 +705,8 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
 ) -> None:
     from deepssim.training.blocks import CopyPartners
 
-    config = TINY.with_overrides(in_batch_pairs=8, in_batch_mining="block", in_batch_block=6, epochs=1,
-                                 copy_partners=3, flip_pairs=0.75, perturb__p_flip0=0.0, perturb__p_flip1=0.0,
-                                 model__flip_search=True)
+    config = TINY.with_overrides(in_batch_pairs=8, in_batch_block=6, epochs=1, copy_partners=3,
+                                 flip_pairs=0.75, model__scoring="best-flip")
     used: list[int] = []
     real = CopyPartners.pairs_in_batch
 
@@ -695,7 +716,7 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
         return out
 
     monkeypatch.setattr(CopyPartners, "pairs_in_batch", counted)
-    with caplog.at_level("INFO", logger="deepssim.training.trainer"):
+    with caplog.at_level("INFO", logger="deepssim.training"):
         result = train([data], tmp_path / "p", config, device="cpu", progress=False)
     assert np.isfinite(result.best["train_mse"]) and "copy partners:" in caplog.text
     assert len(used) == result.best["step"] and sum(used) > 0  # asked every step, pairs found
@@ -708,26 +729,15 @@ def test_copy_partners_train_with_their_own_cache_and_need_block_pairs(
     assert partners.partner.shape[1] == 3 and partners.target.shape[1] == 4  # every relative flip
     assert len(partners.copy) > 0 and (partners.partner < partners.n_inputs).all()
     assert json.loads((tmp_path / "p" / "config.json").read_text())["training"]["copy_partners"] == 3
-    for bad in ({"in_batch_mining": "random", "copy_partners": 3}, {"in_batch_pairs": 0, "copy_partners": 3},
-                {"copy_partners": -1}):
+    for bad in ({"in_batch_pairs": 0, "copy_partners": 3}, {"copy_partners": -1}):
         with pytest.raises(ValueError, match="copy_partners"):
-            train([data], tmp_path / "x", config.with_overrides(**bad), device="cpu", progress=False)
-
-
-def test_unshuffle_stem_needs_an_image_size_multiple_of_4(data: Path, tmp_path: Path) -> None:
-    """The side the network sees: the image size, or the network size where one is set."""
-    for size, network_size, side in ((30, None, 30), (32, 30, 30)):
-        config = TINY.with_overrides(model__stem="unshuffle", preprocess__size=size,
-                                     preprocess__network_size=network_size)
-        with pytest.raises(ValueError, match=f"must be a multiple of 4, got {side}"):
-            train([data], tmp_path / "m", config, device="cpu", progress=False)
-    assert not (tmp_path / "m").exists()  # refused before anything is read or written
+            config.with_overrides(**bad)
 
 
 def test_a_grid_finer_than_the_last_map_is_said(data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """32 px through the small backbone leaves a 1 x 1 map: a 2 x 2 local layout repeats it."""
     config = TINY.with_overrides(epochs=1, model__pooling="local", model__grid=2)
-    with caplog.at_level("WARNING", logger="deepssim.training.trainer"):
+    with caplog.at_level("WARNING", logger="deepssim.training"):
         train([data], tmp_path / "m", config, device="cpu", progress=False)
     assert "grid 2 is finer than the last stage's 1 x 1 map at 32 px" in caplog.text
     assert "--grid 1 or --dilate-last" in caplog.text
