@@ -1,4 +1,4 @@
-"""How well the audit finds copies on a memorization benchmark (../shared/BENCHMARK.md).
+"""How well the audit finds copies on a memorization benchmark (docs/benchmark.md).
 
 The `fast` model is trained on the benchmark's `train/` only (10 CPU minutes by default);
 the audit runs `train/` against `synthetic/` (the perturbed synthetic images), and its

@@ -32,7 +32,7 @@ from deepssim.evaluation import (
     metric_names,
     write_histograms,
 )
-from deepssim.model.checkpoint import atomic_write_bytes
+from deepssim.storage import atomic_write_bytes
 
 
 def _weights(items: list[str]) -> dict[str, str]:

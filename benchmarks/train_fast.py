@@ -4,7 +4,7 @@ The validation images are held out from training (split by image, byte-identical
 together) and their near-copies are made by generator families that training never saw, so
 the figures measure generalisation, not memorisation. Reported: MSE, MAE and Pearson r of the
 score against the reference SSIM of the clean pair, on clean validation pairs, on pairs
-perturbed as in training, and on pairs perturbed as in ../shared/BENCHMARK.md (flips,
+perturbed as in training, and on pairs perturbed as in docs/benchmark.md (flips,
 rotation +-10 deg, gamma 0.5..1.5, each with p = 0.8).
 
     python benchmarks/train_fast.py                     # 10 minutes, model in runs/train_fast

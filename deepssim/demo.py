@@ -3,7 +3,7 @@
 1. A cohort of "subjects" from nilearn's MNI152 template (``deepssim.cohort``).
 2. A memorization benchmark from it (``deepssim.benchmark``): a training set, and a synthetic
    set with planted copies of training images (generator-like changes, then flipped, rotated,
-   re-contrasted as in ../shared/BENCHMARK.md) and novel images of unseen subjects; the oracle
+   re-contrasted as in docs/benchmark.md) and novel images of unseen subjects; the oracle
    (reference SSIM) says which synthetic images are copies.
 3. The ``fast`` DeepSSIM model trained on the training set only, for a few minutes.
 4. The audit, its report, and how many of the planted copies it found.

@@ -17,6 +17,12 @@ SKIPPED_SHOWN = 200
 TIMING_NAMES = {"scan_s": "scan", "embed_s": "embedding", "search_s": "search", "verify_s": "verification",
                 "report_s": "report", "total_s": "total"}
 RESCORE_RULES = {"cross_fit": "the cross-fitted flip score"}
+RULES = {
+    "cosine": "the cosine of the two embeddings",
+    "best-flip": "the best cosine over the synthetic image's four flips",
+    "cross-fit": "the mean cosine over the four flips of both images, at the cross-fitted relative flip",
+}
+"""A model's scoring rule (``deepssim.model.scoring``) in words."""
 
 
 def thresholds_of(summary: Mapping[str, Any]) -> tuple[float, float, str]:
@@ -97,24 +103,11 @@ def _model(summary: Mapping[str, Any]) -> str:
     parts = [f"<code>{escape(model.get('path', '—'))}</code>"
              + (f' · sha256 <code title="{escape(sha)}">{escape(sha[:12])}</code>' if sha else "")
              + (f" · preset {escape(model['preset'])}" if model.get("preset") else "")]
-    if "flip_search" in model:
-        parts.append("scored by " + _rule(model))
+    if model.get("scoring") in RULES:
+        parts.append("scored by " + RULES[model["scoring"]])
     if model.get("device"):
         parts.append("run on " + _device(model["device"]))
     return " · ".join(parts)
-
-
-def _rule(model: Mapping[str, Any]) -> str:
-    """The model's pair score in words (``model.flips``)."""
-    if model.get("joint_flips"):
-        rule = "the mean cosine over the four flips of both images"
-        if model.get("flip_search"):
-            relative = "cross-fitted" if model.get("cross_fit") else "best"
-            rule += f", at the {relative} relative flip"
-        return rule
-    if model.get("flip_search"):
-        return "the best cosine over the synthetic image's four flips"
-    return "the cosine of the two embeddings"
 
 
 def _device(device: Any) -> str:

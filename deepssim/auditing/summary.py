@@ -44,8 +44,9 @@ def model_summary(model: DeepSSIMModel) -> dict[str, Any]:
     """The summary's ``model`` entry: which weights, their preprocessing and scoring rule."""
     return {"path": model.path, "sha256": model.checksum,
             "preset": model.config.get("preset"), "preprocess": model.preprocess.to_dict(),
-            "device": str(model.device), "flip_search": model.flip_search,
-            "joint_flips": model.joint_flips, "cross_fit": model.cross_fit}
+            "device": str(model.device), "scoring": model.scoring,
+            "flip_search": model.flip_search, "joint_flips": model.joint_flips,
+            "cross_fit": model.cross_fit}
 
 
 def build_summary(

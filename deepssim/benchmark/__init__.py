@@ -1,4 +1,4 @@
-"""Memorization benchmarks (BENCHMARK.md): build one from real images, read its files."""
+"""Memorization benchmarks (docs/benchmark.md): build one from real images, read its files."""
 
 from .build import PERTURBATION, BenchmarkInfo, build_benchmark, build_from_samples
 from .layout import (

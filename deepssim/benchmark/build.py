@@ -1,4 +1,4 @@
-"""Build a memorization benchmark (BENCHMARK.md) from a folder of real images.
+"""Build a memorization benchmark (docs/benchmark.md) from a folder of real images.
 
 The real images are split, by group (subject), into the generative model's training set
 (``train/``) and a pool of non-members (``split``). Synthetic images are then made in the frame
@@ -281,7 +281,7 @@ def build_from_samples(
     Membership is unknown, so the labels come from the oracle alone: ``audit.csv`` names each
     sample's nearest training image by reference SSIM in the clean frame, and ``pairs.csv``
     holds its best match, hard negatives and random pairs, labelled by reference SSIM.
-    ``synthetic/`` holds the samples perturbed as in BENCHMARK.md. ``size`` resizes (stretches)
+    ``synthetic/`` holds the samples perturbed as in the benchmark protocol. ``size`` resizes (stretches)
     every image; by default all images must already share one size.
     """
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """The files of a memorization benchmark folder, and small readers for them.
 
-A benchmark folder (see BENCHMARK.md) holds ``train/``, ``synthetic_clean/``, ``synthetic/``,
+A benchmark folder (docs/benchmark.md) holds ``train/``, ``synthetic_clean/``, ``synthetic/``,
 ``pairs.csv`` (``real,synthetic,label`` + extra columns), ``audit.csv``
 (``synthetic,nearest_train,nearest_ssim,is_copy``) and ``benchmark.json``. Paths in the CSV
 files are relative to the folder; a ``synthetic/NAME`` file has its clean twin at

@@ -133,7 +133,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="the whole job on a built-in brain MRI cohort (no data needed, ~6 minutes on a CPU)",
+        help="the whole job on a built-in brain MRI cohort (no data needed, about 8 minutes on a 2-core CPU)",
         description="Builds a small brain MRI cohort from the MNI152 template shipped with "
                     "nilearn, plants memorized copies in a synthetic set, trains the fast "
                     "model, audits, and says how many planted copies it found.",

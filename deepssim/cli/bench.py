@@ -78,7 +78,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser(
         "benchmark",
-        help="build memorization benchmarks (see BENCHMARK.md)",
+        help="build memorization benchmarks (docs/benchmark.md)",
         description="Memorization benchmarks: training set, synthetic images, labelled pairs, audit truth.",
     )
     bench_sub = group.add_subparsers(dest="benchmark_command", required=True, metavar="SUBCOMMAND")
@@ -122,7 +122,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description=(
             "Every image under --train is a training image, every image under --synthetic a "
             "sample of a generative model (for example `deepssim ldm sample`). Writes the "
-            "benchmark folder of BENCHMARK.md: pairs labelled by reference SSIM in the clean "
+            "benchmark folder (docs/benchmark.md): pairs labelled by reference SSIM in the clean "
             "frame, audit.csv with each sample's nearest training image, and synthetic/ with "
             "the samples perturbed, so that `deepssim evaluate` runs on real generated images."
         ),

@@ -175,7 +175,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description=(
             "Score the labelled pairs of a benchmark pairs.csv (real,synthetic,label) or of a "
             "reference-code pair file (real_key,synth_key,label) with one metric, several, or "
-            "all (--all), and report BENCHMARK.md's figures ('--metric list' lists the metrics). "
+            "all (--all), and report the benchmark protocol's figures ('--metric list' lists the metrics). "
             "SSIM-scale metrics use 0.60 / 0.85 unless --thresholds or --calibrate; the "
             "others need one of the two for their F1 figures."
         ),

@@ -1,4 +1,4 @@
-"""Measuring detection: metrics under one interface, the BENCHMARK.md figures, calibration.
+"""Measuring detection: metrics under one interface, the benchmark protocol's figures, calibration.
 
 The flow of a run: pair file (``pairs.py``) -> images, read once (``images.py``) -> a metric's
 scores (``metrics/``) -> decisions and figures (``classification.py``, ``separation.py``) ->

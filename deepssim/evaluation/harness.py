@@ -69,7 +69,7 @@ class ScoredPairs:
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """The figures of BENCHMARK.md for one metric under one condition.
+    """The figures of the benchmark protocol (docs/benchmark.md) for one metric under one condition.
 
     Threshold figures (``macro_f1`` ... ``confusion``) are None when the metric has no
     thresholds (not on the SSIM scale, and none given or calibrated). ``confusion`` rows

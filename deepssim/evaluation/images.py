@@ -26,8 +26,8 @@ MISSING_SHOWN = 10
 class ImageCache:
     """Images of one root folder by relative path, read once (float32, 2D).
 
-    ``perturbed(path)`` is the image after BENCHMARK.md's perturbation (flips, rotation up to
-    +-10 degrees, gamma 0.5..1.5, each with probability 0.8), drawn from a generator seeded
+    ``perturbed(path)`` is the image after the benchmark protocol's perturbation (flips,
+    rotation up to +-10 degrees, gamma 0.5..1.5, each with probability 0.8), drawn from a generator seeded
     by ``seed`` and the path: the same image is perturbed the same way in every pair and run.
     """
 

@@ -2,7 +2,7 @@
 
 Two formats are read, told apart by their header:
 
-- benchmark (BENCHMARK.md): ``real,synthetic,label`` (+ extra columns), paths relative to the
+- benchmark (docs/benchmark.md): ``real,synthetic,label`` (+ extra columns), paths relative to the
   benchmark folder, ``label`` one of ``different``, ``similar``, ``duplicate``. The
   ``registered`` condition scores ``synthetic_clean/NAME``, the ``perturbed`` one
   ``synthetic/NAME``.

@@ -15,7 +15,7 @@ continues where it stopped):
 4. ``samples-<level>/``: ``n_samples`` samples (DDIM) with ``manifest.csv``.
 5. ``oracle-<level>.csv`` (and ``.json``: how it was computed, so that a rerun reuses it only
    when nothing changed): each sample's nearest training image by aligned SSIM (``oracle.py``); a copy when
-   > 0.85. ``bench-<level>/``: the samples as a benchmark folder (BENCHMARK.md), labelled by the
+   > 0.85. ``bench-<level>/``: the samples as a benchmark folder (docs/benchmark.md), labelled by the
    reference SSIM, so ``deepssim evaluate`` runs on real generated images.
 6. ``deepssim-model/`` (unless ``model`` is given): the ``fast`` DeepSSIM preset trained on
    ``train/`` only; ``audit-<level>/``: the audit of the samples (``verify`` checks too).

@@ -69,7 +69,7 @@ def test_audit_finds_the_exact_copy_and_fills_every_field(
     assert 0.0 <= lo <= s["memorization_rate"] <= hi <= 1.0
     assert s["thresholds"] == {"different_max": 0.6, "duplicate_min": 0.85, "source": "model"}
     assert s["model"]["sha256"] == json.loads((tiny_model_dir / "config.json").read_text())["weights_sha256"]
-    assert s["model"]["flip_search"] is False
+    assert s["model"]["flip_search"] is False and s["model"]["scoring"] == "cosine"
     assert s["search"]["backend"] == "exact" and s["search"]["top_k"] == 3
     # The byte copy has the content of a training image: embedded once, then a cache hit.
     assert s["cache"]["misses"] == 12 and s["cache"]["hits"] == 1

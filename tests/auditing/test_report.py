@@ -121,8 +121,8 @@ def _run_details(text: str) -> str:
 def test_run_details_read_as_sentences_not_python_dicts() -> None:
     summary = _summary(
         model={"path": "models/fast", "sha256": "ab12cd34ef56" + "0" * 52, "preset": "fast",
-               "preprocess": {"size": 128}, "device": "cpu", "flip_search": True, "joint_flips": True,
-               "cross_fit": True},
+               "preprocess": {"size": 128}, "device": "cpu", "scoring": "cross-fit", "flip_search": True,
+               "joint_flips": True, "cross_fit": True},
         search={"backend": "faiss", "index": "ivf", "top_k": 5, "device": "cpu", "recall": 0.9731,
                 "rescored": {"rule": "cross_fit", "top1_certain": 58, "synthetic_images": 60},
                 "missing_slots": 3},
