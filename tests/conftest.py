@@ -18,6 +18,19 @@ def shared_data() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def brain_slices_64(shared_data: Path) -> np.ndarray:
+    """40 real slices from all four folders of the brain MRI set, resized to 64 x 64, float32."""
+    from PIL import Image
+
+    files = sorted((shared_data / "brain-tumor-mri" / "Training").glob("*/*.jpg"))[::140][:40]
+    assert len(files) == 40
+    return np.stack([
+        np.asarray(Image.open(f).convert("L").resize((64, 64), Image.BILINEAR), dtype=np.float32)
+        for f in files
+    ])
+
+
 def _tiny_model(folder: Path, *, smooth_stats: bool = False, **options: object) -> Path:
     """A random 'small' embedder (width 8, 16-d) at 32 px saved as a model folder. Its
     BatchNorm statistics come from a few batches of noise, or with ``smooth_stats`` are the

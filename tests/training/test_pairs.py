@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from deepssim.refssim import registered_ssim, ssim_pairs
 from deepssim.training.pairs import (
@@ -19,18 +18,9 @@ from deepssim.training.pairs import (
 )
 from deepssim.transforms.nearcopy import FAMILIES
 
-SIZE = 64
-
-
 @pytest.fixture(scope="module")
-def images(shared_data: Path) -> np.ndarray:
-    """40 real slices from all four folders, resized to SIZE x SIZE, float32."""
-    files = sorted((shared_data / "brain-tumor-mri" / "Training").glob("*/*.jpg"))[::140][:40]
-    assert len(files) == 40
-    return np.stack([
-        np.asarray(Image.open(f).convert("L").resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32)
-        for f in files
-    ])
+def images(brain_slices_64: np.ndarray) -> np.ndarray:
+    return brain_slices_64
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from deepssim.refssim import ssim_pairs
 from deepssim.training.presets import get_preset
@@ -20,17 +18,12 @@ from deepssim.transforms.nearcopy import (
 )
 
 SIZE = 64
+"""Side of the ``brain_slices_64`` images."""
 
 
 @pytest.fixture(scope="module")
-def images(shared_data: Path) -> np.ndarray:
-    """40 real slices from all four folders, resized to SIZE x SIZE, float32."""
-    files = sorted((shared_data / "brain-tumor-mri" / "Training").glob("*/*.jpg"))[::140][:40]
-    assert len(files) == 40
-    return np.stack([
-        np.asarray(Image.open(f).convert("L").resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32)
-        for f in files
-    ])
+def images(brain_slices_64: np.ndarray) -> np.ndarray:
+    return brain_slices_64
 
 
 def _mean_ssim(images: np.ndarray, name: str, strength: float) -> float:
