@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..model.api import DeepSSIMModel
 from ..model.flips import FLIPS
 from ..readers import ImageRef, ReadError, scan
-from ..readers.read import read_runs
+from ..readers.read import read_skipping
 from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
 from .options import ReadOptions
 
@@ -116,26 +116,6 @@ def cache_summary(cache: EmbeddingCache | None, *sets: EmbeddedSet) -> dict[str,
             "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt)}
 
 
-def _readable(
-    refs: Sequence[ImageRef], skip: bool, done: list[int], failed: list[str], workers: int,
-    transform: Callable[[np.ndarray], np.ndarray],
-) -> Iterator[np.ndarray]:
-    """Images of ``refs`` file by file, ``transform``-ed as read (in ``workers`` threads);
-    positions read go to ``done``, failures to ``failed`` (or raise, unless ``skip``). A file
-    can pass the header scan and still fail here."""
-    start = 0
-    for run, images in read_runs(refs, workers=workers, transform=transform):
-        if isinstance(images, ReadError):
-            if not skip:
-                raise images
-            log.warning("skipping unreadable %s", images)
-            failed.append(str(images))
-        else:
-            done.extend(range(start, start + len(run)))
-            yield from images
-        start += len(run)
-
-
 def _views(key: str, flips: bool) -> list[str]:
     """Cache keys of an image: its own, and with ``flips`` one per other flip (``flips.FLIPS``),
     so that an image embedded with and without its flips shares its unflipped entry."""
@@ -164,15 +144,16 @@ def embed_set(
     if hit:
         stored = cache.get([v for k in hit for v in _views(keys[k], flips)])  # type: ignore[union-attr]
         parts.update(zip(hit, stored.reshape(len(hit), *shape)))
-    failed: list[str] = []
+    failed: list[ReadError] = []
     workers = reading.threads
     with tqdm(total=len(miss), unit="img", desc=f"embed {images.name}", file=sys.stderr,
               disable=not (progress and miss)) as bar:
         for start in range(0, len(miss), CHUNK):
             chunk = miss[start:start + CHUNK]
             done: list[int] = []
-            emb = model.embed(_readable([images.refs[k] for k in chunk], reading.skip_unreadable, done, failed,
-                                        workers, model.preprocess.resize),
+            emb = model.embed(read_skipping([images.refs[k] for k in chunk], skip=reading.skip_unreadable,
+                                            done=done, failed=failed, workers=workers,
+                                            transform=model.preprocess.resize),
                               batch_size=reading.batch_size, progress=False, flips=flips)
             positions = [chunk[d] for d in done]
             parts.update(zip(positions, emb))
@@ -184,7 +165,7 @@ def embed_set(
     if not order:
         raise ReadError(images.sources[0], f"no readable image in the {images.name} set")
     vectors = np.stack([parts[k] for k in order]).astype(np.float32)
-    return EmbeddedSet(images.subset(order, images.skipped + failed), vectors, len(hit), len(miss))
+    return EmbeddedSet(images.subset(order, images.skipped + [str(e) for e in failed]), vectors, len(hit), len(miss))
 
 
 def embed_sets(

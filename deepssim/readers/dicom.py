@@ -45,7 +45,10 @@ _MAGIC_OFFSET = 128
 
 
 def has_dicom_magic(path: Path) -> bool:
-    """Return True when `path` has the 'DICM' marker after the 128-byte preamble."""
+    """Return True when `path` has the 'DICM' marker after the 128-byte preamble (never for
+    anything but a regular file: opening a pipe would wait for a writer)."""
+    if not path.is_file():
+        return False
     try:
         with path.open("rb") as fh:
             fh.seek(_MAGIC_OFFSET)
@@ -79,7 +82,10 @@ def _shape(ds: Any, path: Path) -> tuple[int, ...]:
     """Shape that `_pixels` will return for one file: (rows, cols[, frames])."""
     if "Rows" not in ds or "Columns" not in ds:
         raise ReadError(path, "DICOM file without image pixels (no Rows/Columns)")
-    shape = (int(ds.Rows), int(ds.Columns)) + ((frames(ds),) if frames(ds) > 1 else ())
+    try:
+        shape = (int(ds.Rows), int(ds.Columns)) + ((frames(ds),) if frames(ds) > 1 else ())
+    except (TypeError, ValueError) as exc:  # a hostile or damaged header
+        raise ReadError(path, f"unusable Rows / Columns / NumberOfFrames: {exc}") from None
     return image_shape(shape, path)
 
 
@@ -107,6 +113,7 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     """Decode one file to float32 (rows, cols[, frames]) in real-world units."""
     if "PixelData" not in ds:
         raise ReadError(path, "DICOM file has no pixel data (not an image)")
+    _shape(ds, path)  # the pixel limit, from the header, before decoding
     try:
         array = ds.pixel_array
     except Exception as exc:
@@ -246,6 +253,8 @@ class DicomReader(ImageReader):
             raise ReadError(where, "no multi-file DICOM series with this SeriesInstanceUID in the folder")
         series = order_series(volumes[member] if member else next(iter(volumes.values())), where)
         warn_if_gaps(series, where)
+        first, ds = series.files[0]
+        image_shape(_shape(ds, first) + (len(series.files),), where)  # pixel limit, before decoding
         stack = np.stack([_pixels(ds, file) for file, ds in series.files], axis=2)
         return to_canonical(stack, orientation(series.files, where), where)
 

@@ -5,12 +5,14 @@ A 2D array is an image. A 3D array whose last axis has 3 or 4 entries, (H, W, 3)
 channel, alpha, ignored). Any other 3D array is a stack of images along axis 0 (the
 layout ``np.stack(images)`` gives); so a stack of 3 or 4 images must be saved with the
 images first, shape (3, H, W), and its W must not be 3 or 4. Headers are parsed without
-loading the data, so a scan of large arrays stays cheap. Arrays are loaded with
-``allow_pickle=False``: opening an array file must never run code.
+loading the data, so a scan of large arrays stays cheap, and an array is checked against
+the pixel limit (``limits``, counting every element) from its header before it is loaded.
+Arrays are loaded with ``allow_pickle=False``: opening an array file must never run code.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import IO
@@ -67,17 +69,19 @@ class NpyReader(ImageReader):
         try:
             with path.open("rb") as fh:
                 shape, dtype = _header(fh)
-                expected = fh.tell() + int(np.prod(shape)) * dtype.itemsize
+                expected = fh.tell() + math.prod(shape) * dtype.itemsize
         except Exception as exc:
             raise ReadError(path, f"not a readable .npy file: {exc}") from exc
+        item = _item(path, None, shape, dtype)  # dims and pixel limit before the size
         if path.stat().st_size < expected:
             raise ReadError(path, "truncated .npy file (data shorter than its header says)")
-        return [_item(path, None, shape, dtype)]
+        return [item]
 
     def read(self, path: Path, member: str | None = None) -> np.ndarray:
         _require_file(path)
         if member is not None:
             raise ReadError(path, f"a .npy file has no member {member!r}")
+        self.probe(path)  # the header's checks, before the data is allocated
         try:
             array = np.load(path, allow_pickle=False)
         except Exception as exc:
@@ -115,6 +119,8 @@ class NpzReader(ImageReader):
         try:
             with np.load(path, allow_pickle=False) as archive:
                 key = self._member(path, archive.files, member)
+                with archive.zip.open(f"{key}{_NPY}") as fh:  # the header's checks, before loading
+                    _item(path, key, *_header(fh))
                 array = archive[key]
         except ReadError:
             raise

@@ -11,6 +11,11 @@ Mode handling (alpha is always ignored):
 decoded by Pillow at 8 bits per channel: reading one warns.
 A multi-page TIFF is a stack with the pages along axis 0; other multi-frame files
 (animated PNG, MPO JPEG) give their first frame.
+
+Size: the pixels of every page are counted from the headers and checked against the readers'
+limit (``limits``) before anything is decoded. Pillow's own decompression-bomb check is
+turned off (``Image.MAX_IMAGE_PIXELS = None``), as that one limit replaces it: Pillow would
+otherwise warn about images within the limit and refuse others in its own words.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .base import ImageReader, Item
 from .errors import ReadError
-from .pixels import as_image, luminance
+from .pixels import as_image, image_shape, luminance
+
+# The readers' limit (``limits.max_pixels``) is checked on every file before decoding.
+Image.MAX_IMAGE_PIXELS = None
 
 _GREY_MODES = ("L", "LA", "La")
 _RGB_MODES = ("RGB", "RGBA", "RGBX")
@@ -93,6 +101,23 @@ def _warn_if_16bit_png_truncated(img: Image.Image, path: Path) -> None:
         )
 
 
+def _shape(img: Image.Image, path: Path) -> tuple[int, ...]:
+    """(H, W), or (pages, H, W) for a multi-page TIFF, from the headers; checked against the
+    pixel limit.
+
+    Raises:
+        ReadError: pages of different sizes, a corrupt page directory, or too many pixels.
+    """
+    try:
+        sizes = [frame.size for frame in _frames(img)]
+    except Exception as exc:
+        raise ReadError(path, f"corrupt multi-page TIFF: {exc}") from exc
+    if len(set(sizes)) > 1:
+        raise ReadError(path, f"TIFF pages differ in size {sorted(set(sizes))}, cannot stack them")
+    width, height = sizes[0]
+    return image_shape((len(sizes), height, width) if len(sizes) > 1 else (height, width), path)
+
+
 class PillowReader(ImageReader):
     """PNG, JPEG, TIFF and BMP files; multi-page TIFF as a (pages, H, W) stack."""
 
@@ -102,20 +127,13 @@ class PillowReader(ImageReader):
 
     def probe(self, path: Path) -> list[Item]:
         with _opened(path) as img:
-            try:
-                sizes = [frame.size for frame in _frames(img)]
-            except Exception as exc:
-                raise ReadError(path, f"corrupt multi-page TIFF: {exc}") from exc
-        if len(set(sizes)) > 1:
-            raise ReadError(path, f"TIFF pages differ in size {sorted(set(sizes))}, cannot stack them")
-        width, height = sizes[0]
-        shape = (len(sizes), height, width) if len(sizes) > 1 else (height, width)
-        return [Item(path, None, shape)]
+            return [Item(path, None, _shape(img, path))]
 
     def read(self, path: Path, member: str | None = None) -> np.ndarray:
         if member is not None:
             raise ReadError(path, f"an image file has no member {member!r}")
         with _opened(path) as img:
+            _shape(img, path)  # sizes and pixel limit, from the headers, before decoding
             _warn_if_16bit_png_truncated(img, path)
             try:
                 frames = [_grey(frame) for frame in _frames(img)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ReadError
+from .limits import check_pixels
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses; applied in float here
 # because convert("L") rounds to 8 bits and would hide small differences from SSIM.
@@ -31,10 +32,13 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def image_shape(shape: tuple[int, ...], path: str | Path) -> tuple[int, ...]:
-    """Return `shape` with trailing singleton dims dropped, checked to be a 2D or 3D image.
+    """Return `shape` with trailing singleton dims dropped, checked to be a 2D or 3D image
+    within the pixel limit (``limits.max_pixels``). Readers call it on header shapes, so
+    that an image is refused before its data is decoded.
 
     Raises:
-        ReadError: fewer than 2 or more than 3 dims remain, or a dim is zero.
+        ReadError: fewer than 2 or more than 3 dims remain, a dim is zero, or more
+            elements than the pixel limit.
     """
     dims = tuple(int(d) for d in shape)
     # (H, W, 1) or (X, Y, Z, 1) are common ways of storing 2D / 3D data; a genuine
@@ -51,6 +55,7 @@ def image_shape(shape: tuple[int, ...], path: str | Path) -> tuple[int, ...]:
             f"{len(dims)}D data (shape {tuple(shape)}); only 2D images and 3D volumes are "
             "supported, split the extra dimension into separate files first",
         )
+    check_pixels(dims, path)
     return dims
 
 
@@ -72,3 +77,19 @@ def as_image(array: np.ndarray, path: str | Path) -> np.ndarray:
     check_dtype(array.dtype, path)
     shape = image_shape(array.shape, path)
     return np.ascontiguousarray(array.reshape(shape), dtype=np.float32)
+
+
+def check_finite(image: np.ndarray, where: str | Path) -> np.ndarray:
+    """Return ``image`` if all its values are finite.
+
+    Raises:
+        ReadError: NaN or infinite values, counted, naming ``where`` (the file, or the id of
+            the slice): such an image is unreadable, as SSIM and the network need numbers.
+    """
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = image.size - int(np.count_nonzero(finite))
+        kinds = " and ".join(k for k, hit in (("NaN", np.isnan(image).any()), ("infinite", np.isinf(image).any())) if hit)
+        raise ReadError(where, f"{bad:,} of {image.size:,} pixel values are {kinds}; an image must "
+                               "hold finite numbers (fix the file, or leave it out with --skip-unreadable)")
+    return image

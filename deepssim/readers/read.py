@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -14,8 +15,10 @@ from tqdm import tqdm
 from .errors import ReadError
 from .ids import absolute, locate, relative_name
 from .registry import reader_for
-from .slicing import cut, refs_for
+from .slicing import cut, full_id, refs_for
 from .spec import ImageRef, SliceSpec
+
+log = logging.getLogger(__name__)
 
 
 def _read_item(path: str | Path) -> tuple[np.ndarray, ImageRef, int]:
@@ -152,6 +155,21 @@ def load_refs(
                 yield ref, image
 
 
+def _split_at_errors(
+    refs: Sequence[ImageRef], images: list[np.ndarray | ReadError], start: int
+) -> Iterator[tuple[list[ImageRef], list[np.ndarray] | ReadError]]:
+    """The run of ``images`` (for ``refs[start:]``) as sub-runs of images, each failed slice
+    a run of its own with its error."""
+    first = 0
+    for k, image in enumerate(images + [None]):
+        if image is None or isinstance(image, ReadError):
+            if k > first:
+                yield list(refs[start + first:start + k]), images[first:k]  # type: ignore[misc]
+            if image is not None:
+                yield [refs[start + k]], image
+            first = k + 1
+
+
 def read_runs(
     refs: Sequence[ImageRef],
     *,
@@ -159,13 +177,15 @@ def read_runs(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[list[ImageRef], list[np.ndarray] | ReadError]]:
     """The images of ``refs`` in order, run by run (consecutive refs of one file or volume):
-    ``(run, images)``, or ``(run, error)`` for a file that cannot be read (or one of whose
-    slices cannot be cut: the whole file is then an error), so that a caller may skip it.
-    Each file is read once; ``workers`` and ``transform`` as in ``load_refs``.
+    ``(run, images)``, or ``(run, error)`` for a file that cannot be read, so that a caller
+    may skip it. A slice that cannot be cut (out of range, or NaN / infinite values) is a run
+    of its own with its error, between the runs of the file's other slices. Each file is read
+    once; ``workers`` and ``transform`` as in ``load_refs``.
 
-    Memory: each reading thread holds one file's data and its slices (transformed one by one
-    as they are cut), and up to ``2 * workers`` files' slices wait for the consumer: with
-    large volumes and all their slices, fewer workers hold less."""
+    Memory: each reading thread holds one file's data (at most the pixel limit,
+    ``limits.max_pixels``, elements) and its slices (transformed one by one as they are cut),
+    and up to ``2 * workers`` files' slices wait for the consumer: memory grows with the
+    workers, and with large volumes and all their slices, fewer workers hold less."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     keys = [(ref.path, ref.member) for ref in refs]
@@ -174,17 +194,24 @@ def read_runs(
         uses.setdefault(key, []).append(position)
     files = iter(uses)  # in order of first use, the order in which they are needed
 
-    def read(key: tuple[Path, str | None]) -> dict[int, np.ndarray] | ReadError:
+    keep = transform if transform is not None else (lambda image: image)
+
+    def read(key: tuple[Path, str | None]) -> dict[int, np.ndarray | ReadError] | ReadError:
         try:
             reader = reader_for(key[0])
             data = reader.read(*key)
-            keep = transform if transform is not None else (lambda image: image)
-            return {p: keep(cut(data, refs[p], refs[p].id, reader.default_axis)) for p in uses[key]}
         except ReadError as exc:
             return exc
+        images: dict[int, np.ndarray | ReadError] = {}
+        for p in uses[key]:
+            try:
+                images[p] = keep(cut(data, refs[p], full_id(refs[p], reader), reader.default_axis))
+            except ReadError as exc:
+                images[p] = exc
+        return images
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepssim-read") if workers > 1 else None
-    pending: dict[tuple[Path, str | None], Future[dict[int, np.ndarray] | ReadError]] = {}
+    pending: dict[tuple[Path, str | None], Future[dict[int, np.ndarray | ReadError] | ReadError]] = {}
 
     def submit(key: tuple[Path, str | None]) -> None:
         if pool is not None:
@@ -207,9 +234,42 @@ def read_runs(
             result = pending[key].result()
             if uses[key][-1] < stop:  # its last use: let the images go
                 del pending[key]
-            run = list(refs[start:stop])
-            yield run, result if isinstance(result, ReadError) else [result[p] for p in range(start, stop)]
+            if isinstance(result, ReadError):
+                yield list(refs[start:stop]), result
+            else:
+                yield from _split_at_errors(refs, [result[p] for p in range(start, stop)], start)
             start = stop
     finally:  # a consumer that stops early leaves no reads queued
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_skipping(
+    refs: Sequence[ImageRef],
+    *,
+    skip: bool,
+    done: list[int],
+    failed: list[ReadError],
+    workers: int = 1,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[np.ndarray]:
+    """The images of ``refs`` that can be read, in order (``read_runs``): the positions read
+    go to ``done``, the files and slices that fail go to ``failed`` and are logged, unless
+    ``skip`` is False, when the first one is raised. What a ``--skip-unreadable`` command
+    reads through: a file can pass the header scan and still fail here (truncated pixel
+    data, NaN values).
+
+    Raises:
+        ReadError: the first unreadable file or slice, unless ``skip``.
+    """
+    start = 0
+    for run, images in read_runs(refs, workers=workers, transform=transform):
+        if isinstance(images, ReadError):
+            if not skip:
+                raise images
+            log.warning("skipping unreadable %s", images)
+            failed.append(images)
+        else:
+            done.extend(range(start, start + len(run)))
+            yield from images
+        start += len(run)

@@ -12,6 +12,8 @@ from .nifti import NiftiReader
 from .npy import NpyReader, NpzReader
 from .pillow import PillowReader
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device): not read"
+
 DICOM = DicomReader(claims=lambda path: detect_reader(path) is DICOM)
 READERS: tuple[ImageReader, ...] = (PillowReader(), NiftiReader(), DICOM, NpyReader(), NpzReader())
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(suffix for reader in READERS for suffix in reader.suffixes)
@@ -37,12 +39,15 @@ def reader_for(path: Path) -> ImageReader:
     """Return the reader for an existing file, or DICOM for a folder (a series).
 
     Raises:
-        ReadError: the path does not exist or its type is not supported.
+        ReadError: the path does not exist, is no regular file (a pipe, socket or device,
+            which could block or never end), or its type is not supported.
     """
     if path.is_dir():
         return DICOM
     if not path.exists():
         raise ReadError(path, "file not found")
+    if not path.is_file():
+        raise ReadError(path, NOT_REGULAR)
     reader = detect_reader(path)
     if reader is None:
         kind = f"suffix '{path.suffix}'" if path.suffix else "file without suffix"

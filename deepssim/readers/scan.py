@@ -16,7 +16,7 @@ from .base import ImageReader, Item
 from .errors import ReadError
 from .ids import absolute, relative_name
 from .read import load_refs
-from .registry import DICOM, detect_reader
+from .registry import DICOM, NOT_REGULAR, detect_reader
 from .slicing import refs_for
 from .spec import ImageRef, SliceSpec
 
@@ -31,12 +31,16 @@ class ScanResult:
         errors: One error per unreadable file or series, sorted by path.
         root: Absolute folder the ids are relative to.
         ignored: Relative paths of files skipped for an unsupported type, sorted.
+        skipped_folders: Folders not walked, as ``relative/path: reason``, sorted: symbolic
+            links to a folder that is scanned where it lies or was already scanned (a link
+            loop, or a second link to one folder).
     """
 
     refs: list[ImageRef]
     errors: list[ReadError]
     root: Path
     ignored: list[str] = field(default_factory=list)
+    skipped_folders: list[str] = field(default_factory=list)
 
     def load(
         self,
@@ -113,24 +117,93 @@ def fingerprint(images: np.ndarray, ids: Sequence[str]) -> str:
 _Source = tuple[ImageReader, Path, list[Path]]
 
 
-def _sources(root: Path, ignored: list[Path]) -> list[_Source]:
-    """List what to probe under `root` in walk order; unsupported files go to `ignored`."""
+@dataclass
+class _Found:
+    """What a walk collects besides the sources: unsupported files, files that fail before
+    any reader sees them (broken links, folders that cannot be listed), folders not walked."""
+
+    ignored: list[Path] = field(default_factory=list)
+    errors: list[ReadError] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _visible(names: list[str]) -> list[str]:
+    return sorted(name for name in names if not name.startswith("."))  # hidden stay hidden
+
+
+def _own_folders(root: Path) -> dict[str, Path]:
+    """The real folders of the tree under ``root`` (symbolic links not followed), by real path."""
+    owned: dict[str, Path] = {}
+    for folder, dirnames, _ in os.walk(root):
+        dirnames[:] = _visible(dirnames)
+        owned[os.path.realpath(folder)] = Path(folder)
+    return owned
+
+
+def _folders(root: Path, found: _Found) -> Iterator[tuple[Path, list[str]]]:
+    """Yield (folder, visible file names) under ``root``, following symbolic links to
+    folders; each real folder is walked once. A link to a folder of the tree itself is left
+    for the walk to reach where the folder lies (so ids do not depend on links), and a link
+    to a folder already walked (a loop, or a second link) is not followed again: both are
+    listed in ``found.skipped`` with the reason. A folder that cannot be listed is an error."""
+    owned = _own_folders(root)
+    walked = {os.path.realpath(root)}
+
+    def unlisted(exc: OSError) -> None:
+        found.errors.append(ReadError(exc.filename or root, f"cannot list the folder: {exc.strerror or exc}"))
+
+    for folder, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
+        here = Path(folder)
+        keep = []
+        for name in _visible(dirnames):
+            path = here / name
+            real = os.path.realpath(path)
+            link = path.is_symlink()
+            if (link and real in owned) or real in walked:
+                shown = ("the scanned folder itself" if owned.get(real) == root
+                         else f"'{relative_name(owned[real], root)}' of this scan" if real in owned else real)
+                reason = (f"symbolic link to {shown}, which is scanned once, where it lies (a link loop "
+                          "or a second link)" if link else f"already scanned as {real} (reached again through a link)")
+                found.skipped.append((path, reason))
+            else:
+                walked.add(real)
+                keep.append(name)
+        dirnames[:] = keep
+        yield here, _visible(filenames)
+
+
+def _broken_link(path: Path) -> ReadError:
+    try:
+        target = os.readlink(path)
+    except OSError:  # pragma: no cover - the path was a link a moment ago
+        target = "?"
+    return ReadError(path, f"broken symbolic link to {target} (the target is missing, or links loop)")
+
+
+def _sources(root: Path, found: _Found) -> list[_Source]:
+    """List what to probe under `root` in walk order (see ``_folders``)."""
     if root.is_file():
         reader = detect_reader(root)
         if reader is None:
-            ignored.append(root)
+            found.ignored.append(root)
             return []
         return [(reader, root, [])]
     sources: list[_Source] = []
-    for folder, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # hidden stay hidden
-        here = Path(folder)
+    for here, filenames in _folders(root, found):
         dicom_files = []
-        for filename in sorted(f for f in filenames if not f.startswith(".")):
+        for filename in filenames:
             path = here / filename
             reader = detect_reader(path)
-            if reader is None:
-                ignored.append(path)
+            if path.is_symlink() and not path.exists():
+                # Named when it could be an image (a supported suffix, or none as DICOM files often have).
+                if reader is not None or not path.suffix:
+                    found.errors.append(_broken_link(path))
+                else:
+                    found.ignored.append(path)
+            elif reader is None:
+                found.ignored.append(path)
+            elif not path.is_file():
+                found.errors.append(ReadError(path, NOT_REGULAR))  # opening a pipe could block
             elif reader is DICOM:
                 dicom_files.append(path)  # series are grouped per folder below
             else:
@@ -164,6 +237,10 @@ def _base(root: Path, items: list[Item]) -> Path:
 def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False) -> ScanResult:
     """Find all supported images under `root` (recursively; dot-files are skipped).
 
+    Symbolic links are followed: a linked file is read, a linked folder walked, each real
+    folder once (the others are listed in ``skipped_folders``, so a link loop ends). A broken
+    link that could be an image is an unreadable file, named.
+
     Only headers are read, except for volumes when `spec.skip_empty` needs the data.
     Unreadable files become entries of `errors` instead of stopping the scan.
 
@@ -179,10 +256,12 @@ def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False
     root_path = absolute(root)
     if not root_path.exists():
         raise ReadError(root_path, "file or folder not found")
-    ignored: list[Path] = []
-    errors: list[ReadError] = []
+    if not (root_path.is_file() or root_path.is_dir()):
+        raise ReadError(root_path, NOT_REGULAR)
+    found = _Found()
+    ignored, errors = found.ignored, found.errors
     probed: list[tuple[ImageReader, list[Item]]] = []
-    for source in tqdm(_sources(root_path, ignored), desc="scanning", unit="file", file=sys.stderr, disable=not progress):
+    for source in tqdm(_sources(root_path, found), desc="scanning", unit="file", file=sys.stderr, disable=not progress):
         items, failed = _probe(source, ignored)
         errors += failed
         probed.append((source[0], items))
@@ -202,4 +281,5 @@ def scan(root: str | Path, spec: SliceSpec = SliceSpec(), progress: bool = False
     keyed.sort(key=lambda entry: entry[:2])
     refs = [ref for _, _, item_refs in keyed for ref in item_refs]
     errors.sort(key=lambda error: str(error.path))
-    return ScanResult(refs, errors, base, sorted(str(relative_name(path, base)) for path in ignored))
+    return ScanResult(refs, errors, base, sorted(str(relative_name(path, base)) for path in ignored),
+                      sorted(f"{relative_name(path, base)}: {reason}" for path, reason in found.skipped))

@@ -9,6 +9,7 @@ import numpy as np
 from .base import ImageReader, Item
 from .errors import ReadError
 from .ids import check_slice, slice_id
+from .pixels import check_finite
 from .spec import ImageRef, SliceSpec
 
 #: A pixel is foreground when it exceeds vmin + EMPTY_LEVEL * (vmax - vmin) of its volume.
@@ -23,11 +24,23 @@ def slice_axis(spec: SliceSpec, reader: ImageReader) -> int:
 def nonempty_slices(volume: np.ndarray, axis: int, fraction: float) -> np.ndarray:
     """Return one bool per slice along `axis`: True unless the slice is background.
 
-    See `SliceSpec.skip_empty` for the rule.
+    See `SliceSpec.skip_empty` for the rule. Non-finite values do not set the range, so that a
+    slice holding one stays listed, and is refused by name when it is read (``cut``).
     """
-    vmin, vmax = float(np.nanmin(volume)), float(np.nanmax(volume))
+    mask = np.isfinite(volume)
+    values = volume if mask.all() else volume[mask]  # a copy only when something is not finite
+    if not values.size:
+        return np.ones(volume.shape[axis], dtype=bool)
+    vmin, vmax = float(values.min()), float(values.max())
     foreground = np.moveaxis(volume > vmin + EMPTY_LEVEL * (vmax - vmin), axis, 0)
     return foreground.reshape(foreground.shape[0], -1).mean(axis=1) >= fraction
+
+
+def full_id(ref: ImageRef, reader: ImageReader) -> str:
+    """The ref's id with its absolute path (``/data/vol.nii.gz#axis2:3``), for errors that
+    must name the file wherever the scan started."""
+    name = reader.item_name(PurePosixPath(ref.path.as_posix()), ref.member)
+    return name if ref.axis is None or ref.index is None else slice_id(name, ref.axis, ref.index)
 
 
 def refs_for(
@@ -68,10 +81,13 @@ def refs_for(
 def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -> np.ndarray:
     """Return the 2D image `ref` names within its item's `data` (2D or 3D).
 
-    `default_axis` only shapes the hint given when a volume is named without a slice.
+    Every reading path cuts its images here, so this is where an image is checked to hold
+    finite values only. `default_axis` only shapes the hint given when a volume is named
+    without a slice.
 
     Raises:
-        ReadError: a slice of 2D data, no slice of 3D data, or an axis or index out of range.
+        ReadError: a slice of 2D data, no slice of 3D data, an axis or index out of range,
+            or NaN / infinite values in the image (naming `where`: the file, or the slice's id).
     """
     if ref.axis is None:
         if data.ndim != 2:
@@ -80,7 +96,7 @@ def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -
                 f"is a 3D volume of shape {data.shape}; pick a slice with "
                 f"'#axis{default_axis}:N' (N < {data.shape[default_axis]}) or use read_slices",
             )
-        return data
+        return check_finite(data, where)
     assert ref.index is not None
     check_slice(data.shape, ref.axis, ref.index, where)  # before indexing: '#axis5:1' is no IndexError
-    return np.ascontiguousarray(np.take(data, ref.index, axis=ref.axis))
+    return check_finite(np.ascontiguousarray(np.take(data, ref.index, axis=ref.axis)), where)

@@ -1,7 +1,9 @@
-"""Fixtures for the reader tests: writers of small synthetic DICOM files."""
+"""Fixtures for the reader tests: writers of small synthetic DICOM files, and of a PNG bomb."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,20 @@ import numpy as np
 import pytest
 
 DicomWriter = Callable[..., Path]
+
+
+def png_header_bomb(path: Path, width: int, height: int) -> Path:
+    """A valid 8-bit grey PNG of ``width`` x ``height`` black pixels, compressed row by row
+    (a 12,000 x 12,000 one is about 140 KB and never held in memory here)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
 
 
 def _write_dicom(
