@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..classes import candidate_cuts
+from ..readers.tables import open_csv
 from .layout import TRAIN_CSV
 
 
@@ -108,8 +109,8 @@ def _train_groups(bench: Path) -> dict[str, str]:
     path = bench / TRAIN_CSV
     if not path.is_file():
         return {}
-    with path.open(newline="") as f:
-        return {row["train"]: row["group"] for row in csv.DictReader(f) if row.get("group")}
+    with open_csv(path) as f:
+        return {row["train"]: row["group"] for row in csv.DictReader(f) if row.get("train") and row.get("group")}
 
 
 def best_duplicate_threshold(best_scores: Sequence[float], is_copy: Sequence[bool]) -> tuple[float, float]:

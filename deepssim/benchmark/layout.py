@@ -9,7 +9,6 @@ files are relative to the folder; a ``synthetic/NAME`` file has its clean twin a
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..classes import CLASSES, DUPLICATE_THRESHOLD, SIMILAR_THRESHOLD, class_of
+from ..readers.tables import read_table
 
 TRAIN_DIR = "train"
 CLEAN_DIR = "synthetic_clean"
@@ -95,20 +95,7 @@ def _csv_path(bench_or_file: str | Path, default_name: str) -> Path:
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"
-            )
-        rows = list(reader)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
+    return read_table(path, required)[1]  # UTF-8 with or without a byte-order mark
 
 
 def _float(path: Path, line: int, column: str, text: str | None) -> float:

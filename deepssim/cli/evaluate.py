@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .model import allow_outside_root_option
+
 DEFAULT_OUT = "deepssim-evaluation"
 
 
@@ -111,7 +113,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         root=args.root, calibrate=args.calibrate, calibrate_root=args.calibrate_root,
         thresholds=Thresholds.parse(args.thresholds) if args.thresholds else None,
         target_precision=args.target_precision, limit=args.limit, n_bootstrap=args.bootstrap,
-        seed=args.seed, progress=not args.no_progress,
+        seed=args.seed, progress=not args.no_progress, allow_outside_root=args.allow_outside_root,
     )
     comparison = compare(args.pairs, names, conditions=conditions, options=options,
                          weights=_weights(args.weights, names), settings=settings)
@@ -205,6 +207,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="write the calibrated thresholds as JSON (for 'deepssim audit --calibration'); "
                         "a folder of NAME-CONDITION.json files when several were calibrated")
     p.add_argument("--limit", type=int, help="use only the first N pairs of each file")
+    allow_outside_root_option(p)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--markdown", action="store_true", help="print the comparison table (markdown)")
     p.add_argument("--plots", metavar="DIR",

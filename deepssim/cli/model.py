@@ -68,9 +68,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
+    skipped: list = []
     ids, emb = embed_folder(model, args.images, slices=spec, batch_size=args.batch_size,
-                            skip_unreadable=args.skip_unreadable, flips=args.flips, workers=args.workers)
+                            skip_unreadable=args.skip_unreadable, flips=args.flips, workers=args.workers,
+                            skipped=skipped)
     save_embeddings(args.out, ids, emb, model)
+    if skipped:
+        print(f"{len(skipped)} unreadable file(s) skipped:", file=sys.stderr)
+        for error in skipped:
+            print(f"  {error}", file=sys.stderr)
     if model.real_flips and not args.flips:
         print(f"note: this model scores pairs by {model.scoring}, which needs every image's four flips: "
               "embed with --flips to compute its scores from these files", file=sys.stderr)
@@ -85,7 +91,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from ..storage import write_csv
 
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
-    header, rows = score_pairs_csv(model, args.pairs, args.root, batch_size=args.batch_size)
+    header, rows = score_pairs_csv(model, args.pairs, args.root, batch_size=args.batch_size,
+                                   allow_outside_root=args.allow_outside_root)
     text = write_csv(args.out, header, rows)
     if args.out is None:
         sys.stdout.write(text)
@@ -100,6 +107,12 @@ def workers_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="threads that read and resize the files while the network runs "
                         f"(default: half the cores, at most {MAX_READING_WORKERS}); results do not depend on it")
+
+
+def allow_outside_root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="read image paths of the pairs file that lead outside --root (.., absolute "
+                        "paths, symbolic links out of it); refused by default")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -212,4 +225,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", required=True, help="CSV with columns real,synthetic (others kept)")
     p.add_argument("--root", required=True, help="folder the paths in the CSV are relative to")
     p.add_argument("--out", help="output CSV (default: stdout)")
+    allow_outside_root_option(p)
     p.set_defaults(func=_cmd_score)

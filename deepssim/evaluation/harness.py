@@ -200,6 +200,8 @@ class RunSettings:
         seed: Seed of the bootstrap and of the perturbation of pair files without perturbed
             images.
         progress: Progress bars on stderr.
+        allow_outside_root: Accept image paths of the pair files that lead outside their root
+            folder (``..``, absolute paths, symbolic links out of it); refused by default.
     """
 
     root: str | Path | None = None
@@ -211,6 +213,7 @@ class RunSettings:
     n_bootstrap: int = DEFAULT_BOOTSTRAP
     seed: int = 0
     progress: bool = False
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         if self.thresholds is not None and self.calibrate is not None:
@@ -241,7 +244,8 @@ class EvaluationRun:
             path, root = (s.calibrate, s.calibrate_root) if validation else (self.pairs_path, s.root)
             if path is None:
                 raise ValueError("no calibration pairs file was given")
-            self._pair_files[key] = read_pair_file(path, root, condition).head(s.limit)
+            self._pair_files[key] = read_pair_file(path, root, condition,
+                                                   allow_outside_root=s.allow_outside_root).head(s.limit)
         return self._pair_files[key]
 
     def cache(self, pairs: PairFile) -> ImageCache:

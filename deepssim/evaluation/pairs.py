@@ -14,7 +14,6 @@ Two formats are read, told apart by their header:
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,8 @@ import numpy as np
 
 from ..classes import CLASSES
 from ..benchmark import read_pairs_csv
+from ..readers.ids import check_listed_paths
+from ..readers.tables import read_header, read_table
 
 Condition = Literal["registered", "perturbed"]
 CONDITIONS: tuple[Condition, ...] = ("registered", "perturbed")
@@ -87,13 +88,6 @@ def reference_key_path(key: str) -> str:
     return f"{parts[0]}/{parts[1]}.png"
 
 
-def _header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs file not found")
-    with open(path, newline="") as fh:
-        return next(csv.reader(fh), [])
-
-
 def detect_format(path: str | Path) -> PairFormat:
     """``benchmark`` or ``reference``, from the header of a pair file.
 
@@ -102,7 +96,7 @@ def detect_format(path: str | Path) -> PairFormat:
         ValueError: the header matches neither format.
     """
     path = Path(path)
-    header = [h.strip() for h in _header(path)]
+    header = read_header(path, what="pairs file")
     if all(c in header for c in ("real", "synthetic", "label")):
         return "benchmark"
     if all(c in header for c in REFERENCE_COLUMNS):
@@ -115,25 +109,24 @@ def detect_format(path: str | Path) -> PairFormat:
 
 def _read_reference(path: Path) -> tuple[list[str], list[str], list[str]]:
     real, synthetic, labels = [], [], []
-    with open(path, newline="") as fh:
-        for line, row in enumerate(csv.DictReader(fh), start=2):
-            code = (row.get("label") or "").strip()
-            if code not in REFERENCE_LABELS:
-                raise ValueError(f"{path}, line {line}: column label: {row.get('label')!r} is not "
-                                 "0 (different), 1 (duplicate) or 2 (similar)")
-            try:
-                real.append(reference_key_path((row.get("real_key") or "").strip()))
-                synthetic.append(reference_key_path((row.get("synth_key") or "").strip()))
-            except ValueError as exc:
-                raise ValueError(f"{path}, line {line}: {exc}") from None
-            labels.append(REFERENCE_LABELS[code])
-    if not real:
-        raise ValueError(f"{path}: no rows")
+    _, rows = read_table(path, REFERENCE_COLUMNS, what="pairs file")
+    for line, row in enumerate(rows, start=2):
+        code = (row.get("label") or "").strip()
+        if code not in REFERENCE_LABELS:
+            raise ValueError(f"{path}, line {line}: column label: {row.get('label')!r} is not "
+                             "0 (different), 1 (duplicate) or 2 (similar)")
+        try:
+            real.append(reference_key_path((row.get("real_key") or "").strip()))
+            synthetic.append(reference_key_path((row.get("synth_key") or "").strip()))
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {line}: {exc}") from None
+        labels.append(REFERENCE_LABELS[code])
     return real, synthetic, labels
 
 
 def read_pair_file(
-    path: str | Path, root: str | Path | None = None, condition: Condition = "registered"
+    path: str | Path, root: str | Path | None = None, condition: Condition = "registered", *,
+    allow_outside_root: bool = False,
 ) -> PairFile:
     """The pairs of a benchmark ``pairs.csv`` or a reference-code pair file.
 
@@ -141,10 +134,14 @@ def read_pair_file(
         path: The pair file (or a benchmark folder holding ``pairs.csv``).
         root: The folder image paths are relative to (default: the pair file's folder).
         condition: ``registered`` (clean synthetic images) or ``perturbed``.
+        allow_outside_root: Accept image paths that lead outside ``root`` (``..``, absolute
+            paths, symbolic links out of it); refused by default, as their images would be
+            read and reported.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: an unknown format, condition, label or key, naming the file and line.
+        ReadError: an image path leading outside ``root``, naming the file, line and path.
     """
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}: use registered or perturbed")
@@ -166,6 +163,8 @@ def read_pair_file(
     else:
         real, synthetic, names = _read_reference(path)
         perturb = condition == "perturbed"
+    columns = ("real", "synthetic") if fmt == "benchmark" else REFERENCE_COLUMNS[:2]
+    check_listed_paths(path, root, dict(zip(columns, (real, synthetic))), allow_outside=allow_outside_root)
     labels = np.array([CLASSES.index(n) for n in names], dtype=np.int64)
     return PairFile(path, root, fmt, condition, tuple(real), tuple(synthetic), labels, perturb)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -47,6 +48,50 @@ def relative_name(path: Path, root: Path) -> PurePosixPath:
         return PurePosixPath(path.relative_to(root).as_posix())
     except ValueError:
         return PurePosixPath(path.as_posix())
+
+
+def outside_root(root: str | Path, name: str) -> Path | None:
+    """Where ``name`` (a path or id relative to ``root``, or absolute) leads when that is
+    outside ``root``, else None: the one rule for "inside the root", after ``..`` and
+    symbolic links (of the root too). Every path an id could name (each prefix before a
+    ``#``, see ``locate``) must stay inside. ``name`` holds no NUL character."""
+    base = Path(os.path.realpath(absolute(root)))
+    cuts = [match.start() for match in re.finditer("#", name)] + [len(name)]
+    for cut in cuts:
+        if not cut:
+            continue
+        target = Path(os.path.realpath(base.joinpath(*PurePosixPath(name[:cut]).parts)))
+        if target != base and base not in target.parents:
+            return target
+    return None
+
+
+def check_inside_root(root: str | Path, name: str, where: str | Path, *, allow_outside: bool = False) -> None:
+    """Raise ReadError (at ``where``: the file and line naming it) when ``name`` is no path
+    at all (a NUL character), or leads outside ``root`` (``outside_root``) unless
+    ``allow_outside``; the message says how to allow it."""
+    if "\0" in name:
+        raise ReadError(where, f"{name!r} holds a NUL character: not a file path")
+    if allow_outside:
+        return
+    target = outside_root(root, name)
+    if target is not None:
+        raise ReadError(
+            where,
+            f"{name!r} leads outside the root folder {absolute(root)} (to {target}); paths must stay "
+            "inside it unless allowed (--allow-outside-root, or allow_outside_root=True)",
+        )
+
+
+def check_listed_paths(
+    listing: str | Path, root: str | Path, columns: dict[str, Sequence[str]], *, allow_outside: bool = False
+) -> None:
+    """``check_inside_root`` for every path a CSV file lists (``columns``: column name -> the
+    path of each row, the first row on line 2), naming the file, line and column of the first
+    bad one."""
+    for column, names in columns.items():
+        for line, name in enumerate(names, start=2):
+            check_inside_root(root, name, f"{listing}, line {line}, column {column}", allow_outside=allow_outside)
 
 
 @dataclass(frozen=True)
