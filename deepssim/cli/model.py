@@ -106,7 +106,8 @@ def workers_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--workers", type=int, metavar="N",
                    help="threads that read and resize the files while the network runs "
-                        f"(default: half the cores, at most {MAX_READING_WORKERS}); results do not depend on it")
+                        f"(default: half the cores, at most {MAX_READING_WORKERS}); results do not depend on it; "
+                        "each thread holds one file of up to --max-pixels elements at a time")
 
 
 def allow_outside_root_option(p: argparse.ArgumentParser) -> None:

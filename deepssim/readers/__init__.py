@@ -10,7 +10,17 @@ One interface (`base.ImageReader`), one module per format, picked by suffix:
 
 Volumes become 2D slices as a `SliceSpec` says. Every image has an id such as
 ``sub-01/T1w.nii.gz#axis2:85``, ``arrays.npz#key`` or ``patient1/series3#axis2:10``
-that `resolve_id` reads back. Bad input raises `ReadError` naming the file.
+that `resolve_id` reads back. Bad input raises `ReadError` naming the file, and so do:
+
+- an image or volume over the pixel limit (`limits`: 2**27 elements by default,
+  ``DEEPSSIM_MAX_PIXELS`` or ``deepssim --max-pixels N``), checked from its header before
+  anything is decoded, so that a decompression bomb costs no memory; reading with N threads
+  holds at most about N files of that size at once;
+- an image or volume slice holding NaN or infinite values.
+
+Scans follow symbolic links (each real folder once) and list what they leave out. Image
+paths listed in a file (pair files) must stay inside their root folder (`ids.outside_root`),
+and every CSV input is read as UTF-8 with or without a byte-order mark (`tables`).
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def load_refs(
         transform: applied to each image where it is read (e.g. a resize).
 
     Raises:
-        ReadError: a file cannot be read (raised when its first ref is reached).
+        ReadError: a file cannot be read (raised when its first ref is reached), or a slice
+            of it cannot be cut (raised at that slice).
     """
     bar = tqdm(total=len(refs), desc="reading", unit="img", file=sys.stderr, disable=not progress)
     with bar:
