@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 Sources = str | Path | Sequence[str | Path]
 CHUNK = 512
 """Images embedded between two cache writes: what an interruption can lose at most."""
+LISTED = 20
+"""Files an error message names at most, followed by the count of the rest (``summary.json``
+lists every skipped file)."""
 
 
 @dataclass
@@ -74,7 +77,8 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
     """Scan every source folder or file; ids are prefixed by the source's name when several.
 
     Raises:
-        ReadError: an empty folder, or unreadable files (listed) unless ``skip_unreadable``.
+        ReadError: a source without any readable image (each unreadable file listed with its
+            reason), or unreadable files (listed) unless ``skip_unreadable``.
     """
     roots = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not roots:
@@ -87,6 +91,8 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
     skipped: list[str] = []
     for root, root_name in zip(roots, names):
         result = scan(root, reading.slices, progress=progress)
+        if not result.refs:
+            raise ReadError(root, no_readable_image(name, [str(e) for e in result.errors], result.ignored))
         try:
             result.require_images(reading.skip_unreadable)
         except ReadError as exc:
@@ -96,6 +102,22 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
         ids += [prefix + ref.id for ref in result.refs]
         refs += result.refs
     return ImageSet(name, ids, refs, [hasher.key(r) for r in refs], [str(r) for r in roots], skipped)
+
+
+def no_readable_image(name: str, unreadable: Sequence[str], ignored: Sequence[str] = ()) -> str:
+    """Why a set holds no image: every unreadable file with its reason and the files of a
+    type no reader takes, each list up to ``LISTED`` entries and the count of the rest."""
+    text = f"no readable image in the {name} set"
+    if unreadable:
+        text += f"; {len(unreadable)} unreadable file(s): {_listed(unreadable, '; ')}"
+    if ignored:
+        text += f"; {len(ignored)} file(s) of a type no reader takes: {_listed(ignored, ', ')}"
+    return text
+
+
+def _listed(items: Sequence[str], sep: str) -> str:
+    more = f" (and {len(items) - LISTED} more)" if len(items) > LISTED else ""
+    return sep.join(items[:LISTED]) + more
 
 
 def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingCache | None:
@@ -109,11 +131,12 @@ def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingC
 
 def cache_summary(cache: EmbeddingCache | None, *sets: EmbeddedSet) -> dict[str, Any] | None:
     """The summary's ``cache`` entry: the folder, hits and misses over ``sets``, shards found
-    corrupt (and left out)."""
+    corrupt (deleted) and untrusted (left in place); the images of both were embedded again."""
     if cache is None:
         return None
     return {"folder": str(cache.folder), "hits": sum(s.hits for s in sets),
-            "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt)}
+            "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt),
+            "untrusted_shards": len(cache.untrusted)}
 
 
 def _readable(
@@ -152,7 +175,7 @@ def embed_set(
 
     Raises:
         ReadError: an unreadable file (unless ``reading.skip_unreadable``), or no readable
-            image at all.
+            image at all (every file skipped listed with its reason).
     """
     keys = images.keys
     hit, miss = [], []
@@ -182,7 +205,7 @@ def embed_set(
             bar.update(len(chunk))
     order = sorted(parts)
     if not order:
-        raise ReadError(images.sources[0], f"no readable image in the {images.name} set")
+        raise ReadError(images.sources[0], no_readable_image(images.name, images.skipped + failed))
     vectors = np.stack([parts[k] for k in order]).astype(np.float32)
     return EmbeddedSet(images.subset(order, images.skipped + failed), vectors, len(hit), len(miss))
 
