@@ -146,9 +146,11 @@ def check_output_folder(path: str | Path, *, inputs: Iterable[str | Path] = (),
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(given, "exists and is not a folder; give a folder to write in")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(given, f"is a link to {os.readlink(path)}, which does not exist")
     _check_inputs(given, _resolved(path), inputs, "folder")
     _check_writable(given, path)
-    if only is not None:
+    if only is not None:  # the new folder is made beside it, then swapped in
         _check_writable(given, _resolved(path).parent)
         if path.is_dir():
             others = sorted(p.name for p in path.iterdir() if p.name not in only or not p.is_file())

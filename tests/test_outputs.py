@@ -133,6 +133,22 @@ def test_a_new_output_folder_and_its_parents_are_made(
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
+def test_an_output_folder_given_through_a_link_is_replaced_behind_the_link(
+    images: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    real = tmp_path / "results" / "audit"
+    real.mkdir(parents=True)
+    (real / "summary.json").write_text("{}")
+    (tmp_path / "link").symlink_to(real)
+    _audit(images, tiny_model_dir, (0.6, 0.85)).save(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
+    assert sorted(p.name for p in real.iterdir()) == sorted(OUTPUT_FILES.values())
+    assert sorted(p.name for p in real.parent.iterdir()) == ["audit"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(OutputError, match=f"dangling: is a link to {tmp_path / 'gone'}, which does not exist"):
+        check_audit_folder(tmp_path / "dangling")
+
+
 def test_an_output_folder_with_other_files_is_refused_and_left_alone(
     images: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -326,9 +342,8 @@ def test_every_command_checks_its_outputs_first(
 
 
 def test_a_missing_folder_of_an_output_file_is_made(
-    images: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    images: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    train, synth = images
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("real,synthetic\ntrain/t0.png,synthetic/s0.png\n")
     out = tmp_path / "new" / "sub" / "scores.csv"
@@ -337,3 +352,24 @@ def test_a_missing_folder_of_an_output_file_is_made(
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["real"], r["synthetic"]) for r in rows] == [("train/t0.png", "synthetic/s0.png")]
+
+
+def test_a_key_file_readable_by_others_stops_the_audit_before_reading_images(
+    images: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train, synth = images
+    key = tmp_path / "shared.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o644)
+    monkeypatch.setenv("DEEPSSIM_KEY_FILE", str(key))
+
+    def no_scan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("images were read")
+
+    monkeypatch.setattr(audit_api, "collect", no_scan)
+    err = _fails(capsys, ["audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
+                          "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert f"{key}: the cache key can be read or written by others (mode 644); make it private with: " \
+           f"chmod 600 {key}" in err
+    assert not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import tempfile
 import uuid
 import zipfile
@@ -87,16 +88,20 @@ def load_cache_key(cache_root: str | Path, path: str | Path | None = None) -> by
     not exist yet.
 
     Raises:
-        CacheKeyError: the key file lies inside the cache folder ``cache_root``, is not a
-            file, is shorter than ``MIN_KEY_BYTES``, or (POSIX) belongs to another user or
-            can be read or written by others.
+        CacheKeyError: the key file lies inside the cache folder ``cache_root``, cannot be
+            made or read, is not a file, is shorter than ``MIN_KEY_BYTES``, or (POSIX) belongs
+            to another user or can be read or written by others.
     """
     path = default_key_file() if path is None else Path(path).expanduser()
     if within(path, cache_root):
         raise CacheKeyError(f"{path}: the cache key lies inside the cache folder {cache_root}, where whoever "
                             f"can write the cache could read or replace it; keep it elsewhere (${KEY_ENV})")
     if not path.exists():
-        _create_key(path)
+        try:
+            _create_key(path)
+        except OSError as exc:
+            raise CacheKeyError(f"{path}: cannot make the cache key ({exc.strerror or exc}); name a key file "
+                                f"you can write with ${KEY_ENV}") from None
     if not path.is_file():
         raise CacheKeyError(f"{path}: the cache key is not a file")
     if os.name == "posix":
@@ -107,7 +112,10 @@ def load_cache_key(cache_root: str | Path, path: str | Path | None = None) -> by
         if st.st_mode & 0o077:
             raise CacheKeyError(f"{path}: the cache key can be read or written by others (mode "
                                 f"{st.st_mode & 0o777:o}); make it private with: chmod 600 {path}")
-    secret = path.read_bytes()
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise CacheKeyError(f"{path}: cannot read the cache key ({exc.strerror or exc})") from None
     if len(secret) < MIN_KEY_BYTES:
         raise CacheKeyError(f"{path}: the cache key has {len(secret)} bytes, fewer than {MIN_KEY_BYTES}; "
                             "delete it and a new one is made")
@@ -181,7 +189,10 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
         ValueError: the file is not such an archive.
         OSError: the file cannot be read.
     """
-    size = path.stat().st_size
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise ValueError("not a regular file")
+    size = info.st_size
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as archive:
@@ -228,6 +239,8 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None) -> None:
         """Open the cache of model key ``key`` under ``root``, trusting the shards signed with
         ``secret`` (default: ``load_cache_key(root)``, which raises ``CacheKeyError``)."""
+        if Path(root).exists() and not Path(root).is_dir():
+            raise NotADirectoryError(f"{root}: the embedding cache is a file, not a folder")
         self.folder = Path(root) / "embeddings" / key
         self.corrupt: list[str] = []
         self.untrusted: list[str] = []

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..model.api import DeepSSIMModel
 from ..model.flips import FLIPS
 from ..readers import ImageRef, ReadError, scan
+from ..readers.errors import no_image_found
 from ..readers.read import read_runs
 from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
 from .options import ReadOptions
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 Sources = str | Path | Sequence[str | Path]
 CHUNK = 512
 """Images embedded between two cache writes: what an interruption can lose at most."""
-LISTED = 20
-"""Files an error message names at most, followed by the count of the rest (``summary.json``
-lists every skipped file)."""
 
 
 @dataclass
@@ -91,8 +89,6 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
     skipped: list[str] = []
     for root, root_name in zip(roots, names):
         result = scan(root, reading.slices, progress=progress)
-        if not result.refs:
-            raise ReadError(root, no_readable_image(name, [str(e) for e in result.errors], result.ignored))
         try:
             result.require_images(reading.skip_unreadable)
         except ReadError as exc:
@@ -102,22 +98,6 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
         ids += [prefix + ref.id for ref in result.refs]
         refs += result.refs
     return ImageSet(name, ids, refs, [hasher.key(r) for r in refs], [str(r) for r in roots], skipped)
-
-
-def no_readable_image(name: str, unreadable: Sequence[str], ignored: Sequence[str] = ()) -> str:
-    """Why a set holds no image: every unreadable file with its reason and the files of a
-    type no reader takes, each list up to ``LISTED`` entries and the count of the rest."""
-    text = f"no readable image in the {name} set"
-    if unreadable:
-        text += f"; {len(unreadable)} unreadable file(s): {_listed(unreadable, '; ')}"
-    if ignored:
-        text += f"; {len(ignored)} file(s) of a type no reader takes: {_listed(ignored, ', ')}"
-    return text
-
-
-def _listed(items: Sequence[str], sep: str) -> str:
-    more = f" (and {len(items) - LISTED} more)" if len(items) > LISTED else ""
-    return sep.join(items[:LISTED]) + more
 
 
 def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingCache | None:
@@ -205,7 +185,7 @@ def embed_set(
             bar.update(len(chunk))
     order = sorted(parts)
     if not order:
-        raise ReadError(images.sources[0], no_readable_image(images.name, images.skipped + failed))
+        raise ReadError(images.sources[0], f"{no_image_found(images.skipped + failed)} (in the {images.name} set)")
     vectors = np.stack([parts[k] for k in order]).astype(np.float32)
     return EmbeddedSet(images.subset(order, images.skipped + failed), vectors, len(hit), len(miss))
 

@@ -311,16 +311,19 @@ def test_when_every_file_of_a_set_is_skipped_each_one_is_named_with_its_reason(
     with pytest.raises(ReadError) as info:
         audit(train, bad, tiny_model_dir, **skip)
     assert str(info.value) == (
-        f"{bad}: no readable image in the synthetic set; 3 unreadable file(s): "
+        f"{bad}: no readable image found; 3 unreadable file(s): "
         + "; ".join(f"{bad / f'b{k}.png'}: cannot open image: Truncated File Read" for k in range(3))
-        + "; 1 file(s) of a type no reader takes: notes.txt")
-    # A long list: the first 20 named, then the count of the rest.
+        + "; 1 file(s) of a type no reader takes: notes.txt (in the synthetic set)")
+    # A long list: the first 10 named, then the count of the rest.
     for k in range(3, 25):
         (bad / f"b{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(ReadError, match=r"25 unreadable file\(s\): .*b4.png: cannot open image: Truncated File "
-                                        r"Read \(and 5 more\); 1 file\(s\) of a type") as info:
+    with pytest.raises(ReadError, match=r"25 unreadable file\(s\): .*b17.png: cannot open image: Truncated File "
+                                        r"Read \(and 15 more\); 1 file\(s\) of a type") as info:
         audit(bad, synth, tiny_model_dir, **skip)
-    assert str(info.value).count("Truncated File Read") == 20 and "training set" in str(info.value)
+    assert str(info.value).count("Truncated File Read") == 10 and str(info.value).endswith("(in the training set)")
+    # Without --skip-unreadable the message is the same: nothing in the set can be audited.
+    with pytest.raises(ReadError, match=r"no readable image found; 25 unreadable file\(s\)"):
+        audit(train, bad, tiny_model_dir, device="cpu", cache_dir=None)
     # Files that pass the scan (a valid header) and fail when read: each one named too.
     late = tmp_path / "late"
     late.mkdir()
@@ -330,12 +333,9 @@ def test_when_every_file_of_a_set_is_skipped_each_one_is_named_with_its_reason(
     with pytest.raises(ReadError) as info:
         audit(train, late, tiny_model_dir, **skip)
     assert str(info.value) == (
-        f"{late}: no readable image in the synthetic set; 2 unreadable file(s): "
+        f"{late}: no readable image found; 2 unreadable file(s): "
         f"{late / 'x.png'}: corrupt or truncated image: image file is truncated; "
-        f"{late / 'y.png'}: corrupt or truncated image: image file is truncated")
-    # Without --skip-unreadable the message is the same: nothing in the set can be audited.
-    with pytest.raises(ReadError, match=r"no readable image in the synthetic set; 25 unreadable file\(s\)"):
-        audit(train, bad, tiny_model_dir, device="cpu", cache_dir=None)
+        f"{late / 'y.png'}: corrupt or truncated image: image file is truncated (in the synthetic set)")
 
 
 def test_several_source_folders_get_prefixed_ids(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -254,3 +254,27 @@ def test_a_key_file_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 65534)
     with pytest.raises(cache_mod.CacheKeyError, match="belongs to another user"):
         cache_mod.load_cache_key(tmp_path / "cache", path)
+
+
+def test_a_key_file_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(cache_mod.CacheKeyError, match=r"plain/cache.key: cannot make the cache key .*DEEPSSIM_KEY_FILE"):
+        cache_mod.load_cache_key(tmp_path / "cache", tmp_path / "plain" / "cache.key")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_shard_that_is_not_a_regular_file_does_not_block(tmp_path: Path) -> None:
+    key = model_key("abc", {})
+    folder = tmp_path / "embeddings" / key
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "shard-pipe.npz")
+    (folder / "shard-folder.npz").mkdir()
+    cache = EmbeddingCache(tmp_path, key)
+    assert sorted(Path(p).name for p in cache.corrupt) == ["shard-folder.npz", "shard-pipe.npz"]
+    assert len(cache) == 0
+
+
+def test_a_cache_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("")
+    with pytest.raises(NotADirectoryError, match="cache: the embedding cache is a file, not a folder"):
+        EmbeddingCache(tmp_path / "cache", model_key("abc", {}))
