@@ -101,7 +101,7 @@ def load_cache_key(cache_root: str | Path, path: str | Path | None = None) -> by
             _create_key(path)
         except OSError as exc:
             raise CacheKeyError(f"{path}: cannot make the cache key ({exc.strerror or exc}); name a key file "
-                                f"you can write with ${KEY_ENV}") from None
+                                f"you can write with ${KEY_ENV}, or turn the cache off (--no-cache)") from None
     if not path.is_file():
         raise CacheKeyError(f"{path}: the cache key is not a file")
     if os.name == "posix":
