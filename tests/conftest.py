@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The embedding cache's key file of every test (and of the commands tests run), made on
+    first use in a private temporary folder: tests never touch the user's own key."""
+    path = tmp_path_factory.mktemp("config") / "cache.key"
+    before = os.environ.get("DEEPSSIM_KEY_FILE")
+    os.environ["DEEPSSIM_KEY_FILE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("DEEPSSIM_KEY_FILE", None)
+    else:
+        os.environ["DEEPSSIM_KEY_FILE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,9 @@ def audit(
         progress: Progress bars on stderr.
 
     Raises:
-        ReadError: empty folders or unreadable files (unless ``reading.skip_unreadable``).
+        ReadError: a source without any readable image (every file and its reason listed), or
+            unreadable files (unless ``reading.skip_unreadable``).
+        CacheKeyError: the cache key file cannot be used (``cache.load_cache_key``).
         ModelFolderError: ``model`` is not a model folder.
         RuntimeError: an approximate index found no training neighbour for some synthetic
             image (named).
@@ -77,12 +79,13 @@ def audit(
         model, device=device, trust_torchscript=trust_torchscript)
     chosen = resolve_thresholds(thresholds, calibration, net.config)
 
+    with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
+        cache = open_cache(cache_dir, net)
     with _timed(timings, "scan_s"):
         hasher = ContentHasher()
         train_set = collect(train, "training", reading, hasher, progress)
         synth_set = collect(synthetic, "synthetic", reading, hasher, progress)
     with _timed(timings, "embed_s"):
-        cache = open_cache(cache_dir, net)
         real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
     with _timed(timings, "search_s"):
         # Verification looks at up to ``verify.depth`` candidates even when fewer are reported.

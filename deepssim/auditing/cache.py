@@ -7,33 +7,62 @@ another preprocessing) never sees these entries. An image's key hashes the bytes
 moving a file keeps its entry and editing it invalidates it.
 
 Each shard holds many embeddings (one file per embedding does not scale to 1e5 images), is
-written atomically, and carries a SHA-256 of its own content: a shard that fails to load or
-to verify is reported, deleted and its images embedded again. An interrupted run loses at
+written atomically, and carries an HMAC-SHA256 of its content and model key under a secret
+of the user's (``load_cache_key``: a key file outside the cache folder). A shard is used only
+when its MAC verifies: whoever can write a shared cache folder but lacks the key cannot edit
+an entry (say, to hide a copy from an audit) without the shard being left out and its images
+embedded again. What this does not protect against: anyone holding the key can write entries
+that verify; deleting shards only costs the time of embedding again; the cache never holds
+images, only embeddings and content hashes.
+
+A shard that verifies under another key (another user's, in a shared folder), that was
+edited, or that carries the plain SHA-256 of the previous format is *untrusted*: left in
+place, counted and warned about, its images embedded again. A shard that cannot be read as a
+shard at all is *corrupt*: deleted, its images embedded again. An interrupted run loses at
 most the shard it was filling. Many small shards are merged into one when they pile up.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
+import math
 import os
+import secrets
+import stat
+import tempfile
 import uuid
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..storage import atomic_write_bytes
 from ..readers import ImageRef
+from ..storage import atomic_write_bytes, within
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "DEEPSSIM_CACHE_DIR"
+KEY_ENV = "DEEPSSIM_KEY_FILE"
 CACHE_FORMAT = 1
+"""Version of the model key (the folder name): a change would orphan every cached entry."""
+SHARD_FORMAT = 2
+"""Version of a shard's content: 2 carries an HMAC-SHA256 (``mac``), 1 a plain SHA-256."""
+KEY_BYTES = 32
+"""Random bytes of a new cache key."""
+MIN_KEY_BYTES = 16
 MERGE_AT = 32
 """Shards in a folder before they are merged into one."""
+MAX_MEMBERS = 8
+"""Arrays a shard file may hold: more is not a shard."""
+
+
+class CacheKeyError(ValueError):
+    """The cache key file cannot be used safely (inside the cache, readable by others...)."""
 
 
 def default_cache_dir() -> Path:
@@ -42,6 +71,71 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "deepssim"
+
+
+def default_key_file() -> Path:
+    """``$DEEPSSIM_KEY_FILE``, else ``$XDG_CONFIG_HOME/deepssim/cache.key``, else
+    ``~/.config/deepssim/cache.key``."""
+    if os.environ.get(KEY_ENV):
+        return Path(os.environ[KEY_ENV]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "deepssim" / "cache.key"
+
+
+def load_cache_key(cache_root: str | Path, path: str | Path | None = None) -> bytes:
+    """The user's secret that signs the cache's shards: the bytes of the key file ``path``
+    (``default_key_file()``), made with ``KEY_BYTES`` random bytes and mode 0600 when it does
+    not exist yet.
+
+    Raises:
+        CacheKeyError: the key file lies inside the cache folder ``cache_root``, cannot be
+            made or read, is not a file, is shorter than ``MIN_KEY_BYTES``, or (POSIX) belongs
+            to another user or can be read or written by others.
+    """
+    path = default_key_file() if path is None else Path(path).expanduser()
+    if within(path, cache_root):
+        raise CacheKeyError(f"{path}: the cache key lies inside the cache folder {cache_root}, where whoever "
+                            f"can write the cache could read or replace it; keep it elsewhere (${KEY_ENV})")
+    if not path.exists():
+        try:
+            _create_key(path)
+        except OSError as exc:
+            raise CacheKeyError(f"{path}: cannot make the cache key ({exc.strerror or exc}); name a key file "
+                                f"you can write with ${KEY_ENV}, or turn the cache off (--no-cache)") from None
+    if not path.is_file():
+        raise CacheKeyError(f"{path}: the cache key is not a file")
+    if os.name == "posix":
+        st = path.stat()
+        if st.st_uid != os.geteuid():
+            raise CacheKeyError(f"{path}: the cache key belongs to another user; use a key file of your own "
+                                f"(${KEY_ENV})")
+        if st.st_mode & 0o077:
+            raise CacheKeyError(f"{path}: the cache key can be read or written by others (mode "
+                                f"{st.st_mode & 0o777:o}); make it private with: chmod 600 {path}")
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise CacheKeyError(f"{path}: cannot read the cache key ({exc.strerror or exc})") from None
+    if len(secret) < MIN_KEY_BYTES:
+        raise CacheKeyError(f"{path}: the cache key has {len(secret)} bytes, fewer than {MIN_KEY_BYTES}; "
+                            "delete it and a new one is made")
+    return secret
+
+
+def _create_key(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(KEY_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # complete when it appears, and never replaces a key made meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
 
 
 def model_key(checksum: str, preprocess: dict[str, object]) -> str:
@@ -77,10 +171,59 @@ class ContentHasher:
         return hashlib.sha256(f"{self.file_digest(ref.path)}|{where}".encode()).hexdigest()
 
 
-def _digest(keys: np.ndarray, emb: np.ndarray) -> str:
-    digest = hashlib.sha256("\n".join(keys.tolist()).encode())
-    digest.update(np.ascontiguousarray(emb, dtype=np.float32).tobytes())
-    return digest.hexdigest()
+def shard_mac(secret: bytes, namespace: str, keys: np.ndarray, emb: np.ndarray) -> str:
+    """HMAC-SHA256 of a shard: its format, model key, image keys and embeddings."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    header = {"format": SHARD_FORMAT, "namespace": namespace, "shape": list(emb.shape), "keys": keys.tolist()}
+    mac.update(json.dumps(header).encode() + b"\0")
+    mac.update(np.ascontiguousarray(emb, dtype="<f4").tobytes())
+    return mac.hexdigest()
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a shard file, read without trusting it: an uncompressed zip of at most
+    ``MAX_MEMBERS`` ``.npy`` arrays, none of objects, each exactly as large as its header
+    says (so a hostile file cannot make this allocate more than its own size).
+
+    Raises:
+        ValueError: the file is not such an archive.
+        OSError: the file cannot be read.
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise ValueError("not a regular file")
+    size = info.st_size
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_MEMBERS:
+                raise ValueError(f"{len(members)} members, a shard has at most {MAX_MEMBERS}")
+            for info in members:
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise ValueError(f"member {info.filename!r} is compressed or larger than the file")
+                with archive.open(info) as fh:
+                    arrays[info.filename.removesuffix(".npy")] = _read_npy(fh, info.file_size)
+    except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, SyntaxError) as exc:
+        raise ValueError(f"not a shard archive ({exc})") from None
+    return arrays
+
+
+def _read_npy(fh: io.BufferedIOBase, size: int) -> np.ndarray:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("an array of Python objects")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != size - fh.tell():
+        raise ValueError(f"an array of {nbytes} bytes in a member of {size - fh.tell()}")
+    data = fh.read(nbytes)
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 class EmbeddingCache:
@@ -89,31 +232,65 @@ class EmbeddingCache:
     Attributes:
         folder: Where this model's shards live.
         corrupt: Shards found damaged (and deleted) when the cache was opened.
+        untrusted: Shards left out (and left in place) because their MAC does not verify
+            under this user's key: another user's, edited, or of the previous format.
     """
 
-    def __init__(self, root: str | Path, key: str) -> None:
+    def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None) -> None:
+        """Open the cache of model key ``key`` under ``root``, trusting the shards signed with
+        ``secret`` (default: ``load_cache_key(root)``, which raises ``CacheKeyError``)."""
+        if Path(root).exists() and not Path(root).is_dir():
+            raise NotADirectoryError(f"{root}: the embedding cache is a file, not a folder")
         self.folder = Path(root) / "embeddings" / key
         self.corrupt: list[str] = []
+        self.untrusted: list[str] = []
+        self._namespace = key
+        self._secret = load_cache_key(root) if secret is None else secret
+        self._writable = True
         self._index: dict[str, np.ndarray] = {}
         self._shards: list[Path] = []
         if self.folder.is_dir():
             self._load()
 
     def _load(self) -> None:
+        previous = 0
         for shard in sorted(self.folder.glob("shard-*.npz")):
             try:
-                with np.load(shard, allow_pickle=False) as data:
-                    keys, emb, digest = data["keys"], data["emb"], str(data["digest"])
-                if emb.ndim != 2 or len(keys) != len(emb) or _digest(keys, emb) != digest:
-                    raise ValueError("content does not match its checksum")
-            except Exception as exc:  # any damage: the entries are recomputed, never trusted
+                arrays = read_shard(shard)
+                keys, emb = arrays["keys"], arrays["emb"]
+                if keys.ndim != 1 or keys.dtype.kind != "U" or emb.ndim != 2 or emb.dtype != np.float32 \
+                        or len(keys) != len(emb):
+                    raise ValueError("keys and embeddings do not match")
+            except PermissionError as exc:  # another user's shard this user may not read
+                log.debug("%s: unreadable embedding cache shard (%s), left out", shard, exc)
+                self.untrusted.append(str(shard))
+                continue
+            except (OSError, ValueError, KeyError) as exc:  # any damage: recomputed, never trusted
                 log.warning("%s: damaged embedding cache shard (%s); deleting it, its images "
                             "will be embedded again", shard, exc)
                 self.corrupt.append(str(shard))
-                shard.unlink(missing_ok=True)
+                try:
+                    shard.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                continue
+            mac = arrays.get("mac")
+            if mac is None or mac.ndim != 0 or not hmac.compare_digest(
+                    str(mac).encode(), shard_mac(self._secret, self._namespace, keys, emb).encode()):
+                if mac is None and "digest" in arrays:
+                    previous += 1
+                self.untrusted.append(str(shard))
                 continue
             self._shards.append(shard)
             self._index.update(zip(keys.tolist(), emb))
+        if previous:
+            log.warning("%s: %d embedding cache shard(s) of the previous cache format, whose checksum "
+                        "anyone can recompute: not trusted, their images are embedded again (once); "
+                        "the old shards can be deleted", self.folder, previous)
+        if len(self.untrusted) > previous:
+            log.warning("%s: %d embedding cache shard(s) not trusted (written with another user's key, or "
+                        "edited since they were written): left in place, their images embedded again",
+                        self.folder, len(self.untrusted) - previous)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -126,19 +303,28 @@ class EmbeddingCache:
         return np.stack([self._index[k] for k in keys]) if keys else np.empty((0, 0), np.float32)
 
     def add(self, keys: Sequence[str], embeddings: np.ndarray) -> None:
-        """Store embeddings of ``keys`` in a new shard (atomically)."""
+        """Store embeddings of ``keys`` in a new shard (atomically). A cache folder that
+        cannot be written is warned about once; the entries then stay in memory only."""
         if len(keys) != len(embeddings):
             raise ValueError(f"{len(keys)} keys for {len(embeddings)} embeddings")
         if not len(keys):
             return
-        self._write(np.asarray(keys, dtype=str), np.asarray(embeddings, dtype=np.float32))
-        self._index.update(zip(keys, np.asarray(embeddings, dtype=np.float32)))
-        if len(self._shards) >= MERGE_AT:
-            self._merge()
+        emb = np.asarray(embeddings, dtype=np.float32)
+        self._index.update(zip(keys, emb))
+        if not self._writable:
+            return
+        try:
+            self._write(np.asarray(keys, dtype=str), emb)
+            if len(self._shards) >= MERGE_AT:
+                self._merge()
+        except OSError as exc:
+            self._writable = False
+            log.warning("%s: cannot write the embedding cache (%s); new embeddings are not cached", self.folder, exc)
 
     def _write(self, keys: np.ndarray, emb: np.ndarray) -> Path:
         buffer = io.BytesIO()
-        np.savez(buffer, keys=keys, emb=emb, digest=np.array(_digest(keys, emb)))
+        np.savez(buffer, keys=keys, emb=emb, mac=np.array(shard_mac(self._secret, self._namespace, keys, emb)),
+                 format=np.array(SHARD_FORMAT))
         path = self.folder / f"shard-{uuid.uuid4().hex}.npz"
         atomic_write_bytes(path, buffer.getvalue())
         self._shards.append(path)
@@ -152,4 +338,7 @@ class EmbeddingCache:
         keys = np.array(list(self._index), dtype=str)
         self._write(keys, np.stack(list(self._index.values())))
         for shard in old:
-            shard.unlink(missing_ok=True)
+            try:
+                shard.unlink(missing_ok=True)
+            except OSError:  # a shard signed with a shared key but owned by another user
+                pass

@@ -14,7 +14,7 @@ from .markup import escape, joined, number
 
 SKIPPED_SHOWN = 200
 """Unreadable files listed in the report; summary.json lists them all."""
-TIMING_NAMES = {"scan_s": "scan", "embed_s": "embedding", "search_s": "search", "verify_s": "verification",
+TIMING_NAMES = {"cache_s": "cache", "scan_s": "scan", "embed_s": "embedding", "search_s": "search", "verify_s": "verification",
                 "report_s": "report", "total_s": "total"}
 RESCORE_RULES = {"cross_fit": "the cross-fitted flip score"}
 RULES = {
@@ -151,6 +151,8 @@ def _cache(summary: Mapping[str, Any]) -> str:
             f" · <code>{escape(cache.get('folder', ''))}</code>")
     if cache.get("corrupt_shards"):
         text += f" · {_count(cache['corrupt_shards'], 'corrupt shard')} left out"
+    if cache.get("untrusted_shards"):
+        text += f" · {_count(cache['untrusted_shards'], 'untrusted shard')} (another key, edited, or an older format) left out"
     return text
 
 

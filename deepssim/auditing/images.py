@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..model.api import DeepSSIMModel
 from ..model.flips import FLIPS
 from ..readers import ImageRef, ReadError, scan
+from ..readers.errors import no_image_found
 from ..readers.read import read_skipping
 from .cache import ContentHasher, EmbeddingCache, default_cache_dir, model_key
 from .options import ReadOptions
@@ -74,7 +75,8 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
     """Scan every source folder or file; ids are prefixed by the source's name when several.
 
     Raises:
-        ReadError: an empty folder, or unreadable files (listed) unless ``skip_unreadable``.
+        ReadError: a source without any readable image (each unreadable file listed with its
+            reason), or unreadable files (listed) unless ``skip_unreadable``.
     """
     roots = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not roots:
@@ -109,11 +111,12 @@ def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingC
 
 def cache_summary(cache: EmbeddingCache | None, *sets: EmbeddedSet) -> dict[str, Any] | None:
     """The summary's ``cache`` entry: the folder, hits and misses over ``sets``, shards found
-    corrupt (and left out)."""
+    corrupt (deleted) and untrusted (left in place); the images of both were embedded again."""
     if cache is None:
         return None
     return {"folder": str(cache.folder), "hits": sum(s.hits for s in sets),
-            "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt)}
+            "misses": sum(s.misses for s in sets), "corrupt_shards": len(cache.corrupt),
+            "untrusted_shards": len(cache.untrusted)}
 
 
 def _views(key: str, flips: bool) -> list[str]:
@@ -132,7 +135,7 @@ def embed_set(
 
     Raises:
         ReadError: an unreadable file (unless ``reading.skip_unreadable``), or no readable
-            image at all.
+            image at all (every file skipped listed with its reason).
     """
     keys = images.keys
     hit, miss = [], []
@@ -162,10 +165,11 @@ def embed_set(
                           emb.reshape(-1, emb.shape[-1]))
             bar.update(len(chunk))
     order = sorted(parts)
+    skipped = images.skipped + [str(e) for e in failed]
     if not order:
-        raise ReadError(images.sources[0], f"no readable image in the {images.name} set")
+        raise ReadError(images.sources[0], f"{no_image_found(skipped)} (in the {images.name} set)")
     vectors = np.stack([parts[k] for k in order]).astype(np.float32)
-    return EmbeddedSet(images.subset(order, images.skipped + [str(e) for e in failed]), vectors, len(hit), len(miss))
+    return EmbeddedSet(images.subset(order, skipped), vectors, len(hit), len(miss))
 
 
 def embed_sets(

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..storage import atomic_write_bytes, write_csv
+from ..storage import OutputError, atomic_write_bytes, check_output_folder, replacing_folder, within, write_csv
 from ..readers import ImageRef, load_ref
 from ..classes import Thresholds
 
 MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
+                "summary": "summary.json"}
+"""The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
 
@@ -146,15 +150,43 @@ class AuditResult:
         return write_report(path, self.summary, scores, self.gallery(max_pairs), progress=progress, **args)
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
-        """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json`` into
+        ``out_dir``, which afterwards holds these four files of this audit, or, if the save
+        fails, whatever it held before (the files are written beside it, then swapped in).
+
+        Raises:
+            OutputError: ``out_dir`` fails ``check_audit_folder`` (checked before anything
+                is written); nothing is written then.
+        """
+        sources = [*self.summary.get("train_sources", []), *self.summary.get("synthetic_sources", [])]
+        out = check_audit_folder(out_dir, sources)
         t0 = time.perf_counter()
-        files = {"matches": self.to_csv(out / "matches.csv"), "histogram": self.histogram(out / "histogram.png")}
-        files["report"] = self.to_html(out / "report.html", max_pairs=max_pairs, progress=progress)
-        timings = self.summary.setdefault("timings", {})
-        timings["report_s"] = round(time.perf_counter() - t0, 3)
-        timings["total_s"] = round(timings.get("total_s", 0.0) + timings["report_s"], 3)
-        self.summary["files"] = {k: v.name for k, v in files.items()} | {"summary": "summary.json"}
-        files["summary"] = self.to_json(out / "summary.json")
-        return files
+        with replacing_folder(out) as tmp:
+            names = {"matches": self.to_csv(tmp / OUTPUT_FILES["matches"]).name,
+                     "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
+            names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
+            timings = self.summary.setdefault("timings", {})
+            timings["report_s"] = round(time.perf_counter() - t0, 3)
+            timings["total_s"] = round(timings.get("total_s", 0.0) + timings["report_s"], 3)
+            self.summary["files"] = names | {"summary": OUTPUT_FILES["summary"]}
+            names["summary"] = self.to_json(tmp / OUTPUT_FILES["summary"]).name
+            check_audit_folder(out_dir, sources)  # a file put there meanwhile is not swapped away
+        return {kind: out / name for kind, name in names.items()}
+
+
+def check_audit_folder(out_dir: str | Path, sources: Sequence[str | Path] = (),
+                       cache: str | Path | None = None) -> Path:
+    """Check, before an audit, that ``out_dir`` can take its files: not a file, neither
+    inside nor holding any of ``sources`` (the training and synthetic folders or files;
+    symlinks resolved), not holding the ``cache`` folder (it would be replaced with the
+    folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``) and
+    nothing else.
+
+    Raises:
+        OutputError: naming the folder and what is wrong (``storage.check_output_folder``).
+    """
+    out = check_output_folder(out_dir, inputs=sources, only=OUTPUT_FILES.values())
+    if cache is not None and within(cache, out):
+        raise OutputError(out_dir, f"the embedding cache {cache} lies inside it and would be replaced with "
+                                   "the audit's files; choose a cache folder outside it")
+    return out

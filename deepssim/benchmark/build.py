@@ -30,6 +30,7 @@ import numpy as np
 
 from ..model.preprocess import Preprocess
 from ..readers import load_stack, scan
+from ..storage import replacing_folder
 from ..transforms.nearcopy import BENCHMARK_FAMILIES, FAMILIES
 from .copies import (
     MEMORIZED_CLASSES,
@@ -44,7 +45,7 @@ from .copies import (
 from .layout import DUPLICATE_THRESHOLD, LABELS
 from .neardup import DEFAULT_THRESHOLD as NEAR_DUPLICATE_THRESHOLD
 from .split import group_images, split_groups
-from .write import PERTURBATION, building, check_out, describe, install, to_uint16, write_files
+from .write import PERTURBATION, check_out, describe, finish, to_uint16, write_files
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def build_benchmark(
     make_members(members, families, curves, stored, rng, progress)
     make_nonmembers(nonmembers, stored, progress)
 
-    with building(out) as tmp:
+    with replacing_folder(out) as tmp:
         counts = write_files(tmp, ids, group, stored, train, members + nonmembers, name_order,
                              perturb_seeds, n_hard, n_random, rng, progress)
         parameters = {
@@ -259,7 +260,7 @@ def build_benchmark(
         }
         info = describe("deepssim benchmark build", parameters, sources, counts,
                         calibration={f: [round(float(v), 4) for v in c] for f, c in curves.items()})
-        install(tmp, out, info)
+        finish(tmp, info)
     return BenchmarkInfo.of(out, info, time.perf_counter() - start)
 
 
@@ -307,7 +308,7 @@ def build_from_samples(
     # Each sample is a non-member of unknown origin: itself, made by no family.
     items = [Synthetic(False, n_train + k, "external", float("nan"), 0, None, image=stored[n_train + k])
              for k in range(len(syn_part))]
-    with building(out) as tmp:
+    with replacing_folder(out) as tmp:
         counts = write_files(tmp, ids, np.arange(len(ids)), stored, np.arange(n_train), items,
                              np.arange(len(items)), rng.integers(0, 2**63 - 1, size=len(items)),
                              n_hard, n_random, rng, progress)
@@ -315,7 +316,7 @@ def build_from_samples(
                         {"size": size, "seed": seed, "n_hard": n_hard, "n_random": n_random},
                         {"train": str(Path(train).absolute()), "synthetic": str(Path(synthetic).absolute())},
                         counts)
-        install(tmp, out, info)
+        finish(tmp, info)
     return BenchmarkInfo.of(out, info, time.perf_counter() - start)
 
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -200,28 +196,7 @@ def describe(
     }
 
 
-@contextmanager
-def building(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out`` to build in; removed if the build fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def install(tmp: Path, out: Path, info: dict[str, Any]) -> None:
-    """Write ``benchmark.json`` and move the finished build into place, replacing an old
-    benchmark folder if any."""
+def finish(tmp: Path, info: dict[str, Any]) -> None:
+    """Write ``benchmark.json`` into the build folder: the last file of a complete build
+    (``storage.replacing_folder`` then moves it into place, replacing an old benchmark)."""
     atomic_write_bytes(tmp / INFO_JSON, (json.dumps(info, indent=2) + "\n").encode())
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

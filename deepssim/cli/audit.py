@@ -36,7 +36,11 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from ..auditing import audit
+    from ..auditing.cache import default_cache_dir
+    from ..auditing.result import check_audit_folder
 
+    check_audit_folder(args.out, [*args.train, *args.synthetic],
+                       cache=None if args.no_cache else (args.cache or default_cache_dir()))
     result = audit(
         args.train, args.synthetic, args.model,
         search=SearchOptions(top_k=args.top_k, backend=args.backend, index=args.index),
@@ -59,7 +63,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out)
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     figures = run_demo(args.out, device=args.device, train_minutes=args.train_minutes,
@@ -81,7 +87,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", nargs="+", required=True, metavar="DIR", help="training images (folders or files)")
     p.add_argument("--synthetic", nargs="+", required=True, metavar="DIR", help="synthetic images (folders or files)")
     p.add_argument("--model", required=True, help="model folder written by 'deepssim train'")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or an earlier audit's (replaced whole when this one is done)")
     p.add_argument("--top-k", type=int, default=SEARCH.top_k,
                    help=f"training matches kept per synthetic image (default {SEARCH.top_k})")
     p.add_argument("--thresholds", help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
@@ -96,7 +103,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=READ.batch_size,
                    help=f"images per network batch (default {READ.batch_size})")
     workers_option(p)
-    p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR or ~/.cache/deepssim)")
+    p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR or ~/.cache/deepssim); "
+                                   "its entries are signed with a key of yours kept outside it "
+                                   "($DEEPSSIM_KEY_FILE, default ~/.config/deepssim/cache.key)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="audit the readable images and list the others instead of stopping")

@@ -33,7 +33,9 @@ def _near_duplicates(text: str) -> float | str:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from ..benchmark import build_benchmark
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=args.images)
     options = {
         "n_train": args.n_train,
         "n_synthetic": args.n_synthetic,
@@ -56,7 +58,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_from_samples(args: argparse.Namespace) -> int:
     from ..benchmark import build_from_samples
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=[args.train, args.synthetic])
     info = build_from_samples(args.train, args.synthetic, args.out, size=args.size, seed=args.seed,
                               n_hard=args.n_hard, n_random=args.n_random, overwrite=args.overwrite,
                               progress=not args.no_progress)

@@ -115,12 +115,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         target_precision=args.target_precision, limit=args.limit, n_bootstrap=args.bootstrap,
         seed=args.seed, progress=not args.no_progress, allow_outside_root=args.allow_outside_root,
     )
+    several = len(names) * len(conditions) > 1
+    _check_outputs(args, several)
     comparison = compare(args.pairs, names, conditions=conditions, options=options,
                          weights=_weights(args.weights, names), settings=settings)
     if single and comparison.skipped:
         raise ValueError(next(iter(comparison.skipped.values())))
     if args.save_calibration:
-        _save_calibrations(comparison, Path(args.save_calibration))
+        _save_calibrations(comparison, Path(args.save_calibration), several)
     if args.all or args.markdown or args.plots:
         folder = Path(args.plots or DEFAULT_OUT)
         written = write_histograms(comparison, folder)
@@ -137,13 +139,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_calibrations(comparison: Any, path: Path) -> None:
-    """One calibration file, or one per metric and condition (NAME-CONDITION.json) when
-    several were calibrated."""
+def _check_outputs(args: argparse.Namespace, several: bool) -> None:
+    """Every file and folder the evaluation writes, checked before any work: the calibration
+    file (a folder when ``several`` metrics or conditions are calibrated), the plots folder."""
+    from ..storage import check_output_file, check_output_folder
+
+    if args.save_calibration:
+        if not args.calibrate:
+            raise ValueError("--save-calibration needs --calibrate VAL_PAIRS.csv")
+        if several:
+            check_output_folder(args.save_calibration)
+        else:
+            check_output_file(args.save_calibration, inputs=[p for p in (args.pairs, args.calibrate)
+                                                             if p and Path(p).is_file()])
+    if args.all or args.markdown or args.plots:
+        check_output_folder(args.plots or DEFAULT_OUT)
+
+
+def _save_calibrations(comparison: Any, path: Path, several: bool) -> None:
+    """One calibration file, or, when ``several`` metrics or conditions were asked for, one
+    per metric and condition calibrated (NAME-CONDITION.json) in the folder ``path``."""
     calibrated = [e for e in comparison.evaluations if e.calibration is not None]
     if not calibrated:
         raise ValueError("--save-calibration needs --calibrate VAL_PAIRS.csv")
-    if len(calibrated) == 1:
+    if not several:
         calibrated[0].calibration.save(path)
         print(f"calibration written to {path}", file=sys.stderr)
         return
@@ -156,7 +175,9 @@ def _cmd_train_dar(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..evaluation.dar import DarConfig, train_dar
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=args.images)
     _limit_threads(args.num_threads)
     config = DarConfig()
     overrides = {"epochs": args.epochs, "max_minutes": args.max_minutes, "batch_size": args.batch_size,

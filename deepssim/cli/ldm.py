@@ -41,7 +41,9 @@ def _needs_monai(command: Command) -> Command:
 @_needs_monai
 def _cmd_train_vae(args: argparse.Namespace) -> int:
     from ..ldm import preset, train_vae
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=args.images)
     config = preset(args.preset, image_size=args.image_size, seed=args.seed, grid_every=args.grid_every,
                     vae_epochs=args.epochs, vae_batch_size=args.batch_size, vae_lr=args.lr,
                     vae_perceptual=args.perceptual, vae_perceptual_weight=args.perceptual_weight,
@@ -57,7 +59,9 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
 @_needs_monai
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..ldm import train_ldm
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=[*args.images, args.vae])
     overrides: dict[str, Any] = {k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "grid_every": args.grid_every}.items() if v is not None}
@@ -73,7 +77,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 @_needs_monai
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..ldm import sample
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out)
     paths = sample(args.model, args.out, n=args.n, per_record=args.per_record, seed=args.seed,
                    batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     print(f"{len(paths)} samples in {args.out} (manifest.csv lists them)")
@@ -83,7 +89,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 @_needs_monai
 def _cmd_case_study(args: argparse.Namespace) -> int:
     from ..ldm import CaseStudyConfig, case_study
+    from ..storage import check_output_folder
 
+    check_output_folder(args.out, inputs=args.images)
     options = {k: v for k, v in {
         "preset": args.preset, "n_train": args.n_train, "n_samples": args.n_samples, "match": args.match,
         "levels": tuple(args.levels) if args.levels else None, "vae_epochs": args.vae_epochs,

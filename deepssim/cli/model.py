@@ -18,8 +18,10 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Flags map to ``TrainConfig.with_overrides`` keys; the configuration does the rest."""
+    from ..storage import check_output_folder
     from ..training import get_preset, train
 
+    check_output_folder(args.out, inputs=args.images)
     overrides = {
         "epochs": args.epochs,
         "max_minutes": args.max_minutes,
@@ -65,7 +67,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from ..model import load_model
     from ..model.files import embed_folder, save_embeddings
     from ..readers import SliceSpec
+    from ..storage import check_output_file
 
+    check_output_file(args.out, inputs=[args.images])  # an .npz inside the folder would be read as an image
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     spec = SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty)
     skipped: list = []
@@ -88,8 +92,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from ..model import load_model
     from ..model.files import score_pairs_csv
-    from ..storage import write_csv
+    from ..storage import check_output_file, write_csv
 
+    if args.out is not None:
+        check_output_file(args.out, inputs=[args.pairs])
     model = load_model(args.model, device=args.device, trust_torchscript=args.trust_torchscript)
     header, rows = score_pairs_csv(model, args.pairs, args.root, batch_size=args.batch_size,
                                    allow_outside_root=args.allow_outside_root)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+LISTED = 10
+"""Files an error message names at most; the count of the rest follows."""
 
 
 class ReadError(ValueError):
@@ -21,3 +25,20 @@ class ReadError(ValueError):
     def __reduce__(self) -> tuple[type[ReadError], tuple[str | Path, str]]:
         # Keeps the error picklable (multiprocessing workers send errors back).
         return (type(self), (self.path, self.reason))
+
+
+def listed(items: Sequence[str], sep: str = "; ") -> str:
+    """The first ``LISTED`` of ``items`` joined by ``sep``, then the count of the rest."""
+    more = f" (and {len(items) - LISTED} more)" if len(items) > LISTED else ""
+    return sep.join(items[:LISTED]) + more
+
+
+def no_image_found(unreadable: Sequence[str], ignored: Sequence[str] = ()) -> str:
+    """Why no image came out of a folder: each unreadable file with its reason, and the files
+    of a type no reader takes (each list as ``listed`` shows it)."""
+    text = "no readable image found"
+    if unreadable:
+        text += f"; {len(unreadable)} unreadable file(s): {listed(unreadable)}"
+    if ignored:
+        text += f"; {len(ignored)} file(s) of a type no reader takes: {listed(ignored, ', ')}"
+    return text

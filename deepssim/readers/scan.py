@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .base import ImageReader, Item
-from .errors import ReadError
+from .errors import ReadError, listed, no_image_found
 from .ids import absolute, relative_name
 from .read import load_refs
 from .registry import DICOM, NOT_REGULAR, detect_reader
@@ -61,13 +61,13 @@ class ScanResult:
 
     def require_images(self, skip_unreadable: bool = False) -> None:
         """Raise ReadError listing the unreadable files (unless ``skip_unreadable``), or when
-        no image at all was found: what a command that needs the images does first."""
-        if self.errors and not skip_unreadable:
-            listed = "; ".join(str(e) for e in self.errors[:10])
-            more = f" (and {len(self.errors) - 10} more)" if len(self.errors) > 10 else ""
-            raise ReadError(self.root, f"{len(self.errors)} unreadable file(s): {listed}{more}")
-        if not self.refs:
-            raise ReadError(self.root, "no readable image found")
+        no image at all was found (listing every file skipped and why): what a command that
+        needs the images does first."""
+        reasons = [str(e) for e in self.errors]
+        if not self.refs:  # every file skipped: each one and why
+            raise ReadError(self.root, no_image_found(reasons, self.ignored))
+        if reasons and not skip_unreadable:
+            raise ReadError(self.root, f"{len(reasons)} unreadable file(s): {listed(reasons)}")
 
 
 def iter_images(

@@ -165,7 +165,7 @@ def test_second_audit_reads_the_cache_and_gives_the_same_answer(
     second = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=tmp_path / "cache")
     # The new synthetic file has the content of a training image: a hit, not a miss.
     assert second.summary["cache"] == {"folder": first.summary["cache"]["folder"], "hits": 14,
-                                       "misses": 0, "corrupt_shards": 0}
+                                       "misses": 0, "corrupt_shards": 0, "untrusted_shards": 0}
     old = {(m.synthetic, m.rank): (m.train, m.score) for m in first.matches}
     for m in second.matches:
         if m.synthetic != "more.png":
@@ -174,6 +174,64 @@ def test_second_audit_reads_the_cache_and_gives_the_same_answer(
     nocache = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None)
     assert nocache.summary["cache"] is None
     np.testing.assert_allclose(nocache.best_scores, second.best_scores, atol=1e-5)
+
+
+def test_a_forged_cache_entry_is_not_trusted_and_the_audit_equals_an_uncached_one(
+    sets: tuple[Path, Path], flip_model_dir: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from deepssim.auditing.cache import ContentHasher
+    from deepssim.readers import ImageRef
+
+    train, synth = sets
+    cache = tmp_path / "cache"
+    honest = audit(train, synth, flip_model_dir, device="cpu", cache_dir=cache)
+
+    def holding(key: str) -> tuple[Path, dict[str, np.ndarray]]:
+        (shard,) = [p for p in cache.rglob("shard-*.npz") if key in np.load(p)["keys"].tolist()]
+        return shard, dict(np.load(shard))
+
+    # Whoever can write the cache folder makes new0.png look like a copy of t5.png: all of its
+    # flips get t5's embedding, and the shard's plain SHA-256 is recomputed to match.
+    target = ContentHasher().key(ImageRef("new0.png", synth / "new0.png"))
+    t5 = ContentHasher().key(ImageRef("sub/t5.png", train / "sub" / "t5.png"))
+    shard, stored = holding(target)
+    _, t5_stored = holding(t5)
+    keys, emb = stored["keys"].tolist(), stored["emb"].copy()
+    for k, key in enumerate(keys):
+        if key.startswith(target):
+            emb[k] = t5_stored["emb"][t5_stored["keys"].tolist().index(t5)]
+    digest = hashlib.sha256("\n".join(keys).encode())
+    digest.update(emb.tobytes())
+    np.savez(shard, keys=np.array(keys), emb=emb, digest=np.array(digest.hexdigest()))
+
+    cached = audit(train, synth, flip_model_dir, device="cpu", cache_dir=cache)
+    uncached = audit(train, synth, flip_model_dir, device="cpu", cache_dir=None)
+    assert cached.summary["cache"]["untrusted_shards"] == 1 and cached.summary["cache"]["corrupt_shards"] == 0
+    # The synthetic shard held the 5 synthetic images (with their flips): all embedded again.
+    assert (cached.summary["cache"]["hits"], cached.summary["cache"]["misses"]) == (8, 5)
+    assert shard.exists()
+    for result in (cached, honest):
+        assert [(m.synthetic, m.rank, m.train, m.label) for m in result.matches] == \
+            [(m.synthetic, m.rank, m.train, m.label) for m in uncached.matches]
+        np.testing.assert_allclose([m.score for m in result.matches], [m.score for m in uncached.matches],
+                                   atol=1e-5)
+    best = next(m for m in cached.matches if m.synthetic == "new0.png")
+    assert best.score < 0.99
+    # What the MAC stops: the same forgery signed with the user's key is believed.
+    from deepssim.auditing.cache import SHARD_FORMAT, load_cache_key, shard_mac
+
+    for other in cache.rglob("shard-*.npz"):  # the honest entries written since go too
+        if other != shard and target in np.load(other)["keys"].tolist():
+            other.unlink()
+    namespace = shard.parent.name
+    mac = shard_mac(load_cache_key(cache), namespace, np.array(keys), emb)
+    np.savez(shard, keys=np.array(keys), emb=emb, mac=np.array(mac), format=np.array(SHARD_FORMAT))
+    forged = audit(train, synth, flip_model_dir, device="cpu", cache_dir=cache)
+    best = next(m for m in forged.matches if m.synthetic == "new0.png")
+    assert best.train == "sub/t5.png" and best.score == pytest.approx(1.0, abs=1e-5)
+    assert forged.summary["cache"]["untrusted_shards"] == 0
 
 
 def test_interrupted_audit_resumes_from_the_cache(
@@ -238,6 +296,46 @@ def test_bad_inputs_are_named(sets: tuple[Path, Path], tiny_model_dir: Path, tmp
                     reading=ReadOptions(skip_unreadable=True, workers=3))
     assert threads.summary["skipped_unreadable"] == skipped.summary["skipped_unreadable"]
     assert threads.matches == skipped.matches  # results do not depend on workers
+
+
+def test_when_every_file_of_a_set_is_skipped_each_one_is_named_with_its_reason(
+    sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    train, synth = sets
+    skip = {"device": "cpu", "cache_dir": None, "reading": ReadOptions(skip_unreadable=True)}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for k in range(3):
+        (bad / f"b{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (bad / "notes.txt").write_text("not an image")
+    with pytest.raises(ReadError) as info:
+        audit(train, bad, tiny_model_dir, **skip)
+    assert str(info.value) == (
+        f"{bad}: no readable image found; 3 unreadable file(s): "
+        + "; ".join(f"{bad / f'b{k}.png'}: cannot open image: Truncated File Read" for k in range(3))
+        + "; 1 file(s) of a type no reader takes: notes.txt (in the synthetic set)")
+    # A long list: the first 10 named, then the count of the rest.
+    for k in range(3, 25):
+        (bad / f"b{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ReadError, match=r"25 unreadable file\(s\): .*b17.png: cannot open image: Truncated File "
+                                        r"Read \(and 15 more\); 1 file\(s\) of a type") as info:
+        audit(bad, synth, tiny_model_dir, **skip)
+    assert str(info.value).count("Truncated File Read") == 10 and str(info.value).endswith("(in the training set)")
+    # Without --skip-unreadable the message is the same: nothing in the set can be audited.
+    with pytest.raises(ReadError, match=r"no readable image found; 25 unreadable file\(s\)"):
+        audit(train, bad, tiny_model_dir, device="cpu", cache_dir=None)
+    # Files that pass the scan (a valid header) and fail when read: each one named too.
+    late = tmp_path / "late"
+    late.mkdir()
+    for name in ("x.png", "y.png"):
+        data = (synth / "new0.png").read_bytes()
+        (late / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReadError) as info:
+        audit(train, late, tiny_model_dir, **skip)
+    assert str(info.value) == (
+        f"{late}: no readable image found; 2 unreadable file(s): "
+        f"{late / 'x.png'}: corrupt or truncated image: image file is truncated; "
+        f"{late / 'y.png'}: corrupt or truncated image: image file is truncated (in the synthetic set)")
 
 
 def test_several_source_folders_get_prefixed_ids(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -151,6 +151,13 @@ def test_run_details_read_as_sentences_not_python_dicts() -> None:
     assert "exact search on the GPU (cuda:0), top 5</td>" in plain
 
 
+def test_shards_left_out_of_the_cache_are_said() -> None:
+    cache = {"folder": "/cache", "hits": 3, "misses": 7, "corrupt_shards": 1, "untrusted_shards": 2}
+    details = _run_details(render_report(_summary(cache=cache), _scores(), []))
+    assert ("3 images found in the cache, 7 embedded · <code>/cache</code> · 1 corrupt shard left out · "
+            "2 untrusted shards (another key, edited, or an older format) left out") in details
+
+
 def test_zero_pairs_and_a_sparse_summary() -> None:
     text = render_report({"n_synthetic": 3}, np.array([0.1, 0.2, 0.3]), [])
     assert "No suspicious pairs" in text
