@@ -103,7 +103,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=READ.batch_size,
                    help=f"images per network batch (default {READ.batch_size})")
     workers_option(p)
-    p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR or ~/.cache/deepssim); "
+    p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR, else $XDG_CACHE_HOME/deepssim, else ~/.cache/deepssim); "
                                    "its entries are signed with a key of yours kept outside it "
                                    "($DEEPSSIM_KEY_FILE, default ~/.config/deepssim/cache.key)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
