@@ -54,13 +54,13 @@ class Thresholds:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def parse(cls, text: str) -> Thresholds:
-        """``"0.60,0.85"`` (the ``--thresholds`` flag)."""
+    def parse(cls, text: str, what: str = "--thresholds") -> Thresholds:
+        """``"0.60,0.85"``; ``what`` names the setting in the error message."""
         parts = [p.strip() for p in text.split(",")]
         try:
             lo, hi = (float(p) for p in parts)
         except ValueError:
-            raise ValueError(f"--thresholds takes two numbers LOW,HIGH (e.g. 0.60,0.85), got {text!r}") from None
+            raise ValueError(f"{what} takes two numbers LOW,HIGH (e.g. 0.60,0.85), got {text!r}") from None
         return cls(lo, hi, source="flags")
 
     @classmethod

@@ -20,14 +20,16 @@ def resolve_thresholds(
     thresholds: Thresholds | tuple[float, float] | str | None,
     calibration: str | Path | None,
     model_config: dict[str, Any],
+    what: str = "--thresholds",
 ) -> Thresholds:
-    """The thresholds an audit uses: explicit ones, else a calibration file, else the model's."""
+    """The thresholds an audit uses: explicit ones, else a calibration file, else the model's;
+    ``what`` names the setting in error messages."""
     if thresholds is not None and calibration is not None:
         raise ValueError("give thresholds or a calibration file, not both")
     if isinstance(thresholds, Thresholds):
         return thresholds
     if isinstance(thresholds, str):
-        return Thresholds.parse(thresholds)
+        return Thresholds.parse(thresholds, what)
     if thresholds is not None:
         lo, hi = thresholds
         return Thresholds(float(lo), float(hi), source="flags")

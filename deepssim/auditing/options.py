@@ -141,7 +141,8 @@ class VerifyOptions:
         if not isinstance(self.grid, VerifyGrid):
             raise ValueError(f"verify grid must be a VerifyGrid, got {self.grid!r}")
         if self.thresholds is not None:
-            object.__setattr__(self, "thresholds", resolve_thresholds(self.thresholds, None, {}))
+            object.__setattr__(self, "thresholds", resolve_thresholds(self.thresholds, None, {},
+                                                                      "--verify-thresholds"))
 
     @property
     def depth(self) -> int:

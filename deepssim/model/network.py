@@ -100,6 +100,9 @@ class ModelConfig:
         if stem != "pool":
             raise ValueError(f"stem {stem!r}: the small backbone has one stem (pool): train the "
                              "model again")
+        if data.get("pooling") == "grid":
+            raise ValueError("pooling 'grid': this version pools avg, gem or local (a grid of cells "
+                             "each through the head): train the model again")
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown model settings {', '.join(unknown)}: written by a newer "
