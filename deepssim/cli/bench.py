@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING
 
 from .model import MIN_SIZE
-from .types import Number, at_least, non_negative_int, positive_int, probability, seed
+from .types import at_least, non_negative_int, positive_int, probability, seed, similarity
 
 if TYPE_CHECKING:  # the builder loads on use: ``deepssim --help`` stays fast
     from ..benchmark import BenchmarkInfo
@@ -22,8 +22,6 @@ def _families(parts: list[str] | None) -> tuple[str, ...] | None:
 
 
 OFF = "off"
-NEAR_DUPLICATES = Number(float, -1.0, 1.0, low_open=True, high_open=True)
-"""The proxy similarity above which two images are near-duplicates."""
 
 
 def _near_duplicates(text: str) -> float | str:
@@ -31,9 +29,9 @@ def _near_duplicates(text: str) -> float | str:
     if text.strip().lower() in ("off", "none", "no"):
         return OFF
     try:
-        return NEAR_DUPLICATES(text)
+        return similarity(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be {NEAR_DUPLICATES.rule()} or 'off', got {text}") from None
+        raise argparse.ArgumentTypeError(f"must be {similarity.rule()} or 'off', got {text}") from None
 
 
 def _cmd_build(args: argparse.Namespace) -> int:

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .model import MIN_SIZE
-from .types import Number, at_least, positive_float, positive_int, seed, thresholds
+from .types import at_least, positive_float, positive_int, precision, seed, thresholds
 
 DEFAULT_OUT = "deepssim-evaluation"
-precision = Number(float, 0.0, 1.0, low_open=True)
-"""A target precision, in (0, 1]."""
 
 
 def _weights(items: list[str] | None, names: list[str]) -> dict[str, str]:

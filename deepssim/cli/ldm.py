@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..auditing.options import MIN_VERIFY_TOP
 from ..ldm.duplication import LEVELS
 from ..ldm.presets import PRESETS
 from .model import MIN_SIZE
-from .types import at_least, non_negative_float, non_negative_int, positive_float, positive_int, seed
+from .types import at_least, non_negative_float, positive_float, positive_int, seed
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -186,7 +187,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unet-epochs", type=positive_int)
     p.add_argument("--model", metavar="MODEL_DIR", help="a DeepSSIM model (default: train the fast preset on the subset)")
     p.add_argument("--deepssim-minutes", type=positive_float, help="training budget of that model (default 8)")
-    p.add_argument("--verify", type=non_negative_int, help="audit verification depth (default 10; 0 off)")
+    p.add_argument("--verify", type=at_least(MIN_VERIFY_TOP), help="audit verification depth (default 10; 0 off)")
     p.add_argument("--seed", type=seed)
     p.add_argument("--json", action="store_true", help="print case_study.json")
     _common(p)

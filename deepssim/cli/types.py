@@ -83,6 +83,10 @@ probability = Number(float, 0.0, 1.0)
 """A probability or a fraction, in [0, 1]."""
 dropout = Number(float, 0.0, 1.0, high_open=True)
 """A dropout rate, in [0, 1) (1 would drop every value)."""
+precision = Number(float, 0.0, 1.0, low_open=True)
+"""A target precision, in (0, 1]."""
+similarity = Number(float, -1.0, 1.0, low_open=True, high_open=True)
+"""A similarity threshold strictly between -1 and 1."""
 axis = Number(int, 0, 2)
 """A volume's slicing axis."""
 
