@@ -289,3 +289,12 @@ def test_ctrl_c_before_an_output_file_is_written(tiny_model_dir: Path, tmp_path:
         f"deepssim embed: interrupted; {out} was not written (it is written whole at the end): run the "
         "same command again")
     assert not out.exists()
+
+
+def test_bounds_written_out_for_the_command_line_are_the_models() -> None:
+    # The command line names these bounds without importing torch; they must stay the model's.
+    from deepssim.cli import model as command
+    from deepssim.model.preprocess import MIN_SIZE
+    from deepssim.training.config import MIN_IN_BATCH_BLOCK
+
+    assert (command.MIN_SIZE, command.MIN_IN_BATCH_BLOCK) == (MIN_SIZE, MIN_IN_BATCH_BLOCK)
