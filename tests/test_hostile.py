@@ -151,7 +151,7 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
 def refused(done: subprocess.CompletedProcess[str], command: str, *named: str) -> str:
     """The one error line of a refused command, checked to name ``named``."""
     assert done.returncode == 2, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr and done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"deepssim {command}: error: "), done.stderr
     for name in named:
