@@ -77,8 +77,8 @@ def _check_fields(path: Path, state: object) -> None:
                and isinstance(row.get("train_mse"), (int, float)) for row in rows):
         raise ValueError(f"{path}: history: expected validation rows with step and train_mse")
     best = state["best"]
-    if rows and not isinstance(best.get("val_perturbed_mse"), (int, float)):
-        raise ValueError(f"{path}: best: expected the best validation row (val_perturbed_mse)")
+    if rows and not (isinstance(best.get("val_perturbed_mse"), (int, float)) and isinstance(best.get("step"), int)):
+        raise ValueError(f"{path}: best: expected the best validation row (val_perturbed_mse, step)")
 
 
 def restore(path: Path, state: dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
