@@ -54,13 +54,14 @@ class Thresholds:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def parse(cls, text: str, what: str = "--thresholds") -> Thresholds:
+    def parse(cls, text: str, what: str | None = None) -> Thresholds:
         """``"0.60,0.85"``; ``what`` names the setting in the error message."""
         parts = [p.strip() for p in text.split(",")]
         try:
             lo, hi = (float(p) for p in parts)
         except ValueError:
-            raise ValueError(f"{what} takes two numbers LOW,HIGH (e.g. 0.60,0.85), got {text!r}") from None
+            lead = f"{what} takes" if what else "expected"
+            raise ValueError(f"{lead} two numbers LOW,HIGH (e.g. 0.60,0.85), got {text!r}") from None
         return cls(lo, hi, source="flags")
 
     @classmethod
@@ -77,13 +78,27 @@ class Thresholds:
             raise ValueError(f"{path}: calibration file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a JSON calibration file ({exc})") from None
-        values = data.get("thresholds") if isinstance(data, dict) else None
+        if not (isinstance(data, dict) and "thresholds" in data):
+            raise ValueError(f"{path}: expected a 'thresholds' entry [LOW, HIGH]")
+        try:
+            return cls.from_value(data["thresholds"], source="calibration", file=str(path))
+        except ValueError as exc:
+            raise ValueError(f"{path}: thresholds: {exc}") from None
+
+    @classmethod
+    def from_value(cls, values: object, *, source: str, file: str | None = None) -> Thresholds:
+        """Thresholds recorded in a JSON file: ``[LOW, HIGH]`` or ``{"different_max": LOW,
+        "duplicate_min": HIGH}``.
+
+        Raises:
+            ValueError: not two finite numbers with LOW <= HIGH (the caller names the file).
+        """
         if isinstance(values, dict):
             values = [values.get("different_max"), values.get("duplicate_min")]
         if not (isinstance(values, list) and len(values) == 2
-                and all(isinstance(v, (int, float)) for v in values)):
-            raise ValueError(f"{path}: expected a 'thresholds' entry [LOW, HIGH]")
-        return cls(float(values[0]), float(values[1]), source="calibration", file=str(path))
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise ValueError(f"expected [LOW, HIGH], two numbers, got {values!r}")
+        return cls(float(values[0]), float(values[1]), source=source, file=file)
 
 
 REFERENCE_THRESHOLDS = Thresholds(SIMILAR_THRESHOLD, DUPLICATE_THRESHOLD, source="reference")

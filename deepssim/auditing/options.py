@@ -27,6 +27,19 @@ DEPTH_PER_TOP = 4
 """Candidates verified at most per image, in multiples of ``VerifyOptions.top``, unless
 ``VerifyOptions.max`` says otherwise."""
 
+# The lower bounds of the options' integers, read by the command line's flag types too.
+MIN_TOP_K = 1
+MIN_VERIFY_TOP = 0
+MIN_BATCH_SIZE = 1
+MIN_GRID_SIZE = 8
+MIN_MAX_SHIFT = 0
+
+
+def _check_int(value: object, name: str, low: int, note: str = "") -> None:
+    """Refuse ``value`` unless it is an integer >= ``low`` (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{note}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -44,8 +57,7 @@ class SearchOptions:
     index: str = "flat"
 
     def __post_init__(self) -> None:
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {self.top_k!r}")
+        _check_int(self.top_k, "top_k", MIN_TOP_K)
         check_search_options(self.backend, self.index)
 
 
@@ -67,8 +79,8 @@ class VerifyGrid:
             raise ValueError("VerifyGrid needs angle_step > 0 and max_angle >= 0")
         if self.max_gamma < 1 or self.gamma_steps < 1:
             raise ValueError("VerifyGrid needs max_gamma >= 1 and gamma_steps >= 1")
-        if not isinstance(self.max_shift, int) or self.max_shift < 0 or self.size < 8:
-            raise ValueError("VerifyGrid needs an integer max_shift >= 0 and size >= 8")
+        _check_int(self.max_shift, "VerifyGrid max_shift", MIN_MAX_SHIFT)
+        _check_int(self.size, "VerifyGrid size", MIN_GRID_SIZE)
 
     def shifts(self, around: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Integer shifts (rows, cols) within +-``max_shift``, the identity first; with
@@ -132,8 +144,7 @@ class VerifyOptions:
     grid: VerifyGrid = VerifyGrid()
 
     def __post_init__(self) -> None:
-        if isinstance(self.top, bool) or not isinstance(self.top, (int, np.integer)) or self.top < 0:
-            raise ValueError(f"verify top must be an integer >= 0 (0: off), got {self.top!r}")
+        _check_int(self.top, "verify top", MIN_VERIFY_TOP, " (0: off)")
         if self.max is not None and (isinstance(self.max, bool) or not isinstance(self.max, (int, np.integer))):
             raise ValueError(f"verify max must be an integer or None, got {self.max!r}")
         if self.max is not None and self.max < self.top:
@@ -179,9 +190,7 @@ class ReadOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.slices, SliceSpec):
             raise ValueError(f"slices must be a SliceSpec, got {self.slices!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
-                or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _check_int(self.batch_size, "batch_size", MIN_BATCH_SIZE)
         if self.workers is not None:
             reading_workers(self.workers)  # raises on a bad count
 

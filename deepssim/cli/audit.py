@@ -8,10 +8,14 @@ import sys
 from typing import Any
 
 from ..auditing.nearest import BACKENDS, INDEXES
-from ..auditing.options import DEPTH_PER_TOP, ReadOptions, SearchOptions, VerifyGrid, VerifyOptions
+from ..auditing.options import (
+    DEPTH_PER_TOP, MIN_BATCH_SIZE, MIN_GRID_SIZE, MIN_MAX_SHIFT, MIN_TOP_K, MIN_VERIFY_TOP, ReadOptions,
+    SearchOptions, VerifyGrid, VerifyOptions,
+)
 from ..auditing.result import REPORT_PAIRS
 from ..readers import SliceSpec
 from .model import workers_option
+from .types import at_least, axis, non_negative_int, positive_float, seed, thresholds
 
 # The defaults of the flags below: the option objects' own.
 SEARCH, VERIFY, READ = SearchOptions(), VerifyOptions(), ReadOptions()
@@ -61,6 +65,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted audit kept, and how to go on."""
+    if args.no_cache:
+        return "nothing was kept (--no-cache): run the same command again to start it over"
+    return ("the embedding cache keeps the images embedded so far: run the same command again to "
+            "continue from them")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     from ..storage import check_output_folder
@@ -89,9 +101,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder written by 'deepssim train'")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or an earlier audit's (replaced whole when this one is done)")
-    p.add_argument("--top-k", type=int, default=SEARCH.top_k,
+    p.add_argument("--top-k", type=at_least(MIN_TOP_K), default=SEARCH.top_k,
                    help=f"training matches kept per synthetic image (default {SEARCH.top_k})")
-    p.add_argument("--thresholds", help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
+    p.add_argument("--thresholds", type=thresholds, help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
                                         "(default: the calibration file, else the model's)")
     p.add_argument("--calibration", help="thresholds from a JSON file written by 'deepssim evaluate --calibrate'")
     p.add_argument("--backend", default=SEARCH.backend, choices=BACKENDS,
@@ -100,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="FAISS index; ivf and hnsw are approximate (their recall is measured and reported) "
                         f"(default {SEARCH.index})")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=READ.batch_size,
+    p.add_argument("--batch-size", type=at_least(MIN_BATCH_SIZE), default=READ.batch_size,
                    help=f"images per network batch (default {READ.batch_size})")
     workers_option(p)
     p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR, else $XDG_CACHE_HOME/deepssim, else ~/.cache/deepssim); "
@@ -111,34 +123,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="audit the readable images and list the others instead of stopping")
     p.add_argument("--slices", default=READ.slices.select,
                    help=f"for volumes: center, all, START:STOP[:STEP] (default {READ.slices.select})")
-    p.add_argument("--axis", type=int, help="slicing axis (default: the format's)")
+    p.add_argument("--axis", type=axis, help="slicing axis (default: the format's)")
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
-    p.add_argument("--verify", type=int, default=VERIFY.top, metavar="K",
+    p.add_argument("--verify", type=at_least(MIN_VERIFY_TOP), default=VERIFY.top, metavar="K",
                    help="re-score the K best candidates of each suspicious synthetic image with the "
                         "reference SSIM after undoing shifts, flips, rotations and contrast (~50 ms a "
                         "pair at 128 px); the verified SSIM then decides the class "
                         f"(default {VERIFY.top}: off)")
-    p.add_argument("--verify-max", type=int, default=VERIFY.max, metavar="N",
+    p.add_argument("--verify-max", type=at_least(MIN_VERIFY_TOP), default=VERIFY.max, metavar="N",
                    help="where all K verified candidates are duplicates (a cluster of near-identical "
                         f"training images), verify K more, up to N in all (default {DEPTH_PER_TOP}K; K: off)")
-    p.add_argument("--verify-size", type=int, default=VERIFY.grid.size, metavar="S",
+    p.add_argument("--verify-size", type=at_least(MIN_GRID_SIZE), default=VERIFY.grid.size, metavar="S",
                    help=f"side both images are resized to for verification (default {VERIFY.grid.size}). "
                         "At the images' own resolution the search's interpolation blurs the sharp training "
                         "image and can raise its SSIM against blurry samples (docs/case-study.md)")
-    p.add_argument("--verify-max-shift", type=int, default=VERIFY.grid.max_shift, metavar="PX",
+    p.add_argument("--verify-max-shift", type=at_least(MIN_MAX_SHIFT), default=VERIFY.grid.max_shift, metavar="PX",
                    help="whole-pixel shifts searched by verification, in pixels at --verify-size "
                         f"(default {VERIFY.grid.max_shift})")
-    p.add_argument("--verify-thresholds", metavar="LO,HI",
+    p.add_argument("--verify-thresholds", type=thresholds, metavar="LO,HI",
                    help="thresholds for the verified SSIMs (default "
                         f"{VERIFY.decision_thresholds.different_max:.2f},"
                         f"{VERIFY.decision_thresholds.duplicate_min:.2f}, the reference ones)")
-    p.add_argument("--report-pairs", type=int, default=REPORT_PAIRS,
+    p.add_argument("--report-pairs", type=non_negative_int, default=REPORT_PAIRS,
                    help=f"pairs shown in the report's gallery (default {REPORT_PAIRS})")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="allow loading the authors' TorchScript checkpoint (it can run code)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=_cmd_audit)
+    p.set_defaults(func=_cmd_audit, on_interrupt=_audit_interrupted)
 
     p = sub.add_parser(
         "demo",
@@ -149,8 +161,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="deepssim-demo", help="output folder (default ./deepssim-demo)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--train-minutes", type=float, default=4.0, help="training budget (default 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-minutes", type=positive_float, default=4.0, help="training budget (default 4)")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the demo's figures as JSON")
     p.set_defaults(func=_cmd_demo)

@@ -7,6 +7,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from .model import MIN_SIZE
+from .types import at_least, non_negative_int, positive_int, probability, seed, similarity
+
 if TYPE_CHECKING:  # the builder loads on use: ``deepssim --help`` stays fast
     from ..benchmark import BenchmarkInfo
 
@@ -26,9 +29,9 @@ def _near_duplicates(text: str) -> float | str:
     if text.strip().lower() in ("off", "none", "no"):
         return OFF
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+        return similarity(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be {similarity.rule()} or 'off', got {text}") from None
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -72,11 +75,18 @@ def _print(info: BenchmarkInfo, args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted build kept: nothing in --out (the folder is renamed into place whole)."""
+    return (f"{args.out} was not written (a benchmark folder is moved into place only when complete): "
+            "run the same command again")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     """The options both commands share: where the folder goes and how the result is shown."""
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark folder")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(on_interrupt=_interrupted)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -99,9 +109,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folders or files of real images")
     p.add_argument("--out", required=True, metavar="BENCH_DIR", help="benchmark folder to create")
-    p.add_argument("--n-train", type=int, help="training images (default 1000)")
-    p.add_argument("--n-synthetic", type=int, help="synthetic images (default 500)")
-    p.add_argument("--size", type=int, help="images are resized to S x S (default 128)")
+    p.add_argument("--n-train", type=positive_int, help="training images (default 1000)")
+    p.add_argument("--n-synthetic", type=positive_int, help="synthetic images (default 500)")
+    p.add_argument("--size", type=at_least(MIN_SIZE), help="images are resized to S x S (default 128)")
     p.add_argument("--group-by", metavar="REGEX",
                    help="regular expression searched in each image id (relative path); its first "
                         "group (or the match) names the subject; subjects are never split")
@@ -112,11 +122,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--families", nargs="+", metavar="FAMILY",
                    help="near-copy generators (default: noise blur elastic intensity resample mix texture; "
                         "also kspace ghost blocks sharpen median posterize)")
-    p.add_argument("--memorized-fraction", type=float,
+    p.add_argument("--memorized-fraction", type=probability,
                    help="share of synthetic images made from training images (default 0.5)")
-    p.add_argument("--n-hard", type=int, help="hard-negative pairs per synthetic image (default 2)")
-    p.add_argument("--n-random", type=int, help="random pairs per synthetic image (default 2)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--n-hard", type=non_negative_int, help="hard-negative pairs per synthetic image (default 2)")
+    p.add_argument("--n-random", type=non_negative_int, help="random pairs per synthetic image (default 2)")
+    p.add_argument("--seed", type=seed, help="random seed (default 0)")
     _common(p)
     p.set_defaults(func=_cmd_build)
 
@@ -134,9 +144,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, metavar="DIR", help="the generator's training images")
     p.add_argument("--synthetic", required=True, metavar="DIR", help="the generator's samples")
     p.add_argument("--out", required=True, metavar="BENCH_DIR", help="benchmark folder to create")
-    p.add_argument("--size", type=int, help="resize every image to S x S (default: keep; sizes must match)")
-    p.add_argument("--n-hard", type=int, default=2, help="hard-negative pairs per sample (default 2)")
-    p.add_argument("--n-random", type=int, default=2, help="random pairs per sample (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=at_least(MIN_SIZE), help="resize every image to S x S (default: keep; sizes must match)")
+    p.add_argument("--n-hard", type=non_negative_int, default=2, help="hard-negative pairs per sample (default 2)")
+    p.add_argument("--n-random", type=non_negative_int, default=2, help="random pairs per sample (default 2)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     _common(p)
     p.set_defaults(func=_cmd_from_samples)

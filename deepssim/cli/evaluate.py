@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .model import allow_outside_root_option
+from .model import MIN_SIZE, allow_outside_root_option
+from .types import at_least, positive_float, positive_int, precision, seed, thresholds
 
 DEFAULT_OUT = "deepssim-evaluation"
 
@@ -93,7 +94,6 @@ def _list_metrics() -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..classes import Thresholds
     from ..evaluation import CONDITIONS, MetricOptions, RunSettings, compare, markdown_table, write_histograms
 
     if args.metric == ["list"]:
@@ -111,7 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     conditions = [args.condition] if args.condition else (["registered"] if single else list(CONDITIONS))
     settings = RunSettings(
         root=args.root, calibrate=args.calibrate, calibrate_root=args.calibrate_root,
-        thresholds=Thresholds.parse(args.thresholds) if args.thresholds else None,
+        thresholds=args.thresholds,
         target_precision=args.target_precision, limit=args.limit, n_bootstrap=args.bootstrap,
         seed=args.seed, progress=not args.no_progress, allow_outside_root=args.allow_outside_root,
     )
@@ -218,26 +218,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-torchscript", action="store_true",
                    help="allow loading TorchScript files (sscd, the authors' model); they can run code")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--thresholds", metavar="LOW,HIGH", help="thresholds for every metric")
+    group.add_argument("--thresholds", type=thresholds, metavar="LOW,HIGH", help="thresholds for every metric")
     group.add_argument("--calibrate", metavar="VAL_PAIRS.csv",
                        help="grid-search the thresholds of best macro F1 on these validation pairs")
     p.add_argument("--calibrate-root", help="folder of the validation image paths (default: its CSV's folder)")
-    p.add_argument("--target-precision", type=float, default=0.95,
+    p.add_argument("--target-precision", type=precision, default=0.95,
                    help="duplicate precision of the calibration's operating point (default 0.95)")
     p.add_argument("--save-calibration", metavar="PATH",
                    help="write the calibrated thresholds as JSON (for 'deepssim audit --calibration'); "
                         "a folder of NAME-CONDITION.json files when several were calibrated")
-    p.add_argument("--limit", type=int, help="use only the first N pairs of each file")
+    p.add_argument("--limit", type=positive_int, help="use only the first N pairs of each file")
     allow_outside_root_option(p)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--markdown", action="store_true", help="print the comparison table (markdown)")
     p.add_argument("--plots", metavar="DIR",
                    help=f"write the score histograms here (with --all or --markdown: default {DEFAULT_OUT}/)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the macro F1 interval")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap and perturbation seed")
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="resamples of the macro F1 interval")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap and perturbation seed")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--num-threads", type=positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -253,15 +253,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="training images (e.g. BENCH/train)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--max-minutes", type=float, help="stop after M minutes (default 10)")
-    p.add_argument("--epochs", type=int, help="passes over the images (default 50)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 32)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int, help="images are resized to S x S (default 128)")
+    p.add_argument("--max-minutes", type=positive_float, help="stop after M minutes (default 10)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the images (default 50)")
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default 32)")
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--image-size", type=at_least(MIN_SIZE), help="images are resized to S x S (default 128)")
     p.add_argument("--backbone", choices=["resnet18", "resnet50", "small"], help="default resnet18")
     p.add_argument("--pretrained", help="imagenet (torchvision weights API), a weights file, or none (default)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--num-threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--num-threads", type=positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train_dar)

@@ -9,8 +9,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..auditing.options import MIN_VERIFY_TOP
 from ..ldm.duplication import LEVELS
 from ..ldm.presets import PRESETS
+from .model import MIN_SIZE
+from .types import at_least, non_negative_float, positive_float, positive_int, seed
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -20,9 +23,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _resumable(args: argparse.Namespace) -> str:
+    """What an interrupted LDM training kept, and how to go on."""
+    return ("the state after the last finished epoch is kept in the output folder (if one finished): "
+            "run the same command with --resume to continue from it")
+
+
+def _rerun(args: argparse.Namespace) -> str:
+    """Commands that pick up what an interrupted run finished when run again."""
+    return f"what was finished is kept in {args.out}: run the same command again to continue"
+
+
 def _needs_monai(command: Command) -> Command:
-    """``command`` run only when the ``ldm`` extra (MONAI) is installed; else one line on stderr
-    naming the extra and exit code 2, as for any other error of the command."""
+    """``command`` run only when the ``ldm`` extra (MONAI) is installed; else an error naming
+    the extra (one line on stderr and exit code 2, as for any other error of the command)."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
@@ -31,8 +45,7 @@ def _needs_monai(command: Command) -> Command:
         try:
             require_monai()
         except ImportError as exc:
-            print(f"deepssim {args.command}: error: {exc}", file=sys.stderr)
-            return 2
+            raise RuntimeError(str(exc)) from None
         return command(args)
 
     return run
@@ -117,21 +130,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
     p.add_argument("--out", required=True, metavar="VAE_DIR")
     p.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    p.add_argument("--image-size", type=int, help="images are resized to S x S (small 64, paper 128)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--kl-weight", type=float)
-    p.add_argument("--perceptual-weight", type=float, help="0 switches the perceptual loss off")
+    p.add_argument("--image-size", type=at_least(MIN_SIZE), help="images are resized to S x S (small 64, paper 128)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--kl-weight", type=non_negative_float)
+    p.add_argument("--perceptual-weight", type=non_negative_float, help="0 switches the perceptual loss off")
     p.add_argument("--perceptual", metavar="imagenet|PATH",
                    help="ResNet-50 weights of the perceptual loss: 'imagenet' (torch hub cache) or a file")
-    p.add_argument("--adv-weight", type=float, help="0 switches the adversarial loss off")
-    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    p.add_argument("--grid-every", type=int, help="reconstruction grid every N epochs")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--adv-weight", type=non_negative_float, help="0 switches the adversarial loss off")
+    p.add_argument("--max-minutes", type=positive_float, help="stop after this much training time")
+    p.add_argument("--grid-every", type=positive_int, help="reconstruction grid every N epochs")
+    p.add_argument("--seed", type=seed)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     _common(p)
-    p.set_defaults(func=_cmd_train_vae)
+    p.set_defaults(func=_cmd_train_vae, on_interrupt=_resumable)
 
     p = ldm_sub.add_parser("train", help="train the diffusion model on the VAE's latents",
                            description="Train the DiffusionModelUNet; the preset and image size come "
@@ -141,16 +154,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="LDM_DIR")
     p.add_argument("--duplication", default="none", choices=list(LEVELS),
                    help="copies per training image: none 1, low 1-4, high 1-14 (recorded in duplication.csv)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--grid-every", type=int, help="sample grid every N epochs")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--max-minutes", type=positive_float)
+    p.add_argument("--max-steps", type=positive_int)
+    p.add_argument("--grid-every", type=positive_int, help="sample grid every N epochs")
+    p.add_argument("--seed", type=seed)
     p.add_argument("--resume", action="store_true")
     _common(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, on_interrupt=_resumable)
 
     p = ldm_sub.add_parser("sample", help="sample images (DDIM) as PNG with a manifest",
                            description="Sample with DDIM; sample i uses noise seeded by (seed, i), "
@@ -158,12 +171,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="LDM_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--n", type=int, help="samples in total")
-    how.add_argument("--per-record", type=int, help="samples per training image")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    how.add_argument("--n", type=positive_int, help="samples in total")
+    how.add_argument("--per-record", type=positive_int, help="samples per training image")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     _common(p)
-    p.set_defaults(func=_cmd_sample)
+    p.set_defaults(func=_cmd_sample, on_interrupt=_rerun)
 
     p = sub.add_parser(
         "case-study", help="the memorization experiment: LDM with and without duplication, oracle, audit",
@@ -173,17 +186,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--preset", choices=sorted(PRESETS), help="LDM preset (default small)")
-    p.add_argument("--n-train", type=int, help="distinct training images (default 100)")
-    p.add_argument("--n-samples", type=int, help="samples per duplication level (default 300)")
+    p.add_argument("--n-train", type=at_least(2), help="distinct training images (default 100)")
+    p.add_argument("--n-samples", type=positive_int, help="samples per duplication level (default 300)")
     p.add_argument("--levels", nargs="+", choices=list(LEVELS), help="duplication levels (default none high)")
     p.add_argument("--match", choices=["epochs", "steps"],
                    help="train every level for the same optimiser steps (default: same compute) or the same epochs over its records")
-    p.add_argument("--vae-epochs", type=int)
-    p.add_argument("--unet-epochs", type=int)
+    p.add_argument("--vae-epochs", type=positive_int)
+    p.add_argument("--unet-epochs", type=positive_int)
     p.add_argument("--model", metavar="MODEL_DIR", help="a DeepSSIM model (default: train the fast preset on the subset)")
-    p.add_argument("--deepssim-minutes", type=float, help="training budget of that model (default 8)")
-    p.add_argument("--verify", type=int, help="audit verification depth (default 10; 0 off)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--deepssim-minutes", type=positive_float, help="training budget of that model (default 8)")
+    p.add_argument("--verify", type=at_least(MIN_VERIFY_TOP), help="audit verification depth (default 10; 0 off)")
+    p.add_argument("--seed", type=seed)
     p.add_argument("--json", action="store_true", help="print case_study.json")
     _common(p)
-    p.set_defaults(func=_cmd_case_study)
+    p.set_defaults(func=_cmd_case_study, on_interrupt=_rerun)

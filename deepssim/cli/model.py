@@ -6,10 +6,18 @@ import argparse
 import json
 import sys
 
+from .types import (
+    at_least, axis, dropout, non_negative_int, positive_float, positive_int, probability, seed,
+)
+
 # The model's choices, written out: importing the model would load torch for every command.
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
 POOLINGS = ("avg", "gem", "local")
 SCORINGS = ("cosine", "best-flip", "cross-fit")
+MIN_SIZE = 16
+"""``Preprocess``'s smallest image size (``deepssim.model.preprocess.MIN_SIZE``)."""
+MIN_IN_BATCH_BLOCK = 2
+"""``TrainConfig``'s smallest in-batch block (``deepssim.training.config.MIN_IN_BATCH_BLOCK``)."""
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -63,6 +71,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted training run kept, and how to go on."""
+    from pathlib import Path
+
+    state = Path(args.out) / "train_state.pt"  # training.state.STATE, named here without torch
+    if state.is_file():
+        return (f"{state} holds the state after the last finished epoch: run the same command with "
+                "--resume to continue from it")
+    return (f"no epoch had finished; the pair sets already built are kept in {Path(args.out) / 'cache'}: "
+            "run the same command again to reuse them")
+
+
+def _written_whole(args: argparse.Namespace) -> str:
+    """An interrupted command whose output file is written at the end, whole."""
+    if args.out is None:
+        return "run the same command again to start it over"
+    return f"{args.out} was not written (it is written whole at the end): run the same command again"
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ..model import load_model
     from ..model.files import embed_folder, save_embeddings
@@ -110,7 +137,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def workers_option(p: argparse.ArgumentParser) -> None:
     from ..readers.read import MAX_READING_WORKERS
 
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=positive_int, metavar="N",
                    help="threads that read and resize the files while the network runs "
                         f"(default: half the cores, at most {MAX_READING_WORKERS}); results do not depend on it; "
                         "each thread holds one file of up to --max-pixels elements at a time")
@@ -125,7 +152,7 @@ def allow_outside_root_option(p: argparse.ArgumentParser) -> None:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder (or a TorchScript file, see below)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--trust-torchscript", action="store_true",
                    help="allow loading the authors' TorchScript checkpoint (it can run code)")
 
@@ -140,20 +167,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--preset", default="fast", choices=["fast", "paper", "plus"])
-    p.add_argument("--image-size", type=int, help="images are resized to S x S")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop training after M minutes")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=at_least(MIN_SIZE), help="images are resized to S x S")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--max-minutes", type=positive_float, help="stop training after M minutes")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--backbone", choices=list(BACKBONES))
     p.add_argument("--pooling", choices=list(POOLINGS),
                    help="local (fast): the head applied to each cell of a G x G layout (--grid; "
                         "8 in fast), the score the mean of the cells' cosines; avg (paper), gem "
                         "(plus)")
-    p.add_argument("--grid", type=int, metavar="G",
+    p.add_argument("--grid", type=positive_int, metavar="G",
                    help="cells per side of the layout of local pooling (default 4; 8 in fast); "
                         "at most the last stage's map side (image size / 32, / 16 with "
                         "--dilate-last)")
@@ -162,7 +189,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "map twice as fine, for --grid twice as large (small and resnet50 "
                         "backbones; on in fast, where turning it off, another backbone or "
                         "another pooling also takes grid 4 and 256-d unless given)")
-    p.add_argument("--embedding-dim", type=int, metavar="D",
+    p.add_argument("--embedding-dim", type=positive_int, metavar="D",
                    help="embedding size (with local pooling, split evenly over the G x G cells; "
                         "default 256, 1,024 in fast)")
     p.add_argument("--init", metavar="MODEL_DIR",
@@ -178,19 +205,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "of both images, the relative flip cross-fitted); these two undo flips and "
                         "train without them")
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
-    p.add_argument("--dropout", type=float, help="dropout of the projection head")
-    p.add_argument("--in-batch-pairs", type=int, metavar="N",
+    p.add_argument("--dropout", type=dropout, help="dropout of the projection head")
+    p.add_argument("--in-batch-pairs", type=non_negative_int, metavar="N",
                    help="extra pairs among the images of each batch from one block of inputs "
                         "(targets computed per block before training), at most N times the "
                         "batch's images (0: off; the fast preset: 32)")
-    p.add_argument("--in-batch-block", type=int, metavar="N",
+    p.add_argument("--in-batch-block", type=at_least(MIN_IN_BATCH_BLOCK), metavar="N",
                    help="inputs per block of the in-batch pairs (default 128)")
-    p.add_argument("--flip-pairs", type=float, metavar="P",
+    p.add_argument("--flip-pairs", type=probability, metavar="P",
                    help="probability that a sampled pair is shown flipped (both sides alike); "
                         "in-batch pairs of differently flipped pairs learn the SSIM of their "
                         "relative orientation (0: off; the fast preset: 0.75; needs training "
                         "without flips)")
-    p.add_argument("--copy-partners", type=int, metavar="K",
+    p.add_argument("--copy-partners", type=non_negative_int, metavar="K",
                    help="with in-batch pairs: each near-copy also meets the K inputs of its "
                         "source's block that look most like the source, as in-batch pairs "
                         "(targets computed once before training; 0: off; the fast preset: 12)")
@@ -198,25 +225,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the training steps (the fast preset does: more steps "
                         "in its minutes; the first compilation, about a minute, comes before the "
                         "time budget starts)")
-    p.add_argument("--val-every", type=int, metavar="N",
+    p.add_argument("--val-every", type=non_negative_int, metavar="N",
                    help="validate every N epochs and when training stops (0: only when it "
                         "stops, as the fast preset does; validation time counts against "
                         "--max-minutes)")
-    p.add_argument("--n-train-pairs", type=int)
-    p.add_argument("--n-val-pairs", type=int)
-    p.add_argument("--max-images", type=int, help="use a random subset of at most N images")
+    p.add_argument("--n-train-pairs", type=positive_int)
+    p.add_argument("--n-val-pairs", type=positive_int)
+    p.add_argument("--max-images", type=positive_int, help="use a random subset of at most N images")
     p.add_argument("--families", type=_csv_list, help="near-copy generators for training pairs")
     p.add_argument("--val-families", type=_csv_list, help="generators for validation pairs")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, on_interrupt=_train_interrupted)
 
     p = sub.add_parser("embed", help="embed every image of a folder into an .npz file")
     _model_options(p)
     p.add_argument("--images", required=True, help="folder (or file) of images")
     p.add_argument("--out", required=True, help="output .npz (ids, embeddings)")
     p.add_argument("--slices", default="center", help="for volumes: center, all, START:STOP[:STEP]")
-    p.add_argument("--axis", type=int, help="slicing axis (default: the format's)")
+    p.add_argument("--axis", type=axis, help="slicing axis (default: the format's)")
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="embed what can be read instead of stopping at unreadable files")
@@ -225,7 +252,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "images of a best-flip model, whose score is the best over them, and for "
                         "both sides of a cross-fit model")
     workers_option(p)
-    p.set_defaults(func=_cmd_embed)
+    p.set_defaults(func=_cmd_embed, on_interrupt=_written_whole)
 
     p = sub.add_parser("score", help="DeepSSIM score of the pairs listed in a CSV file")
     _model_options(p)
@@ -233,4 +260,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="folder the paths in the CSV are relative to")
     p.add_argument("--out", help="output CSV (default: stdout)")
     allow_outside_root_option(p)
-    p.set_defaults(func=_cmd_score)
+    p.set_defaults(func=_cmd_score, on_interrupt=_written_whole)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..model.checkpoint import ModelFolderError
 from ..model.preprocess import Preprocess
+from ..model.torchfile import load_torch_file
 from ..readers import load_stack
 from ..storage import atomic_write_bytes
 from ..versions import library_versions
@@ -134,7 +135,7 @@ def load_state(folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
     path = folder / STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: nothing to resume (no earlier run in {folder})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("expect") != expect:
+    state = load_torch_file(path, "resume state")
+    if not isinstance(state, dict) or state.get("expect") != expect:
         raise ValueError(f"{path}: the earlier run used other settings or data; resume with the same command")
     return state

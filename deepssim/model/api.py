@@ -20,6 +20,7 @@ from ..storage import sha256_file
 from .checkpoint import ModelFolderError, load_network
 from .flips import FLIPS, by_flip, flipped
 from .preprocess import Preprocess
+from .torchfile import mismatch
 from .scoring import as_real, as_synthetic, pair_scores, rule, scoring_of
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,10 @@ def load_model(
                 f"{path}: a TorchScript file can execute code when loaded; pass "
                 "--trust-torchscript (trust_torchscript=True) if you trust its source"
             )
-        network = torch.jit.load(str(path), map_location="cpu")
+        try:
+            network = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError) as exc:  # truncated, damaged, or not TorchScript
+            raise ModelFolderError(f"{path}: not a readable TorchScript model ({mismatch(exc)})") from None
         preprocess = Preprocess(size=TORCHSCRIPT_SIZE, intensity="zscore", channels=3)
         config = {"format": "torchscript", "path": str(path), "preprocess": preprocess.to_dict(),
                   "thresholds": list(REFERENCE_THRESHOLDS.pair)}

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .scoring import LEGACY_FLAGS, Scoring, rule, scoring_from_flags
+from .settings import built, checked_fields
+from .torchfile import UnsafeFileError, load_torch_file, mismatch
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +82,29 @@ class ModelConfig:
         if self.dilate_last and self.backbone not in DILATABLE:
             raise ValueError(f"dilate_last: the {self.backbone} backbone cannot dilate its last "
                              f"stage (use one of {', '.join(DILATABLE)})")
+        if self.backbone == "small" and self.pretrained:
+            raise ValueError("the 'small' backbone has no pretrained weights (pretrained none)")
         if not 0 <= self.frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in 0..4, got {self.frozen_stages}")
+        for name in ("width", "embedding_dim", "hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gem_p <= 0:
+            raise ValueError(f"gem_p must be > 0, got {self.gem_p}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
         """The settings of a ``to_dict`` result; also those written with the boolean scoring
         flags (``scoring.LEGACY_FLAGS``, read as their rule) and the ``stem`` setting (the pool
-        stem only). Raises ValueError naming any setting this version cannot rebuild."""
+        stem only). Raises ValueError naming any setting this version cannot rebuild, or the
+        field (``where.field``) whose value is not of its type."""
+        if not isinstance(data, dict):
+            checked_fields(cls, data, where)  # raises: not an object
         data = dict(data)
         if "scoring" not in data and any(flag in data for flag in LEGACY_FLAGS):
             data["scoring"] = scoring_from_flags(data)
@@ -98,16 +112,16 @@ class ModelConfig:
             data.pop(flag, None)
         stem = data.pop("stem", "pool")
         if stem != "pool":
-            raise ValueError(f"stem {stem!r}: the small backbone has one stem (pool): train the "
-                             "model again")
+            raise ValueError(f"{where}.stem {stem!r}: the small backbone has one stem (pool): train "
+                             "the model again")
         if data.get("pooling") == "grid":
-            raise ValueError("pooling 'grid': this version pools avg, gem or local (a grid of cells "
-                             "each through the head): train the model again")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+            raise ValueError(f"{where}.pooling 'grid': this version pools avg, gem or local (a grid of "
+                             "cells each through the head): train the model again")
+        unknown = sorted(str(k) for k in set(data) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown model settings {', '.join(unknown)}: written by a newer "
+            raise ValueError(f"{where}: unknown model settings {', '.join(unknown)}: written by a newer "
                              "deepssim? upgrade deepssim")
-        return cls(**data)
+        return built(cls, checked_fields(cls, data, where), where)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int, dilation: int = 1) -> nn.Sequential:
@@ -175,10 +189,46 @@ def _imagenet_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
     log.info("loading backbone weights from %s", path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = load_file(str(path))
+        except SafetensorError as exc:
+            raise UnsafeFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        state = load_torch_file(path, "pretrained weights file")
+    if not (isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in state.items())):
+        raise UnsafeFileError(f"{path}: not a weights file: expected a state dict (names -> tensors) "
+                              f"of a torchvision {name}")
+    return state
+
+
+def _load_backbone(model: nn.Module, name: str, pretrained: str) -> None:
+    """Load the weights ``pretrained`` (``imagenet`` or a file) into the torchvision ``model``."""
+    state = _imagenet_state(name, pretrained)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing, unexpected or differently shaped tensors
+        raise UnsafeFileError(f"{pretrained}: these weights do not fit the {name} backbone "
+                              f"({mismatch(exc)})") from None
+
+
+def check_pretrained(config: ModelConfig) -> None:
+    """Refuse a ``pretrained`` weights file of ``config`` that cannot be read or does not fit its
+    backbone, before any other work (a file only: ImageNet weights come checksummed)."""
+    if config.pretrained in (None, "imagenet") or config.backbone == "small":
+        return
+    _load_backbone(_torchvision(config), config.backbone, config.pretrained)
+
+
+def _torchvision(config: ModelConfig) -> nn.Module:
+    """The torchvision model of ``config.backbone``, randomly initialised."""
+    import torchvision
+
+    extra = {"replace_stride_with_dilation": [False, False, True]} if config.dilate_last else {}
+    return torchvision.models.get_model(config.backbone, weights=None, **extra)
 
 
 class GeM(nn.Module):
@@ -203,17 +253,12 @@ class Embedder(nn.Module):
         self.config = config
         say = log.info if log_init else log.debug
         if config.backbone == "small":
-            if config.pretrained:
-                raise ValueError("the 'small' backbone has no pretrained weights")
             stem, stages, channels = _small(config.width, config.dilate_last)
             say("backbone small (width %d): random initialisation", config.width)
         else:
-            import torchvision
-
-            extra = {"replace_stride_with_dilation": [False, False, True]} if config.dilate_last else {}
-            model = torchvision.models.get_model(config.backbone, weights=None, **extra)
+            model = _torchvision(config)
             if config.pretrained:
-                model.load_state_dict(_imagenet_state(config.backbone, config.pretrained))
+                _load_backbone(model, config.backbone, config.pretrained)
             else:
                 say("backbone %s: random initialisation (no pretrained weights asked for)",
                          config.backbone)

@@ -23,8 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .settings import built, checked_fields
+
 RANK_BINS = 4096
 """Intensity bins of the ``rank`` normalisation (a histogram is O(pixels); a sort is not)."""
+MIN_SIZE = 16
+"""The smallest image side a model takes."""
 ResizePolicy = Literal["stretch", "pad"]
 Intensity = Literal["zscore", "rank"]
 
@@ -39,8 +43,8 @@ class Preprocess:
     channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.size < 16:
-            raise ValueError(f"Preprocess.size must be >= 16, got {self.size}")
+        if self.size < MIN_SIZE:
+            raise ValueError(f"Preprocess.size must be >= {MIN_SIZE}, got {self.size}")
         if self.resize_policy not in ("stretch", "pad"):
             raise ValueError(f"unknown resize policy {self.resize_policy!r}: stretch or pad")
         if self.intensity not in ("zscore", "rank"):
@@ -52,15 +56,18 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+    def from_dict(cls, data: dict[str, Any], where: str = "preprocess") -> Preprocess:
         """The contract of a ``to_dict`` result; also one recorded with ``network_size`` unset
-        (None). Raises ValueError for a network size, which this version does not apply."""
+        (None). Raises ValueError for a network size, which this version does not apply, and
+        naming the field (``where.field``) whose value is not of its type."""
+        if not isinstance(data, dict):
+            checked_fields(cls, data, where)  # raises: not an object
         data = dict(data)
         network_size = data.pop("network_size", None)
         if network_size is not None:
-            raise ValueError(f"network_size {network_size}: the network runs on the images at their "
-                             "size; train the model again without it")
-        return cls(**data)
+            raise ValueError(f"{where}.network_size {network_size}: the network runs on the images at "
+                             "their size; train the model again without it")
+        return built(cls, checked_fields(cls, data, where), where)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """One 2D image as float32 ``size x size``."""

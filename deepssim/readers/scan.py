@@ -216,6 +216,11 @@ def _sources(root: Path, found: _Found) -> list[_Source]:
 def _probe(source: _Source, ignored: list[Path]) -> tuple[list[Item], list[ReadError]]:
     """Probe one source; DICOM objects without an image join `ignored`."""
     reader, path, dicom_files = source
+    misnamed = [p for p in (path, *dicom_files) if not _utf8(p)]
+    if misnamed:
+        return [], [ReadError(os.fsencode(p).decode("utf-8", "backslashreplace"),
+                              "its name is not valid UTF-8 (image ids and the files that list them are "
+                              "UTF-8 text): rename it") for p in misnamed]
     if dicom_files:
         found = DICOM.probe_folder(path, dicom_files)
         ignored += found.not_images
@@ -224,6 +229,15 @@ def _probe(source: _Source, ignored: list[Path]) -> tuple[list[Item], list[ReadE
         return reader.probe(path), []
     except ReadError as exc:
         return [], [exc]
+
+
+def _utf8(path: Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (a name of other bytes decodes to lone surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _base(root: Path, items: list[Item]) -> Path:

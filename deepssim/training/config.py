@@ -10,8 +10,12 @@ from typing import Any
 from ..model.network import DILATABLE, ModelConfig
 from ..model.preprocess import Preprocess
 from ..model.scoring import rule
+from ..model.settings import built, checked_fields
 from ..transforms.nearcopy import BENCHMARK_FAMILIES
 from ..transforms.perturb import PerturbConfig
+
+MIN_IN_BATCH_BLOCK = 2
+"""The fewest inputs of an in-batch block (a pair needs two)."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,8 @@ class TrainConfig:
         if self.in_batch_pairs and self.registered_targets:
             raise ValueError("in_batch_pairs needs plain SSIM targets (registered targets are too slow "
                              "to compute per block); set one of them off")
-        if self.in_batch_pairs and self.in_batch_block < 2:
-            raise ValueError(f"in_batch_block must be at least 2 inputs, got {self.in_batch_block}")
+        if self.in_batch_pairs and self.in_batch_block < MIN_IN_BATCH_BLOCK:
+            raise ValueError(f"in_batch_block must be at least {MIN_IN_BATCH_BLOCK} inputs, got {self.in_batch_block}")
         if self.copy_partners and (self.copy_partners < 0 or not self.in_batch_pairs):
             raise ValueError("copy_partners pairs near-copies with look-alikes of their sources within the "
                              "in-batch blocks: it needs in_batch_pairs > 0 "
@@ -149,32 +153,39 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], where: str = "training") -> TrainConfig:
         """The configuration of a ``to_dict`` result (a model's ``config.json``, a resume
         state), settings it does not record at their defaults. Older files' settings are read
         too: ``in_batch_mining="block"`` and ``in_batch_grouping="random"`` (the one kind of
         in-batch pairs), the model's boolean scoring flags (``ModelConfig.from_dict``). Raises
-        ValueError naming a setting this version cannot train."""
+        ValueError naming a setting this version cannot train, or the field (``where.field``)
+        whose value is not of its type."""
+        if not isinstance(data, dict):
+            checked_fields(cls, data, where)  # raises: not an object
         data = dict(data)
         mining = data.pop("in_batch_mining", "block")
         if mining != "block" and data.get("in_batch_pairs"):
-            raise ValueError(f"in_batch_mining {mining!r}: in-batch pairs are the pairs within blocks "
-                             "of inputs; train again without it")
+            raise ValueError(f"{where}.in_batch_mining {mining!r}: in-batch pairs are the pairs within "
+                             "blocks of inputs; train again without it")
         grouping = data.pop("in_batch_grouping", "random")
         if grouping != "random":
-            raise ValueError(f"in_batch_grouping {grouping!r}: the in-batch blocks hold random inputs; "
-                             "train again without it")
-        return cls(
-            **{
-                **data,
-                "model": ModelConfig.from_dict(data["model"]),
-                "preprocess": Preprocess.from_dict(data["preprocess"]),
-                "perturb": PerturbConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                            for k, v in data["perturb"].items()}),
-                "families": tuple(data["families"]),
-                "val_families": tuple(data["val_families"]) if data.get("val_families") else None,
-            }
-        )
+            raise ValueError(f"{where}.in_batch_grouping {grouping!r}: the in-batch blocks hold random "
+                             "inputs; train again without it")
+        data = checked_fields(cls, data, where)
+        if "model" in data:
+            data["model"] = ModelConfig.from_dict(data["model"], f"{where}.model")
+        if "preprocess" in data:
+            data["preprocess"] = Preprocess.from_dict(data["preprocess"], f"{where}.preprocess")
+        if "perturb" in data:
+            perturb = checked_fields(PerturbConfig, data["perturb"], f"{where}.perturb")
+            data["perturb"] = built(PerturbConfig, {k: tuple(v) if isinstance(v, list) else v
+                                                    for k, v in perturb.items()}, f"{where}.perturb")
+        for key in ("families", "val_families"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        if not data.get("val_families"):
+            data["val_families"] = None
+        return built(cls, data, where)
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with top-level fields replaced; ``model__x`` / ``preprocess__x`` /

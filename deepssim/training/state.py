@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..model.checkpoint import ModelFolderError, load_network
+from ..model.torchfile import load_torch_file, mismatch
 from ..storage import atomic_write
 from .config import TrainConfig
 
@@ -21,21 +22,82 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
-def load_state(path: Path, config: TrainConfig, data_print: str) -> dict[str, Any]:
-    """The resume state at ``path``, checked to be of a run of ``config`` on the data of
-    fingerprint ``data_print``.
+FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "config": (dict, "an object"),
+    "data": (str, "a string"),
+    "network": (dict, "a state dict"),
+    "optimizer": (dict, "a state dict"),
+    "generator": (torch.Tensor, "a tensor"),
+    "torch_rng": (torch.Tensor, "a tensor"),
+    "epoch": (int, "an integer"),
+    "step": (int, "an integer"),
+    "elapsed": ((int, float), "a number"),
+    "best": (dict, "an object"),
+    "history": (list, "a list"),
+}
+"""What a resume state holds (``trainer.train`` writes it after every epoch)."""
+
+
+def load_state(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """The resume state at ``path``, checked to be of a run of ``config`` (its data is checked
+    once read: ``check_data``). The file is read without unpickling code
+    (``load_torch_file``).
 
     Raises:
         FileNotFoundError: no state at ``path``.
-        ValueError: the state's run had other settings (named) or other data.
+        ValueError: the file is not a resume state (damaged, truncated, edited; named), or its
+            run had other settings (named).
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: nothing to resume (no earlier run in {path.parent})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "resume state")
+    _check_fields(path, state)
     check_resume(path, state["config"], config)
+    return state
+
+
+def check_data(path: Path, state: dict[str, Any], data_print: str) -> None:
+    """Refuse to resume the state read from ``path`` on data other than its run's."""
     if state["data"] != data_print:
         raise ValueError(f"{path}: the earlier run used other data; resume with the same command")
-    return state
+
+
+def _check_fields(path: Path, state: object) -> None:
+    """Refuse a resume state that lacks a field or holds one of another type."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a resume state (it holds {type(state).__name__}, not an object)")
+    for key, (kind, shown) in FIELDS.items():
+        if key not in state:
+            raise ValueError(f"{path}: not a resume state (no {key!r}); train again into a new folder")
+        value = state[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: {key}: expected {shown}, got {type(value).__name__}")
+    rows = state["history"]
+    if not all(isinstance(row, dict) and isinstance(row.get("step"), int)
+               and isinstance(row.get("train_mse"), (int, float)) for row in rows):
+        raise ValueError(f"{path}: history: expected validation rows with step and train_mse")
+    best = state["best"]
+    if rows and not (isinstance(best.get("val_perturbed_mse"), (int, float)) and isinstance(best.get("step"), int)):
+        raise ValueError(f"{path}: best: expected the best validation row (val_perturbed_mse, step)")
+
+
+def restore(path: Path, state: dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> None:
+    """Put the network, optimizer and random states of the resume state ``state`` (read from
+    ``path`` by ``load_state``) back in place.
+
+    Raises:
+        ValueError: the state does not fit this run's network or optimizer (a damaged or edited
+            file), naming ``path``.
+    """
+    try:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(f"{path}: damaged resume state ({mismatch(exc)}); train again into a new "
+                         "folder") from None
 
 
 def resume_settings(config: dict[str, Any]) -> dict[str, Any]:

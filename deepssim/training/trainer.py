@@ -22,13 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.checkpoint import save_model
-from ..model.network import DILATABLE, Embedder
+from ..model.network import DILATABLE, Embedder, check_pretrained
 from ..refssim import resolve_device
 from ..transforms.perturb import Perturb
 from .config import TrainConfig
 from .data import prepare_data
 from .pairs import PairSet
-from .state import STATE, initial_state, load_state, save_state
+from .state import STATE, check_data, initial_state, load_state, restore, save_state
 from .steps import StepNetwork, cpu_has_bf16, lr_factor, param_groups, step_loss
 from .validation import MetricsLog, validate
 
@@ -61,7 +61,11 @@ def train(
         log.warning("%s", caveat)
     # Checked before the minutes of image reading and pair building.
     initial = initial_state(config) if config.init is not None and not resume else None
+    if initial is None:
+        check_pretrained(config.model)
     out = Path(out_dir)
+    state_path = out / STATE
+    state = load_state(state_path, config) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
@@ -82,13 +86,9 @@ def train(
     epoch, step, elapsed_before = 0, 0, 0.0
     best: dict[str, float] = {}
     history: list[dict[str, float]] = []
-    state_path = out / STATE
-    if resume:
-        state = load_state(state_path, config, data.fingerprint)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
+    if state is not None:
+        check_data(state_path, state, data.fingerprint)
+        restore(state_path, state, network, optimizer, generator)
         epoch, step, elapsed_before = state["epoch"], state["step"], state["elapsed"]
         best, history = state["best"], state["history"]
         log.info("resuming %s at epoch %d, step %d", out, epoch, step)

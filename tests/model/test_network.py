@@ -131,3 +131,16 @@ def test_map_side_is_the_last_stage_side_and_changes_nothing() -> None:
     assert net.training  # the mode is restored
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"width": 0}, "width must be at least 1, got 0"),
+    ({"embedding_dim": -16}, "embedding_dim must be at least 1, got -16"),
+    ({"hidden_dim": 0}, "hidden_dim must be at least 1, got 0"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"gem_p": 0.0}, "gem_p must be > 0, got 0.0"),
+    ({"backbone": "small", "pretrained": "imagenet"}, "the 'small' backbone has no pretrained weights"),
+])
+def test_settings_that_build_no_network_are_refused_when_made(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**settings)
