@@ -134,6 +134,34 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+REMOVED_TRAIN_FLAGS = {
+    ("--flip-search", "--no-flip-search", "--joint-flips", "--no-joint-flips", "--cross-fit",
+     "--no-cross-fit", "--flip-symmetric", "--no-flip-symmetric"):
+        "the scoring rule is one flag: --scoring cosine, best-flip or cross-fit",
+    ("--in-batch-mining",): "in-batch pairs are always the pairs within blocks of inputs (--in-batch-block)",
+    ("--in-batch-grouping",): "the in-batch blocks hold random inputs",
+    ("--stem",): "the small backbone has one stem",
+}
+"""Flags of earlier versions, each refused with what replaces it."""
+
+
+class _Removed(argparse.Action):
+    """A flag of an earlier version: using it is an error that says what replaces it."""
+
+    def __init__(self, *args: object, use: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.use = use
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string} was removed: {self.use}")
+
+
+def _removed_flags(p: argparse.ArgumentParser) -> None:
+    for names, use in REMOVED_TRAIN_FLAGS.items():
+        p.add_argument(*names, action=_Removed, use=use, nargs="?", help=argparse.SUPPRESS)
+
+
 def workers_option(p: argparse.ArgumentParser) -> None:
     from ..readers.read import MAX_READING_WORKERS
 
@@ -204,6 +232,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "over the four flips of the synthetic image), cross-fit (fast: joint flips "
                         "of both images, the relative flip cross-fitted); these two undo flips and "
                         "train without them")
+    _removed_flags(p)
     p.add_argument("--intensity", choices=["zscore", "rank"], help="per-image normalisation")
     p.add_argument("--dropout", type=dropout, help="dropout of the projection head")
     p.add_argument("--in-batch-pairs", type=non_negative_int, metavar="N",

@@ -583,10 +583,14 @@ def test_train_command_holds_the_layout_together(
     assert layout(["--pooling", "avg", "--dilate-last"]) == (8, 1024, True)
     assert main(["train", "images", "--out", "m", "--backbone", "resnet18", "--dilate-last"]) == 2
     assert "cannot dilate" in capsys.readouterr().err
-    # Deleted flags are not accepted.
-    for flag in ("--flip-search", "--stem", "--in-batch-mining", "--flip-symmetric"):
+    # Deleted flags are refused, saying what replaces them.
+    capsys.readouterr()
+    for flag, use in (("--flip-search", "--scoring"), ("--no-cross-fit", "--scoring"), ("--stem", "one stem"),
+                      ("--in-batch-mining=random", "within blocks"), ("--flip-symmetric", "--scoring")):
         with pytest.raises(SystemExit):
             main(["train", "images", "--out", "m", flag])
+        err = capsys.readouterr().err
+        assert f"{flag.split('=')[0]} was removed" in err and use in err, err
 
 
 @pytest.mark.parametrize(("flags", "val_every"), [
