@@ -265,7 +265,8 @@ def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"deepssim {argv[0]}: error: ") and err.count("\n") == 1, err
+    command = " ".join(argv[:2] if argv[0] in ("benchmark", "baseline", "ldm") else argv[:1])
+    assert err.startswith(f"deepssim {command}: error: ") and err.count("\n") == 1, err
     return err
 
 
