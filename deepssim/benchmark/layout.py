@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..classes import CLASSES, DUPLICATE_THRESHOLD, SIMILAR_THRESHOLD, class_of
+from ..readers.ids import check_inside_root
 from ..readers.tables import read_table
 
 TRAIN_DIR = "train"
@@ -161,7 +162,8 @@ def read_audit_csv(bench_or_file: str | Path) -> list[AuditTruth]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a missing column or a bad value, naming the file, line and column.
+        ValueError: a missing column or a bad value, or a path leading outside the folder
+            holding the file, naming the file, line and column.
     """
     path = _csv_path(bench_or_file, AUDIT_CSV)
     rows = []
@@ -174,6 +176,12 @@ def read_audit_csv(bench_or_file: str | Path) -> list[AuditTruth]:
             is_copy=_bool(path, line, "is_copy", row.get("is_copy")),
             also_nearest=also,
         ))
+    # The judge reads the files these rows name: they must stay inside the benchmark.
+    for line, r in enumerate(rows, start=2):
+        for column, names in (("synthetic", [r.synthetic]), ("nearest_train", [r.nearest_train]),
+                              ("also_nearest", r.also_nearest)):
+            for name in names:
+                check_inside_root(path.parent, name, f"{path}, line {line}, column {column}")
     return rows
 
 

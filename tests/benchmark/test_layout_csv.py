@@ -40,3 +40,15 @@ def test_a_table_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"audit\.csv: missing column\(s\) nearest_train, nearest_ssim, is_copy; "
                                          r"found synthetic, nearest$"):
         read_audit_csv(tmp_path)
+
+
+@pytest.mark.parametrize("column,row", [
+    ("nearest_train", "s.png,../../etc/passwd,0.91,yes"),
+    ("synthetic", "/etc/hostname,train/a.png,0.91,yes"),
+    ("also_nearest", "s.png,train/a.png,0.91,yes,train/b.png;../x.png"),
+])
+def test_audit_table_paths_stay_inside_the_benchmark(tmp_path: Path, column: str, row: str) -> None:
+    # The judge hashes the files audit.csv names: a path out of the folder is refused, named.
+    (tmp_path / "audit.csv").write_text(f"synthetic,nearest_train,nearest_ssim,is_copy,also_nearest\n{row}\n")
+    with pytest.raises(ValueError, match=rf"audit\.csv, line 2, column {column}: .* leads outside the root folder"):
+        read_audit_csv(tmp_path)
