@@ -376,7 +376,7 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
                    "--thresholds", "0.6,0.85", "--top-k", "2", "--workers", "2")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "flags"
+    assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "given"
     assert (out / "report.html").is_file() and (out / "matches.csv").is_file()
     plain = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
                     "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress",
