@@ -356,7 +356,8 @@ def test_save_writes_every_file(sets: tuple[Path, Path], tiny_model_dir: Path, t
         "histogram.png", "matches.csv", "report.html", "summary.json"]
     with open(files["matches"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+    assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim",
+                            "p_value"]
     assert len(rows) == 10 and rows[0]["synthetic"] == "exact.png" and rows[0]["exact_copy"] == "true"
     summary = json.loads(files["summary"].read_text())
     assert summary["counts"] == result.summary["counts"] and "report_s" in summary["timings"]
