@@ -95,7 +95,9 @@ def audit(
     t_start = time.perf_counter()
     net = model if isinstance(model, DeepSSIMModel) else load_model(
         model, device=device, trust_torchscript=trust_torchscript)
-    chosen, verify = audit_thresholds(thresholds, calibration, net.config, verify)
+    chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+    if verified_thresholds is not None:
+        verify = replace(verify, thresholds=verified_thresholds)
 
     with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
         cache = open_cache(cache_dir, net)

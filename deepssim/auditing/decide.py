@@ -9,16 +9,12 @@ own thresholds.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..classes import REFERENCE_THRESHOLDS, Thresholds, classify, read_calibration
-
-if TYPE_CHECKING:
-    from .options import VerifyOptions
 
 
 def resolve_thresholds(
@@ -48,25 +44,25 @@ def audit_thresholds(
     thresholds: Thresholds | tuple[float, float] | str | None,
     calibration: str | Path | None,
     model_config: dict[str, Any],
-    verify: VerifyOptions,
-) -> tuple[Thresholds, VerifyOptions]:
-    """The DeepSSIM thresholds and the verification options an audit decides with: as
-    ``resolve_thresholds``, except that a calibration file fitted on verified SSIMs (scale
-    ``verified_ssim``, written by an audit with a holdout and verification) sets the
-    verification's thresholds, and the DeepSSIM ones stay the model's.
+    verifying: bool,
+) -> tuple[Thresholds, Thresholds | None]:
+    """The DeepSSIM thresholds an audit decides with, and the verified-SSIM thresholds a
+    calibration file sets (else None): as ``resolve_thresholds``, except that a file fitted
+    on verified SSIMs (scale ``verified_ssim``, written by an audit with a holdout and
+    verification) sets the verification's thresholds, and the DeepSSIM ones stay the model's.
 
     Raises:
         ValueError: as ``resolve_thresholds``; or such a file without verification.
     """
     if calibration is None or thresholds is not None:
-        return resolve_thresholds(thresholds, calibration, model_config), verify
+        return resolve_thresholds(thresholds, calibration, model_config), None
     values, scale = read_calibration(calibration)
     if scale == "deepssim":
-        return values, verify
-    if not verify.top:
+        return values, None
+    if not verifying:
         raise ValueError(f"{calibration}: its thresholds apply to verified SSIMs (an audit with "
                          "verification wrote it): audit with --verify K to use it")
-    return resolve_thresholds(None, None, model_config), replace(verify, thresholds=values)
+    return resolve_thresholds(None, None, model_config), values
 
 
 def classify_pairs(scores: np.ndarray, verified: np.ndarray, thresholds: Thresholds,

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim", "p_value"]
 OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
-                "summary": "summary.json", "thresholds": "thresholds.json"}
+                "summary": "summary.json"}
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
+HOLDOUT_FILES = {"thresholds": "thresholds.json"}
+"""The files an audit with a holdout writes too."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
 
@@ -195,7 +197,7 @@ class AuditResult:
             names = {"matches": self.to_csv(tmp / OUTPUT_FILES["matches"]).name,
                      "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
             if self.holdout is not None:
-                names["thresholds"] = self.thresholds_file(tmp / OUTPUT_FILES["thresholds"]).name
+                names["thresholds"] = self.thresholds_file(tmp / HOLDOUT_FILES["thresholds"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)
@@ -212,12 +214,12 @@ def check_audit_folder(out_dir: str | Path, sources: Sequence[str | Path] = (),
     inside nor holding any of ``sources`` (the training and synthetic folders or files;
     symlinks resolved), not holding the ``cache`` folder (it would be replaced with the
     folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``) and
-    nothing else.
+    nothing else (``HOLDOUT_FILES`` included).
 
     Raises:
         OutputError: naming the folder and what is wrong (``storage.check_output_folder``).
     """
-    out = check_output_folder(out_dir, inputs=sources, only=OUTPUT_FILES.values())
+    out = check_output_folder(out_dir, inputs=sources, only=[*OUTPUT_FILES.values(), *HOLDOUT_FILES.values()])
     if cache is not None and within(cache, out):
         raise OutputError(out_dir, f"the embedding cache {cache} lies inside it and would be replaced with "
                                    "the audit's files; choose a cache folder outside it")
