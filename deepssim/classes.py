@@ -32,8 +32,8 @@ DUPLICATE_THRESHOLD = 0.85
 class Thresholds:
     """``score <= different_max``: different; ``score > duplicate_min``: duplicate.
 
-    ``source`` says where the values came from (``flags``, ``model``, ``calibration``) and
-    ``file`` the calibration file, when there is one.
+    ``source`` says where the values came from (``given``, ``model``, ``calibration``,
+    ``holdout``, ``reference``) and ``file`` the calibration file, when there is one.
     """
 
     different_max: float = SIMILAR_THRESHOLD
@@ -62,28 +62,17 @@ class Thresholds:
         except ValueError:
             lead = f"{what} takes" if what else "expected"
             raise ValueError(f"{lead} two numbers LOW,HIGH (e.g. 0.60,0.85), got {text!r}") from None
-        return cls(lo, hi, source="flags")
+        return cls(lo, hi, source="given")
 
     @classmethod
     def from_file(cls, path: str | Path) -> Thresholds:
-        """Thresholds of a calibration JSON file: ``{"thresholds": [LOW, HIGH], ...}``.
+        """Thresholds of a calibration JSON file: ``{"thresholds": [LOW, HIGH], ...}``
+        (``read_calibration``).
 
         Raises:
             ValueError: the file is missing, not JSON, or has no valid ``thresholds``.
         """
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: calibration file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON calibration file ({exc})") from None
-        if not (isinstance(data, dict) and "thresholds" in data):
-            raise ValueError(f"{path}: expected a 'thresholds' entry [LOW, HIGH]")
-        try:
-            return cls.from_value(data["thresholds"], source="calibration", file=str(path))
-        except ValueError as exc:
-            raise ValueError(f"{path}: thresholds: {exc}") from None
+        return read_calibration(path)[0]
 
     @classmethod
     def from_value(cls, values: object, *, source: str, file: str | None = None) -> Thresholds:
@@ -128,6 +117,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return (0.0 if successes == 0 else centre - half, 1.0 if successes == n else centre + half)
 
 
+def newcombe_interval(successes1: int, n1: int, successes2: int, n2: int,
+                      z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% interval of the difference of two independent proportions ``s1/n1 - s2/n2``:
+    Newcombe's hybrid score interval, built from the two Wilson intervals (his method 10)."""
+    p1 = successes1 / n1 if n1 > 0 else 0.0
+    p2 = successes2 / n2 if n2 > 0 else 0.0
+    l1, u1 = wilson_interval(successes1, n1, z)
+    l2, u2 = wilson_interval(successes2, n2, z)
+    d = p1 - p2
+    return (max(-1.0, d - math.hypot(p1 - l1, u2 - p2)), min(1.0, d + math.hypot(u1 - p1, p2 - l2)))
+
+
 def class_of(value: float, thresholds: Thresholds = REFERENCE_THRESHOLDS) -> str:
     """The class of one score (by default a reference SSIM against the reference thresholds)."""
     return str(classify(np.asarray([value]), thresholds)[0])
@@ -148,3 +149,64 @@ def candidate_cuts(scores: np.ndarray, max_candidates: int = MAX_CANDIDATES) -> 
     span = max(float(values[-1] - values[0]), 1e-6)
     inner = (values[1:] + values[:-1]) / 2
     return np.concatenate([[values[0] - 0.01 * span], inner, [values[-1] + 0.01 * span]])
+
+
+CALIBRATION_FORMAT = "deepssim-thresholds/1"
+"""The ``format`` of a thresholds file fitted on data: by ``deepssim evaluate --calibrate``
+(on labelled pairs) and by an audit with a holdout (``thresholds.json``)."""
+SCALES = ("deepssim", "verified_ssim")
+"""What a thresholds file's values apply to: DeepSSIM scores, or verified SSIMs (an audit
+with verification)."""
+
+
+def calibration_document(
+    thresholds: Thresholds, *, source: str, criterion: str, n: int, false_alarm_rate: float | None,
+    false_alarm_ci95: tuple[float, float] | list[float] | None, scale: str = "deepssim", **details: Any,
+) -> dict[str, Any]:
+    """The JSON document of thresholds fitted on data, the one format both writers share.
+
+    Fields: ``format``, ``thresholds`` [LOW, HIGH], ``scale`` (``SCALES``), ``source``
+    (``pairs``: labelled benchmark pairs; ``holdout``: an audit's holdout), ``criterion``
+    (``macro_f1`` or ``fpr``), ``n`` (scores fitted on: pairs, or the holdout's null),
+    ``false_alarm_rate`` (share of the non-copies it was fitted on scoring above the high
+    threshold) with ``false_alarm_ci95``, then the writer's own ``details``.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    return {
+        "format": CALIBRATION_FORMAT,
+        "thresholds": [thresholds.different_max, thresholds.duplicate_min],
+        "scale": scale,
+        "source": source,
+        "criterion": criterion,
+        "n": int(n),
+        "false_alarm_rate": false_alarm_rate,
+        "false_alarm_ci95": None if false_alarm_ci95 is None else [float(v) for v in false_alarm_ci95],
+        **details,
+    }
+
+
+def read_calibration(path: str | Path) -> tuple[Thresholds, str]:
+    """The thresholds of a calibration JSON file and the scale they apply to (``SCALES``;
+    ``deepssim`` for files without one, as older ``evaluate --save-calibration`` wrote).
+
+    Raises:
+        ValueError: the file is missing, not JSON, or has no valid ``thresholds`` or ``scale``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: calibration file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON calibration file ({exc})") from None
+    if not (isinstance(data, dict) and "thresholds" in data):
+        raise ValueError(f"{path}: expected a 'thresholds' entry [LOW, HIGH]")
+    try:
+        thresholds = Thresholds.from_value(data["thresholds"], source="calibration", file=str(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: thresholds: {exc}") from None
+    scale = data.get("scale", SCALES[0])
+    if scale not in SCALES:
+        raise ValueError(f"{path}: scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    return thresholds, scale

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepssim.classes import Thresholds, class_of, classify, wilson_interval
+from deepssim.classes import Thresholds, class_of, classify, newcombe_interval, wilson_interval
 
 
 def test_classes_follow_the_papers_rule() -> None:
@@ -46,3 +46,10 @@ def test_wilson_interval_known_values() -> None:
     assert lo == 0.0 and hi == pytest.approx(0.07134759, abs=1e-6)
     assert wilson_interval(50, 50)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_newcombe_interval_matches_the_published_examples() -> None:
+    """Newcombe (1998), Statistics in Medicine 17:873, table II, method 10."""
+    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert newcombe_interval(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=1e-4)
+    assert newcombe_interval(0, 10, 0, 20) == pytest.approx((-0.1611, 0.2775), abs=1e-4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from ..classes import Thresholds
 from ..model.api import DeepSSIMModel, load_model
 from .cache import ContentHasher
 from .candidates import Candidates, find_candidates
-from .decide import classify_pairs, resolve_thresholds
-from .images import ImageSet, Sources, cache_summary, collect, embed_sets, open_cache
-from .options import ReadOptions, SearchOptions, VerifyOptions
+from .decide import audit_thresholds, classify_pairs
+from .holdout import calibrate_holdout, check_fpr, holdout_summary
+from .images import EmbeddedSet, ImageSet, Sources, cache_summary, collect, embed_queries, embed_sets, open_cache
+from .options import DEFAULT_FPR, ReadOptions, SearchOptions, VerifyOptions
 from .rerank import verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
@@ -41,6 +43,8 @@ def audit(
     device: str = "auto",
     trust_torchscript: bool = False,
     progress: bool = False,
+    holdout: Sources | None = None,
+    fpr: float | None = None,
 ) -> AuditResult:
     """Find, for every synthetic image, its ``search.top_k`` closest training images and its
     class.
@@ -60,6 +64,14 @@ def audit(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``, for the model and the search.
         trust_torchscript: Allow loading the authors' TorchScript file (it can run code).
         progress: Progress bars on stderr.
+        holdout: Real images of the same source that were not in the training set (folders or
+            files, as ``synthetic``), scored exactly as the synthetic images. Their best-match
+            scores (less those of holdout images that are themselves training copies) are the
+            null: the thresholds at ``fpr`` come from it unless thresholds were given
+            (``thresholds``, ``calibration``, ``verify.thresholds``), and every synthetic
+            image gets a p-value and the summary the excess memorization rate (``holdout.py``).
+        fpr: The false-alarm rate of the holdout's duplicate threshold, in (0, 1); default
+            ``options.DEFAULT_FPR`` (0.01) with a holdout; refused without one.
 
     Raises:
         ReadError: a source without any readable image (every file and its reason listed), or
@@ -69,15 +81,23 @@ def audit(
         RuntimeError: an approximate index found no training neighbour for some synthetic
             image (named).
         ValueError: bad options (``verify`` as an int is checked here, the option objects
-            when built) or thresholds.
+            when built) or thresholds; ``fpr`` without a holdout or outside (0, 1); a holdout
+            too small for ``fpr``.
     """
     if not isinstance(verify, VerifyOptions):
         verify = VerifyOptions(top=verify)
+    if fpr is not None and holdout is None:
+        raise ValueError("--fpr needs --holdout: the false-alarm rate is measured on holdout images")
+    fpr = check_fpr(DEFAULT_FPR if fpr is None else fpr)
+    # Thresholds given in any form win over the holdout's.
+    given = thresholds is not None or calibration is not None or (verify.top > 0 and verify.thresholds is not None)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     net = model if isinstance(model, DeepSSIMModel) else load_model(
         model, device=device, trust_torchscript=trust_torchscript)
-    chosen = resolve_thresholds(thresholds, calibration, net.config)
+    chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+    if verified_thresholds is not None:
+        verify = replace(verify, thresholds=verified_thresholds)
 
     with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
         cache = open_cache(cache_dir, net)
@@ -85,28 +105,60 @@ def audit(
         hasher = ContentHasher()
         train_set = collect(train, "training", reading, hasher, progress)
         synth_set = collect(synthetic, "synthetic", reading, hasher, progress)
+        hold_set = None if holdout is None else collect(holdout, "holdout", reading, hasher, progress)
     with _timed(timings, "embed_s"):
         real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
-    with _timed(timings, "search_s"):
-        # Verification looks at up to ``verify.depth`` candidates even when fewer are reported.
-        found = find_candidates(net, fake, real, max(search.top_k, verify.depth), search,
-                                device=device, progress=progress)
-    verify_summary = None
-    if verify.top:
-        with _timed(timings, "verify_s"):
-            found, verify_summary = verify_suspicious(found, chosen.different_max, verify, fake.images.refs,
-                                                      real.images.refs, progress=progress)
-    found = found.first(search.top_k)
+        held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
+    calibrated, held_found = None, None
+    if held is not None:
+        with _timed(timings, "holdout_s"):  # scored first: its thresholds decide the synthetic images
+            held_found, _ = _candidates(net, held, real, search, verify, chosen, device, progress)
+            calibrated = calibrate_holdout(
+                held_found.deciding_scores(), held_found.exact, held.images.ids,
+                [real.images.ids[int(t)] for t in held_found.indices[:, 0]], fpr,
+                scale="verified_ssim" if verify.top else "deepssim")
+        if not given:
+            if verify.top:
+                verify = replace(verify, thresholds=calibrated.thresholds)
+            else:
+                chosen = calibrated.thresholds
+    found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings)
     pair_labels = classify_pairs(found.scores, found.verified, chosen, verify.decision_thresholds)
     outcome = Outcome(found.scores[:, 0].copy(), found.indices[:, 0].copy(), pair_labels[:, 0], found.exact)
     timings["total_s"] = time.perf_counter() - t_start
     summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
                             outcome=outcome, search=found.summary(search.top_k),
-                            cache=cache_summary(cache, real, fake), verify=verify_summary, timings=timings)
-    return AuditResult(_matches(fake.images, real.images, found, pair_labels), summary, fake.images.ids,
-                       real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels, chosen,
-                       fake.images.refs, real.images.refs, found.deciding_scores() if verify.top else None,
-                       verify.decision_thresholds if verify.top else None)
+                            cache=cache_summary(cache, real, fake, *([held] if held else [])),
+                            verify=verify_summary, timings=timings)
+    p_values = None
+    if calibrated is not None and held is not None and held_found is not None:
+        p_values = calibrated.p_values(found.deciding_scores())
+        held_labels = classify_pairs(held_found.scores[:, :1], held_found.verified[:, :1], chosen,
+                                     verify.decision_thresholds)[:, 0]
+        summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
+            calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
+    return AuditResult(_matches(fake.images, real.images, found, pair_labels, p_values), summary,
+                       fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
+                       chosen, fake.images.refs, real.images.refs, found.deciding_scores() if verify.top else None,
+                       verify.decision_thresholds if verify.top else None, p_values, calibrated)
+
+
+def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
+                verify: VerifyOptions, chosen: Thresholds, device: str, progress: bool,
+                timings: dict[str, float] | None = None) -> tuple[Candidates, dict | None]:
+    """The ``search.top_k`` candidates of every query image (synthetic or holdout), verified
+    as ``verify`` says, and the verification's summary entry (None when off)."""
+    timings = {} if timings is None else timings
+    with _timed(timings, "search_s"):
+        # Verification looks at up to ``verify.depth`` candidates even when fewer are reported.
+        found = find_candidates(net, queries, real, max(search.top_k, verify.depth), search,
+                                device=device, progress=progress)
+    verify_summary = None
+    if verify.top:
+        with _timed(timings, "verify_s"):
+            found, verify_summary = verify_suspicious(found, chosen.different_max, verify, queries.images.refs,
+                                                      real.images.refs, progress=progress)
+    return found.first(search.top_k), verify_summary
 
 
 @contextmanager
@@ -117,12 +169,15 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - t0
 
 
-def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray) -> list[Match]:
-    """Every candidate found as a ``Match``, by synthetic image then rank (empty slots left out)."""
+def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray,
+             p_values: np.ndarray | None = None) -> list[Match]:
+    """Every candidate found as a ``Match``, by synthetic image then rank (empty slots left
+    out); the best match carries the image's p-value when there is one."""
     checked = np.isfinite(found.verified)
     return [
         Match(synthetic.ids[s], r + 1, train.ids[int(found.indices[s, r])], float(found.scores[s, r]),
               str(pair_labels[s, r]), bool(found.exact[s]) and r == 0,
-              float(found.verified[s, r]) if checked[s, r] else None)
+              float(found.verified[s, r]) if checked[s, r] else None,
+              float(p_values[s]) if p_values is not None and r == 0 else None)
         for s in range(len(synthetic.ids)) for r in range(found.scores.shape[1]) if found.indices[s, r] >= 0
     ]

@@ -1,9 +1,10 @@
 """The audit's decision: the thresholds it decides with, and the class of every pair.
 
-Thresholds come, in this order of precedence, from the caller, from a calibration file written
-by ``deepssim evaluate --calibrate``, or from the model's own ``config.json``; the classes and
-their rule are ``deepssim.classes``. A verified pair is classed by its verified SSIM, with the
-verification's own thresholds.
+Thresholds come, in this order of precedence, from the caller, from a calibration file (written
+by ``deepssim evaluate --calibrate`` or by an audit with a holdout), from the holdout
+(``holdout.py``), or from the model's own ``config.json``; the classes and their rule are
+``deepssim.classes``. A verified pair is classed by its verified SSIM, with the verification's
+own thresholds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import REFERENCE_THRESHOLDS, Thresholds, classify
+from ..classes import REFERENCE_THRESHOLDS, Thresholds, classify, read_calibration
 
 
 def resolve_thresholds(
@@ -32,11 +33,36 @@ def resolve_thresholds(
         return Thresholds.parse(thresholds, what)
     if thresholds is not None:
         lo, hi = thresholds
-        return Thresholds(float(lo), float(hi), source="flags")
+        return Thresholds(float(lo), float(hi), source="given")
     if calibration is not None:
         return Thresholds.from_file(calibration)
     lo, hi = model_config.get("thresholds", REFERENCE_THRESHOLDS.pair)
     return Thresholds(float(lo), float(hi), source="model")
+
+
+def audit_thresholds(
+    thresholds: Thresholds | tuple[float, float] | str | None,
+    calibration: str | Path | None,
+    model_config: dict[str, Any],
+    verifying: bool,
+) -> tuple[Thresholds, Thresholds | None]:
+    """The DeepSSIM thresholds an audit decides with, and the verified-SSIM thresholds a
+    calibration file sets (else None): as ``resolve_thresholds``, except that a file fitted
+    on verified SSIMs (scale ``verified_ssim``, written by an audit with a holdout and
+    verification) sets the verification's thresholds, and the DeepSSIM ones stay the model's.
+
+    Raises:
+        ValueError: as ``resolve_thresholds``; or such a file without verification.
+    """
+    if calibration is None or thresholds is not None:
+        return resolve_thresholds(thresholds, calibration, model_config), None
+    values, scale = read_calibration(calibration)
+    if scale == "deepssim":
+        return values, None
+    if not verifying:
+        raise ValueError(f"{calibration}: its thresholds apply to verified SSIMs (an audit with "
+                         "verification wrote it): audit with --verify K to use it")
+    return resolve_thresholds(None, None, model_config), values
 
 
 def classify_pairs(scores: np.ndarray, verified: np.ndarray, thresholds: Thresholds,

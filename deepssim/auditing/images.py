@@ -179,6 +179,12 @@ def embed_sets(
     """Both sets embedded as the model's score takes them: the cache holds the network's
     per-flip embeddings, and the score's vectors are made from them (``flips.py``)."""
     real = embed_set(model, train, cache, reading, flips=model.real_flips, progress=progress)
-    fake = embed_set(model, synthetic, cache, reading, flips=model.synthetic_flips, progress=progress)
-    return (replace(real, vectors=model.as_real(real.vectors)),
-            replace(fake, vectors=model.as_synthetic(fake.vectors)))
+    return replace(real, vectors=model.as_real(real.vectors)), embed_queries(model, synthetic, cache, reading, progress)
+
+
+def embed_queries(model: DeepSSIMModel, images: ImageSet, cache: EmbeddingCache | None, reading: ReadOptions,
+                  progress: bool) -> EmbeddedSet:
+    """A set compared with the training set as the synthetic images are (the synthetic set
+    itself, or a holdout), embedded as the model's score takes the synthetic side."""
+    fake = embed_set(model, images, cache, reading, flips=model.synthetic_flips, progress=progress)
+    return replace(fake, vectors=model.as_synthetic(fake.vectors))

@@ -27,6 +27,9 @@ DEPTH_PER_TOP = 4
 """Candidates verified at most per image, in multiples of ``VerifyOptions.top``, unless
 ``VerifyOptions.max`` says otherwise."""
 
+DEFAULT_FPR = 0.01
+"""The false-alarm rate of a holdout's duplicate threshold when none is given (``holdout.py``)."""
+
 # The lower bounds of the options' integers, read by the command line's flag types too.
 MIN_TOP_K = 1
 MIN_VERIFY_TOP = 0

@@ -1,4 +1,5 @@
-"""The histogram of best-match scores, coloured by class, with the two thresholds (PNG)."""
+"""The histogram of best-match scores, coloured by class, with the two thresholds, and a
+holdout's null overlaid when there is one (PNG)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from ..storage import atomic_write_bytes
 
 SCORE_LABEL = "best-match DeepSSIM score"
 """The x axis of a histogram of DeepSSIM scores."""
+NULL_COLOUR = "#1f4e9c"
+"""The outline of the holdout's null."""
 
 
 def histogram_png(
     best_scores: np.ndarray, thresholds: tuple[float, float], title: str,
-    labels: np.ndarray | None = None, xlabel: str = SCORE_LABEL,
+    labels: np.ndarray | None = None, xlabel: str = SCORE_LABEL, null_scores: np.ndarray | None = None,
 ) -> bytes:
     """The PNG bytes of ``write_histogram_png``'s figure (no title when ``title`` is empty)."""
     # A Figure on an explicit Agg canvas needs no display and no backend switch: the
@@ -41,8 +44,11 @@ def histogram_png(
     fig = Figure(figsize=(8, 3.4), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    left = min(0.0, float(scores.min()) if scores.size else 0.0, lo)
-    right = max(1.0, float(scores.max()) if scores.size else 1.0, hi)
+    null = None if null_scores is None else np.asarray(null_scores, dtype=np.float64).ravel()
+    null = None if null is None else null[np.isfinite(null)]
+    every = scores if null is None else np.concatenate([scores, null])
+    left = min(0.0, float(every.min()) if every.size else 0.0, lo)
+    right = max(1.0, float(every.max()) if every.size else 1.0, hi)
     edges = np.linspace(left, right, int(round((right - left) / 0.02)) + 1)
     # Stacked on shared edges: a bin that straddles a threshold shows both colours.
     counts, _, _ = ax.hist(
@@ -50,6 +56,11 @@ def histogram_png(
         color=[COLOURS[k] for k in CLASSES],
         label=[f"{k} (n={len(parts[k])})" for k in CLASSES],
     )
+    if null is not None and null.size:
+        # Scaled to the synthetic set's size, so the two shapes compare where a copy would show.
+        ax.hist(null, bins=edges, weights=np.full(null.size, max(scores.size, 1) / null.size),
+                histtype="step", color=NULL_COLOUR, linewidth=1.5,
+                label=f"holdout null (n={null.size}, scaled to {max(scores.size, 1)})")
     top = np.asarray(counts)[-1] if scores.size else np.zeros(1)
     nonzero = top[top > 0]
     log = nonzero.size > 0 and nonzero.max() > 50 * nonzero.min()
@@ -83,6 +94,7 @@ def write_histogram_png(
     title: str = "Best-match scores of the synthetic images",
     labels: np.ndarray | None = None,
     xlabel: str = SCORE_LABEL,
+    null_scores: np.ndarray | None = None,
 ) -> Path:
     """Write a PNG histogram of best-match scores with both thresholds marked.
 
@@ -96,10 +108,12 @@ def write_histogram_png(
         thresholds: (different_max, duplicate_min).
         path: Where to write; replaced atomically, parent folders created.
         title: Figure title.
+        null_scores: A holdout's null (its best-match scores), drawn as an outline scaled to
+            the number of synthetic images.
 
     Returns:
         ``path`` as a Path.
     """
     path = Path(path)
-    atomic_write_bytes(path, histogram_png(best_scores, thresholds, title, labels, xlabel))
+    atomic_write_bytes(path, histogram_png(best_scores, thresholds, title, labels, xlabel, null_scores))
     return path

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..classes import CLASSES, COLOURS
 from ..storage import atomic_write_bytes
 from .details import details_table, thresholds_of
+from .holdout_report import holdout_section
 from .gallery import DIFF_VMAX, GalleryPair, pair_cells, scale_bar_uri
 from .markup import escape, number, percent
 from .plots import SCORE_LABEL, histogram_png
@@ -108,6 +109,7 @@ def render_report(
     labels: np.ndarray | None = None,
     thresholds: tuple[float, float] | None = None,
     xlabel: str = SCORE_LABEL,
+    null_scores: np.ndarray | None = None,
     progress: bool = False,
 ) -> str:
     """The audit report as one self-contained HTML document.
@@ -125,6 +127,8 @@ def render_report(
         gallery: The suspicious pairs, shown in this order (sortable in the browser).
         labels, thresholds, xlabel: The histogram's classes (default: from the scores and
             the summary's thresholds), threshold lines and axis label, e.g. for verified SSIMs.
+        null_scores: A holdout's null, overlaid on the histogram; the summary's ``holdout``
+            entries are then stated in a paragraph below it.
         progress: Show a tqdm bar on stderr over the gallery.
 
     Returns:
@@ -132,7 +136,7 @@ def render_report(
     """
     lo, hi = thresholds if thresholds is not None else thresholds_of(summary)[:2]
     hist = base64.b64encode(
-        histogram_png(best_scores, (lo, hi), "", labels, xlabel)  # the section heading is its title
+        histogram_png(best_scores, (lo, hi), "", labels, xlabel, null_scores)  # the section heading is its title
     ).decode("ascii")
     counts = summary.get("counts") or {}
     cards = [
@@ -159,6 +163,7 @@ def render_report(
 <h2>Most-copied training images</h2>{_most_copied(summary)}
 <h2>Best-match scores</h2>
 <img class=hist alt="histogram of best-match scores" src="data:image/png;base64,{hist}">
+{holdout_section(summary)}
 <h2>Suspicious pairs ({len(gallery)})</h2>{_gallery(gallery, progress)}
 </main><script>{_asset('report.js')}</script></body></html>
 """
@@ -174,7 +179,7 @@ def write_report(
     **histogram: Any,
 ) -> Path:
     """Render the report (see ``render_report``, which takes the ``histogram`` keywords
-    ``labels``, ``thresholds``, ``xlabel``) and write it atomically as UTF-8 to ``path``.
+    ``labels``, ``thresholds``, ``xlabel``, ``null_scores``) and write it atomically as UTF-8 to ``path``.
 
     Returns:
         ``path`` as a Path.

@@ -1,5 +1,5 @@
 """What an audit found, and its files: ``matches.csv``, ``summary.json``, ``report.html``, the
-histogram PNG."""
+histogram PNG, and with a holdout ``thresholds.json``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,10 +16,15 @@ from ..storage import OutputError, atomic_write_bytes, check_output_folder, repl
 from ..readers import ImageRef, load_ref
 from ..classes import Thresholds
 
-MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+if TYPE_CHECKING:
+    from .holdout import HoldoutCalibration
+
+MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim", "p_value"]
 OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
                 "summary": "summary.json"}
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
+HOLDOUT_FILES = {"thresholds": "thresholds.json"}
+"""The files an audit with a holdout writes too."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
 
@@ -30,7 +35,8 @@ class Match:
     approximate index may have found fewer than k).
 
     ``score`` is the DeepSSIM score; ``verified_ssim`` the verified reference SSIM when the
-    pair was verified (it then decides ``label`` and the rank), else None.
+    pair was verified (it then decides ``label`` and the rank), else None; ``p_value`` the
+    best match's empirical p-value against an audit's holdout (rank 1 only), else None.
     """
 
     synthetic: str
@@ -40,12 +46,14 @@ class Match:
     label: str
     exact_copy: bool = False
     verified_ssim: float | None = None
+    p_value: float | None = None
 
     def to_row(self) -> dict[str, str]:
         return {"synthetic": self.synthetic, "rank": str(self.rank), "train": self.train,
                 "score": f"{self.score:.6f}", "class": self.label,
                 "exact_copy": "true" if self.exact_copy else "false",
-                "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}"}
+                "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}",
+                "p_value": "" if self.p_value is None else f"{self.p_value:.6g}"}
 
 
 @dataclass
@@ -64,6 +72,10 @@ class AuditResult:
         decision_scores: With verification: per synthetic image, the score that decided its
             class (the verified SSIM of its best match when verified, else its DeepSSIM score).
         decision_thresholds: The thresholds applied to verified SSIMs.
+        p_values: With a holdout: per synthetic image, the empirical p-value of its deciding
+            score against the holdout's null.
+        holdout: With a holdout: its null and the thresholds fitted on it
+            (``holdout.HoldoutCalibration``).
     """
 
     matches: list[Match]
@@ -78,13 +90,17 @@ class AuditResult:
     train_refs: list[ImageRef] = field(default_factory=list, repr=False)
     decision_scores: np.ndarray | None = None
     decision_thresholds: Thresholds | None = None
+    p_values: np.ndarray | None = None
+    holdout: HoldoutCalibration | None = field(default=None, repr=False)
 
     def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The scores to plot, and the classes, threshold lines and axis label to plot them with."""
+        """The scores to plot, and the classes, threshold lines, axis label and holdout null
+        to plot them with."""
+        null = {} if self.holdout is None else {"null_scores": self.holdout.null}
         if self.decision_scores is None:
-            return self.best_scores, {"labels": self.labels, "thresholds": self.thresholds.pair}
+            return self.best_scores, {"labels": self.labels, "thresholds": self.thresholds.pair, **null}
         thresholds = (self.decision_thresholds or self.thresholds).pair
-        return self.decision_scores, {"labels": self.labels, "thresholds": thresholds,
+        return self.decision_scores, {"labels": self.labels, "thresholds": thresholds, **null,
                                       "xlabel": "best match: verified SSIM (DeepSSIM score if not verified)"}
 
     @property
@@ -104,14 +120,28 @@ class AuditResult:
         return pd.DataFrame(self.to_rows()).rename(columns={"label": "class"})
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim``)
-        atomically."""
+        """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim,
+        p_value``) atomically."""
         write_csv(path, MATCH_COLUMNS, [m.to_row() for m in self.matches])
         return Path(path)
 
     def to_json(self, path: str | Path) -> Path:
         """Write the summary as JSON atomically."""
         atomic_write_bytes(Path(path), (json.dumps(self.summary, indent=2) + "\n").encode())
+        return Path(path)
+
+    def thresholds_file(self, path: str | Path) -> Path:
+        """Write the thresholds fitted on the holdout (``thresholds.json``, the format of
+        ``deepssim audit --calibration``) atomically.
+
+        Raises:
+            ValueError: the audit had no holdout.
+        """
+        entry = (self.summary.get("thresholds") or {}).get("holdout")
+        if self.holdout is None or entry is None:
+            raise ValueError("this audit had no holdout: no thresholds were fitted")
+        document = {k: v for k, v in entry.items() if k not in ("used", "applies_to", "note")}
+        atomic_write_bytes(Path(path), (json.dumps(document, indent=2) + "\n").encode())
         return Path(path)
 
     def histogram(self, path: str | Path) -> Path:
@@ -150,20 +180,24 @@ class AuditResult:
         return write_report(path, self.summary, scores, self.gallery(max_pairs), progress=progress, **args)
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
-        """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json`` into
-        ``out_dir``, which afterwards holds these four files of this audit, or, if the save
-        fails, whatever it held before (the files are written beside it, then swapped in).
+        """Write ``matches.csv``, ``histogram.png``, ``report.html``, ``summary.json`` and, with a
+        holdout, ``thresholds.json`` into ``out_dir``, which afterwards holds these files of
+        this audit, or, if the save fails, whatever it held before (the files are written
+        beside it, then swapped in).
 
         Raises:
             OutputError: ``out_dir`` fails ``check_audit_folder`` (checked before anything
                 is written); nothing is written then.
         """
-        sources = [*self.summary.get("train_sources", []), *self.summary.get("synthetic_sources", [])]
+        sources = [*self.summary.get("train_sources", []), *self.summary.get("synthetic_sources", []),
+                   *(self.summary.get("holdout") or {}).get("sources", [])]
         out = check_audit_folder(out_dir, sources)
         t0 = time.perf_counter()
         with replacing_folder(out) as tmp:
             names = {"matches": self.to_csv(tmp / OUTPUT_FILES["matches"]).name,
                      "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
+            if self.holdout is not None:
+                names["thresholds"] = self.thresholds_file(tmp / HOLDOUT_FILES["thresholds"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)
@@ -180,12 +214,12 @@ def check_audit_folder(out_dir: str | Path, sources: Sequence[str | Path] = (),
     inside nor holding any of ``sources`` (the training and synthetic folders or files;
     symlinks resolved), not holding the ``cache`` folder (it would be replaced with the
     folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``) and
-    nothing else.
+    nothing else (``HOLDOUT_FILES`` included).
 
     Raises:
         OutputError: naming the folder and what is wrong (``storage.check_output_folder``).
     """
-    out = check_output_folder(out_dir, inputs=sources, only=OUTPUT_FILES.values())
+    out = check_output_folder(out_dir, inputs=sources, only=[*OUTPUT_FILES.values(), *HOLDOUT_FILES.values()])
     if cache is not None and within(cache, out):
         raise OutputError(out_dir, f"the embedding cache {cache} lies inside it and would be replaced with "
                                    "the audit's files; choose a cache folder outside it")

@@ -45,7 +45,7 @@ from .copies import (
 from .layout import DUPLICATE_THRESHOLD, LABELS
 from .neardup import DEFAULT_THRESHOLD as NEAR_DUPLICATE_THRESHOLD
 from .split import group_images, split_groups
-from .write import PERTURBATION, check_out, describe, finish, to_uint16, write_files
+from .write import PERTURBATION, check_out, describe, finish, to_uint16, write_files, write_holdout
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ N_HARD = 2
 """Hard negatives per synthetic image: the next training images of its ranking."""
 N_RANDOM = 2
 """Random training images paired with each synthetic image."""
+N_HOLDOUT = 200
+"""Holdout images (real non-members that made no synthetic image) written to ``holdout/``:
+at the audit's default false-alarm rate of 0.01 a holdout needs at least 99."""
 
 
 @dataclass
@@ -70,6 +73,7 @@ class BenchmarkInfo:
     memorized_labels: dict[str, int]
     seconds: float
     info: dict[str, Any] = field(repr=False, default_factory=dict)
+    n_holdout: int = 0
 
     @classmethod
     def of(cls, path: Path, info: dict[str, Any], seconds: float) -> BenchmarkInfo:
@@ -79,7 +83,7 @@ class BenchmarkInfo:
                    n_memorized=counts["memorized"], n_nonmember=counts["nonmember"],
                    pair_labels=counts["pairs_by_label"], pair_kinds=counts["pairs_by_kind"],
                    n_copies=counts["audit_copies"], memorized_labels=counts["memorized_by_class"],
-                   seconds=seconds, info=info)
+                   seconds=seconds, info=info, n_holdout=counts.get("holdout", 0))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,7 +96,7 @@ class BenchmarkInfo:
         mem = ", ".join(f"{k} {self.memorized_labels.get(k, 0)}" for k in LABELS)
         return (
             f"benchmark written to {self.path} in {self.seconds:.1f} s\n"
-            f"train {self.n_train} images; synthetic {self.n_synthetic} "
+            f"train {self.n_train} images; holdout {self.n_holdout}; synthetic {self.n_synthetic} "
             f"({self.n_memorized} memorized, {self.n_nonmember} non-members)\n"
             f"pairs {sum(self.pair_labels.values())}: {labels}\n"
             f"memorized (source, copy) classes: {mem}\n"
@@ -103,7 +107,7 @@ class BenchmarkInfo:
 
 def _check_args(
     n_train: int, n_synthetic: int, size: int, families: Sequence[str], memorized_fraction: float,
-    group_by: str | None, n_hard: int, n_random: int, near_duplicates: float | None,
+    group_by: str | None, n_hard: int, n_random: int, near_duplicates: float | None, n_holdout: int = 0,
 ) -> None:
     if near_duplicates is not None and not -1.0 < near_duplicates < 1.0:
         raise ValueError(f"near_duplicates must be in (-1, 1) or None, got {near_duplicates}")
@@ -122,6 +126,8 @@ def _check_args(
         raise ValueError(f"memorized_fraction must be in [0, 1], got {memorized_fraction}")
     if n_hard < 0 or n_random < 0:
         raise ValueError(f"n_hard and n_random must be >= 0, got {n_hard} and {n_random}")
+    if n_holdout < 0:
+        raise ValueError(f"n_holdout must be >= 0, got {n_holdout}")
     if group_by is not None:
         try:
             re.compile(group_by)
@@ -157,6 +163,17 @@ def _split(group: np.ndarray, n_train: int, n_memorized: int, n_nonmember: int, 
     return train, pool
 
 
+def _draw_holdout(pool: np.ndarray, nonmembers: list[Synthetic], n_holdout: int, seed: int) -> np.ndarray:
+    """``n_holdout`` pool images that made no synthetic image (neither origin nor partner),
+    sorted; drawn by a generator of their own so that every other draw stays as it was."""
+    used = {it.origin for it in nonmembers} | {it.partner for it in nonmembers if it.partner is not None}
+    left = np.array([int(i) for i in pool if int(i) not in used], dtype=np.int64)
+    if len(left) < n_holdout:
+        log.warning("holdout holds %d images, not %d: no more non-members are left", len(left), n_holdout)
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(left, size=min(n_holdout, len(left)), replace=False))
+
+
 def _grouping(group_by: str | None, near_duplicates: float | None) -> str:
     """How images were grouped, in words, for ``benchmark.json``."""
     return (("regex " + repr(group_by) if group_by else "none")
@@ -178,6 +195,7 @@ def build_benchmark(
     seed: int = 0,
     n_hard: int = N_HARD,
     n_random: int = N_RANDOM,
+    n_holdout: int = N_HOLDOUT,
     overwrite: bool = False,
     progress: bool = True,
 ) -> BenchmarkInfo:
@@ -201,6 +219,10 @@ def build_benchmark(
             default ``BENCHMARK_FAMILIES``.
         seed: everything random is drawn from it (same inputs and seed: same bytes).
         n_hard, n_random: hard-negative and random pairs per synthetic image.
+        n_holdout: real non-members written to ``holdout/`` for ``deepssim audit --holdout``:
+            drawn (by their own generator from ``seed``, so the rest of the build is the same
+            for any ``n_holdout``) from the images not in train and not used to make any
+            synthetic image; fewer (with a warning) when fewer are left.
         overwrite: replace an existing benchmark folder.
 
     Raises:
@@ -211,7 +233,7 @@ def build_benchmark(
     start = time.perf_counter()
     families = list(dict.fromkeys(families))
     _check_args(n_train, n_synthetic, size, families, memorized_fraction, group_by, n_hard, n_random,
-                near_duplicates)
+                near_duplicates, n_holdout)
     out = Path(out).absolute()
     check_out(out, overwrite)
     n_memorized = round(memorized_fraction * n_synthetic)
@@ -240,15 +262,17 @@ def build_benchmark(
     name_order = rng.permutation(n_synthetic)  # item k gets name s{name_order[k]}
     make_members(members, families, curves, stored, rng, progress)
     make_nonmembers(nonmembers, stored, progress)
+    holdout = _draw_holdout(pool, nonmembers, n_holdout, seed)
 
     with replacing_folder(out) as tmp:
         counts = write_files(tmp, ids, group, stored, train, members + nonmembers, name_order,
                              perturb_seeds, n_hard, n_random, rng, progress)
+        counts["holdout"] = write_holdout(tmp, ids, group, stored, holdout)
         parameters = {
             "n_train": n_train, "n_synthetic": n_synthetic, "size": size, "group_by": group_by,
             "near_duplicates": near_duplicates,
             "families": families, "memorized_fraction": memorized_fraction, "seed": seed,
-            "n_hard": n_hard, "n_random": n_random,
+            "n_hard": n_hard, "n_random": n_random, "n_holdout": n_holdout,
             "memorized_classes": {k: {"share": s, "target_band": list(b)} for k, (s, b) in MEMORIZED_CLASSES.items()},
             "repeat_share": REPEAT_SHARE, "nonmember_strength": list(NONMEMBER_STRENGTH),
         }

@@ -1,6 +1,7 @@
 """The files of a memorization benchmark folder, and small readers for them.
 
-A benchmark folder (docs/benchmark.md) holds ``train/``, ``synthetic_clean/``, ``synthetic/``,
+A benchmark folder (docs/benchmark.md) holds ``train/``, ``holdout/`` (non-members that made no
+synthetic image, listed in ``holdout.csv``), ``synthetic_clean/``, ``synthetic/``,
 ``pairs.csv`` (``real,synthetic,label`` + extra columns), ``audit.csv``
 (``synthetic,nearest_train,nearest_ssim,is_copy``) and ``benchmark.json``. Paths in the CSV
 files are relative to the folder; a ``synthetic/NAME`` file has its clean twin at
@@ -26,6 +27,8 @@ PAIRS_CSV = "pairs.csv"
 AUDIT_CSV = "audit.csv"
 SYNTHETIC_CSV = "synthetic.csv"
 TRAIN_CSV = "train.csv"
+HOLDOUT_DIR = "holdout"
+HOLDOUT_CSV = "holdout.csv"
 INFO_JSON = "benchmark.json"
 FORMAT_VERSION = 1
 

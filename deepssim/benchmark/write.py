@@ -33,6 +33,8 @@ from .layout import (
     AUDIT_CSV,
     CLEAN_DIR,
     FORMAT_VERSION,
+    HOLDOUT_CSV,
+    HOLDOUT_DIR,
     INFO_JSON,
     PAIRS_CSV,
     SYNTHETIC_CSV,
@@ -77,9 +79,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._/-]+")
 _IMAGE_SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 
 
-def train_names(ids: Sequence[str]) -> list[str]:
-    """A unique ``train/....png`` path for each image id: the id's folders and stem, with its
-    fragment (slice, npz member) appended and characters outside [A-Za-z0-9._-] replaced."""
+def train_names(ids: Sequence[str], folder: str = TRAIN_DIR) -> list[str]:
+    """A unique ``train/....png`` path (in ``folder``) for each image id: the id's folders and
+    stem, with its fragment (slice, npz member) appended and characters outside
+    [A-Za-z0-9._-] replaced."""
     names: list[str] = []
     taken: set[str] = set()
     for image_id in ids:
@@ -89,10 +92,10 @@ def train_names(ids: Sequence[str]) -> list[str]:
             stem += "_" + fragment
         stem = _UNSAFE.sub("_", stem).strip("/") or "image"
         stem = "/".join(part if part not in ("", ".", "..") else "_" for part in stem.split("/"))
-        name, k = f"{TRAIN_DIR}/{stem}.png", 1
+        name, k = f"{folder}/{stem}.png", 1
         while name in taken:
             k += 1
-            name = f"{TRAIN_DIR}/{stem}-{k}.png"
+            name = f"{folder}/{stem}-{k}.png"
         taken.add(name)
         names.append(name)
     return names
@@ -156,6 +159,19 @@ def write_files(
         {"train": n, "origin_id": ids[i], "group": str(int(group[i]))} for n, i in zip(train_files, train)
     ])
     return count_rows(len(ids), group, train, syn_rows, audit_rows, pairs)
+
+
+def write_holdout(tmp: Path, ids: list[str], group: np.ndarray, stored: list[np.ndarray],
+                  holdout: np.ndarray) -> int:
+    """Write the holdout images (indices ``holdout``) into ``holdout/`` as 16-bit PNGs and
+    list them in ``holdout.csv`` (``holdout,origin_id,group``); return their number."""
+    names = train_names([ids[i] for i in holdout], HOLDOUT_DIR)
+    for name, i in zip(names, holdout):
+        _write_and_read(tmp, name, stored[i])
+    write_csv(tmp / HOLDOUT_CSV, ["holdout", "origin_id", "group"], [
+        {"holdout": n, "origin_id": ids[i], "group": str(int(group[i]))} for n, i in zip(names, holdout)
+    ])
+    return len(names)
 
 
 def check_out(out: Path, overwrite: bool) -> None:

@@ -9,13 +9,13 @@ from typing import Any
 
 from ..auditing.nearest import BACKENDS, INDEXES
 from ..auditing.options import (
-    DEPTH_PER_TOP, MIN_BATCH_SIZE, MIN_GRID_SIZE, MIN_MAX_SHIFT, MIN_TOP_K, MIN_VERIFY_TOP, ReadOptions,
+    DEFAULT_FPR, DEPTH_PER_TOP, MIN_BATCH_SIZE, MIN_GRID_SIZE, MIN_MAX_SHIFT, MIN_TOP_K, MIN_VERIFY_TOP, ReadOptions,
     SearchOptions, VerifyGrid, VerifyOptions,
 )
 from ..auditing.result import REPORT_PAIRS
 from ..readers import SliceSpec
 from .model import workers_option
-from .types import at_least, axis, non_negative_int, positive_float, seed, thresholds
+from .types import at_least, axis, non_negative_int, open_probability, positive_float, seed, thresholds
 
 # The defaults of the flags below: the option objects' own.
 SEARCH, VERIFY, READ = SearchOptions(), VerifyOptions(), ReadOptions()
@@ -33,9 +33,26 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
           f"{summary['exact_copies']} byte-identical copies")
     for entry in summary["most_copied"][:3]:
         print(f"  most copied: {entry['train']} ({entry['n_copies']}x, best score {entry['max_score']:.3f})")
+    _print_holdout(summary)
     if summary["skipped_unreadable"]:
         print(f"  skipped {len(summary['skipped_unreadable'])} unreadable file(s), listed in summary.json")
     print(f"  report: {files['report']}")
+
+
+def _print_holdout(summary: dict[str, Any]) -> None:
+    """The holdout's lines of the printed summary; its warnings go to stderr."""
+    held, cal = summary.get("holdout"), (summary.get("thresholds") or {}).get("holdout")
+    if not held or not cal:
+        return
+    lo, hi = held["excess_memorization_rate_ci95"]
+    low, high = cal["thresholds"]
+    used = "used" if cal["used"] else "not used: thresholds were given"
+    print(f"  holdout: {cal['n']} images in the null ({cal['n_flagged']} flagged as training copies, left out); "
+          f"at fpr {cal['fpr']:g}: thresholds {low:.3f} / {high:.3f} ({used})")
+    print(f"  excess memorization rate {held['excess_memorization_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}) "
+          f"over the holdout's {held['holdout_rate']:.1%}")
+    for warning in cal.get("warnings") or []:
+        print(f"deepssim audit: warning: {warning}", file=sys.stderr)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -43,7 +60,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from ..auditing.cache import default_cache_dir
     from ..auditing.result import check_audit_folder
 
-    check_audit_folder(args.out, [*args.train, *args.synthetic],
+    check_audit_folder(args.out, [*args.train, *args.synthetic, *(args.holdout or [])],
                        cache=None if args.no_cache else (args.cache or default_cache_dir()))
     result = audit(
         args.train, args.synthetic, args.model,
@@ -56,6 +73,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                             workers=args.workers),
         cache_dir=None if args.no_cache else (args.cache or "default"), device=args.device,
         trust_torchscript=args.trust_torchscript, progress=not args.no_progress,
+        holdout=args.holdout, fpr=args.fpr,
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -105,7 +123,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"training matches kept per synthetic image (default {SEARCH.top_k})")
     p.add_argument("--thresholds", type=thresholds, help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
                                         "(default: the calibration file, else the model's)")
-    p.add_argument("--calibration", help="thresholds from a JSON file written by 'deepssim evaluate --calibrate'")
+    p.add_argument("--calibration", help="thresholds from a JSON file written by 'deepssim evaluate --calibrate' "
+                                         "or by an audit with --holdout (its thresholds.json)")
+    p.add_argument("--holdout", nargs="+", metavar="DIR",
+                   help="real images of the same source NOT in the training set (the test split), scored "
+                        "like the synthetic ones: their best matches are the null that sets the thresholds "
+                        "at --fpr (unless thresholds are given), each synthetic image's p-value and the "
+                        "excess memorization rate; writes thresholds.json")
+    p.add_argument("--fpr", type=open_probability, metavar="RATE",
+                   help="false-alarm rate of the holdout's duplicate threshold, in (0, 1) "
+                        f"(default {DEFAULT_FPR} with --holdout; needs at least 1/RATE - 1 holdout images)")
     p.add_argument("--backend", default=SEARCH.backend, choices=BACKENDS,
                    help=f"search: exact (torch), faiss, or auto by size (default {SEARCH.backend})")
     p.add_argument("--index", default=SEARCH.index, choices=INDEXES,

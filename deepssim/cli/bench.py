@@ -50,6 +50,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "n_hard": args.n_hard,
         "n_random": args.n_random,
+        "n_holdout": args.n_holdout,
     }
     options = {k: v for k, v in options.items() if v is not None}  # unset: the builder's default
     if options.get("near_duplicates") == OFF:
@@ -126,6 +127,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="share of synthetic images made from training images (default 0.5)")
     p.add_argument("--n-hard", type=non_negative_int, help="hard-negative pairs per synthetic image (default 2)")
     p.add_argument("--n-random", type=non_negative_int, help="random pairs per synthetic image (default 2)")
+    p.add_argument("--n-holdout", type=non_negative_int,
+                   help="real non-members that made no synthetic image, written to holdout/ for "
+                        "'deepssim audit --holdout' (default 200)")
     p.add_argument("--seed", type=seed, help="random seed (default 0)")
     _common(p)
     p.set_defaults(func=_cmd_build)

@@ -81,6 +81,8 @@ non_negative_float = Number(float, 0.0)
 """A number >= 0: loss weights (0: off)."""
 probability = Number(float, 0.0, 1.0)
 """A probability or a fraction, in [0, 1]."""
+open_probability = Number(float, 0.0, 1.0, low_open=True, high_open=True)
+"""A rate strictly between 0 and 1 (a false-alarm rate)."""
 dropout = Number(float, 0.0, 1.0, high_open=True)
 """A dropout rate, in [0, 1) (1 would drop every value)."""
 precision = Number(float, 0.0, 1.0, low_open=True)

@@ -7,8 +7,10 @@ candidates is scored at once from per-class cumulative counts. The result also c
 operating point for a target precision of ``duplicate``: the lowest high cut whose duplicate
 precision reaches the target, i.e. the best duplicate recall at that precision.
 
-``Calibration.save`` writes ``{"thresholds": [LOW, HIGH], ...}``, the file that
-``deepssim audit --calibration`` (``Thresholds.from_file``) reads.
+``Calibration.save`` writes the thresholds file format shared with an audit's holdout
+(``classes.calibration_document``: ``thresholds`` [LOW, HIGH], source ``pairs``, criterion
+``macro_f1``, ``n``, the false-alarm rate of the high cut on the non-duplicate pairs with its
+Wilson interval), the file that ``deepssim audit --calibration`` (``Thresholds.from_file``) reads.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import CLASSES, MAX_CANDIDATES, Thresholds, candidate_cuts
+from ..classes import CLASSES, MAX_CANDIDATES, Thresholds, calibration_document, candidate_cuts, wilson_interval
 from ..storage import atomic_write_bytes
 from .classification import N_CLASSES, macro_f1_of
 
@@ -54,19 +56,20 @@ class Calibration:
     condition: str | None = None
     pairs_file: str | None = None
     class_counts: dict[str, int] = field(default_factory=dict)
+    false_alarms: int = 0
+    """Pairs whose true class is not duplicate that score above the high cut."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document: ``thresholds`` as [LOW, HIGH] plus the provenance."""
-        return {
-            "thresholds": [self.thresholds.different_max, self.thresholds.duplicate_min],
-            "metric": self.metric,
-            "condition": self.condition,
-            "pairs_file": self.pairs_file,
-            "n_pairs": self.n_pairs,
-            "class_counts": self.class_counts,
-            "macro_f1": self.macro_f1,
-            "duplicate_operating_point": self.operating_point.to_dict() if self.operating_point else None,
-        }
+        """The JSON document (``classes.calibration_document``): ``thresholds`` as [LOW, HIGH],
+        the shared fields, then the provenance."""
+        negatives = self.n_pairs - self.class_counts.get("duplicate", 0)
+        rate = self.false_alarms / negatives if negatives else None
+        return calibration_document(
+            self.thresholds, source="pairs", criterion="macro_f1", n=self.n_pairs, false_alarm_rate=rate,
+            false_alarm_ci95=wilson_interval(self.false_alarms, negatives) if negatives else None,
+            metric=self.metric, condition=self.condition, pairs_file=self.pairs_file, n_pairs=self.n_pairs,
+            class_counts=self.class_counts, macro_f1=self.macro_f1,
+            duplicate_operating_point=self.operating_point.to_dict() if self.operating_point else None)
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON document atomically; ``Thresholds.from_file`` reads it."""
@@ -146,4 +149,5 @@ def calibrate(
         condition=condition,
         pairs_file=None if pairs_file is None else str(pairs_file),
         class_counts={name: int(c) for name, c in zip(CLASSES, total)},
+        false_alarms=int(((s > cuts[j]) & (y != DUPLICATE)).sum()),
     )

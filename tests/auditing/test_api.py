@@ -356,7 +356,8 @@ def test_save_writes_every_file(sets: tuple[Path, Path], tiny_model_dir: Path, t
         "histogram.png", "matches.csv", "report.html", "summary.json"]
     with open(files["matches"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+    assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim",
+                            "p_value"]
     assert len(rows) == 10 and rows[0]["synthetic"] == "exact.png" and rows[0]["exact_copy"] == "true"
     summary = json.loads(files["summary"].read_text())
     assert summary["counts"] == result.summary["counts"] and "report_s" in summary["timings"]
@@ -376,7 +377,7 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
                    "--thresholds", "0.6,0.85", "--top-k", "2", "--workers", "2")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "flags"
+    assert summary["n_synthetic"] == 5 and summary["thresholds"]["source"] == "given"
     assert (out / "report.html").is_file() and (out / "matches.csv").is_file()
     plain = run_cli("audit", "--train", str(train), "--synthetic", str(synth), "--model", str(tiny_model_dir),
                     "--out", str(out), "--device", "cpu", "--no-cache", "--no-progress",

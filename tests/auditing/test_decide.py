@@ -19,6 +19,6 @@ def test_threshold_sources_and_precedence(tmp_path: Path) -> None:
     from_file = resolve_thresholds(None, calib, model_config)
     assert from_file.pair == (0.55, 0.8) and from_file.source == "calibration" and from_file.file == str(calib)
     assert resolve_thresholds("0.4, 0.7", None, model_config).pair == (0.4, 0.7)
-    assert resolve_thresholds((0.3, 0.6), None, model_config).source == "flags"
+    assert resolve_thresholds((0.3, 0.6), None, model_config).source == "given"
     with pytest.raises(ValueError, match="not both"):
         resolve_thresholds((0.3, 0.6), calib, model_config)

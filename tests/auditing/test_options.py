@@ -26,7 +26,7 @@ def test_verify_depth_and_thresholds() -> None:
     assert VerifyOptions(top=3, max=5).depth == 5 and VerifyOptions(top=3, max=3).depth == 3
     assert VerifyOptions(top=0, max=9).depth == 0  # off
     given = VerifyOptions(top=2, thresholds="0.2,0.3")
-    assert given.thresholds == Thresholds(0.2, 0.3, source="flags") == given.decision_thresholds
+    assert given.thresholds == Thresholds(0.2, 0.3, source="given") == given.decision_thresholds
     assert VerifyOptions(thresholds=(0.5, 0.9)).decision_thresholds.pair == (0.5, 0.9)
 
 

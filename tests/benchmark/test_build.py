@@ -269,3 +269,24 @@ def test_cli_build(images: Path, tmp_path: Path) -> None:
     again = _cli(*args, "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "benchmark written to" in again.stdout
+
+
+def test_holdout_holds_non_members_that_made_no_synthetic_image(bench: Path, images: Path, tmp_path: Path) -> None:
+    rows = _rows(bench / "holdout.csv")
+    info = load_benchmark_info(bench)
+    assert info["parameters"]["n_holdout"] == 200 and info["counts"]["holdout"] == len(rows) > 0
+    assert sorted(p.relative_to(bench).as_posix() for p in (bench / "holdout").rglob("*.png")) == \
+        sorted(r["holdout"] for r in rows)
+    train_groups = {r["group"] for r in _rows(bench / "train.csv")}
+    used = {r["origin_id"] for r in _rows(bench / "synthetic.csv")}
+    for r in rows:
+        assert r["group"] not in train_groups and r["origin_id"] not in used
+        assert _subject(r["origin_id"]) not in {_subject(t["origin_id"]) for t in _rows(bench / "train.csv")}
+    # The holdout has its own draws: every other file is the same without it.
+    none = tmp_path / "none"
+    build_benchmark([images], none, **{**PARAMS, "n_holdout": 0})
+    assert not (none / "holdout").exists() and _rows(none / "holdout.csv") == []
+    for rel in ("pairs.csv", "audit.csv", "synthetic.csv", "train.csv"):
+        assert (none / rel).read_bytes() == (bench / rel).read_bytes(), rel
+    with pytest.raises(ValueError, match="n_holdout"):
+        build_benchmark([images], tmp_path / "bad", **{**PARAMS, "n_holdout": -1})

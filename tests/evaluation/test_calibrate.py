@@ -78,6 +78,13 @@ def test_saved_file_is_read_by_the_audit(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["thresholds"] == list(result.thresholds.pair)
     assert data["metric"] == "ssim-flip" and data["condition"] == "perturbed" and data["n_pairs"] == 40
+    # The format shared with an audit's holdout thresholds.
+    assert (data["format"], data["source"], data["criterion"], data["scale"], data["n"]) == \
+        ("deepssim-thresholds/1", "pairs", "macro_f1", "deepssim", 40)
+    negatives = scores[labels != 2]
+    rate = float((negatives > result.thresholds.duplicate_min).mean())
+    assert data["false_alarm_rate"] == pytest.approx(rate)
+    assert data["false_alarm_ci95"][0] <= rate <= data["false_alarm_ci95"][1]
     read = Thresholds.from_file(path)
     assert read.pair == result.thresholds.pair and read.source == "calibration"
     assert resolve_thresholds(None, path, {"thresholds": [0.6, 0.85]}).pair == result.thresholds.pair
