@@ -292,15 +292,36 @@ def ssim_against(
     shape = _common_shape(items, "images", ndim)
     if shape != a64.shape:
         raise ValueError(f"shape mismatch: a is {a64.shape}, images are {shape}")
+    return ssim_against_checked(
+        a64, items, device=device, num_threads=num_threads, backend=backend, ndim=ndim,
+        check=True,
+    )
+
+
+def ssim_against_checked(
+    a: np.ndarray,
+    images: list[np.ndarray],
+    *,
+    device: Device = "auto",
+    num_threads: int | None = None,
+    backend: Backend = "auto",
+    ndim: Ndim = 2,
+    check: bool = False,
+) -> np.ndarray:
+    """``ssim_against`` for callers whose images are known good: float64 ``a`` and
+    ``images`` of its shape, finite (a registration search's moved copies of a checked
+    image). The per-image checks cost as much as the SSIM of a volume; ``check`` keeps them."""
     runner = _Runner(device, backend, num_threads)
-    out = np.empty(len(items), dtype=np.float64)
+    out = np.empty(len(images), dtype=np.float64)
     step = PAIRS_BLOCK
     if ndim == 3:  # volumes: bound the block's statistics too
-        step = max(1, min(step, DEFAULT_MAX_MEMORY // ImageStats.bytes_per_image(shape)))
-    for s in range(0, len(items), step):
-        block = _checked(items[s : s + step], s, "images", ndim)
+        step = max(1, min(step, DEFAULT_MAX_MEMORY // ImageStats.bytes_per_image(a.shape)))
+    for s in range(0, len(images), step):
+        block = images[s : s + step]
+        if check:
+            block = _checked(block, s, "images", ndim)
         ib = np.arange(len(block))
-        out[s : s + len(block)] = runner.indexed_pairs([a64], block, np.zeros_like(ib), ib)
+        out[s : s + len(block)] = runner.indexed_pairs([a], block, np.zeros_like(ib), ib)
     return out
 
 
