@@ -61,8 +61,10 @@ def check_image(image: object, name: str = "image", ndim: int = 2) -> np.ndarray
     arr = arr.astype(np.float64, copy=False)
     # One cheap reduction: the sum of squares is finite iff every pixel is finite and none is
     # so large (> ~1e154) that the z-score's moments would overflow.
+    # einsum, not np.dot: BLAS's own threads fight the numba kernels' threads for the cores
+    # (seen: 20 ms instead of 0.1 ms per 64^3 volume on 2 cores).
     flat = arr.ravel()
-    if not np.isfinite(np.dot(flat, flat)):
+    if not np.isfinite(np.einsum("i,i->", flat, flat)):
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(np.isinf(arr).sum())
         if n_nan or n_inf:

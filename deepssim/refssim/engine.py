@@ -192,6 +192,26 @@ def _unique(
     return unique, index
 
 
+def _pair_blocks(
+    la: list[np.ndarray], lb: list[np.ndarray], members: list[int], max_images: int
+) -> list[list[int]]:
+    """``members`` cut into blocks of at most PAIRS_BLOCK pairs whose distinct images number
+    at most ``max_images``: pairs that reuse images share a block, and their statistics."""
+    blocks: list[list[int]] = []
+    block: list[int] = []
+    seen: set[tuple[str, int]] = set()
+    for k in members:
+        new = {("a", id(la[k])), ("b", id(lb[k]))} - seen
+        if block and (len(block) == PAIRS_BLOCK or len(seen) + len(new) > max_images):
+            blocks.append(block)
+            block, seen = [], set()
+            new = {("a", id(la[k])), ("b", id(lb[k]))}
+        block.append(k)
+        seen |= new
+    blocks.append(block)
+    return blocks
+
+
 def _progress(total: int, progress: bool | None, desc: str) -> tqdm:
     show = total >= PROGRESS_MIN_PAIRS if progress is None else progress
     return tqdm(total=total, unit="pair", desc=desc, disable=not show, file=sys.stderr,
@@ -260,10 +280,8 @@ def ssim_pairs(
     with _progress(len(la), progress, "ssim pairs") as bar:
         for shape, members in groups.items():
             check_image(la[members[0]], f"a[{members[0]}]", ndim)  # shape errors before sizing
-            per_pair = 2 * ImageStats.bytes_per_image(shape)
-            per_block = max(1, min(PAIRS_BLOCK, max_memory // per_pair))
-            for s in range(0, len(members), per_block):
-                idx = members[s : s + per_block]
+            per_image = ImageStats.bytes_per_image(shape)
+            for idx in _pair_blocks(la, lb, members, max(2, max_memory // per_image)):
                 ua, ia = _unique(la, idx, "a", ndim)
                 ub, ib = _unique(lb, idx, "b", ndim)
                 out[idx] = runner.indexed_pairs(ua, ub, ia, ib)
