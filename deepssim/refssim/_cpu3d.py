@@ -17,38 +17,23 @@ from ._stats import COV_NORM_3D, K1, K2, WIN, ImageStats
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _slice_box(x, y, s, out, plane, row):  # pragma: no cover - jit
-    """``out`` = 7 x 7 valid box sums of depth slice ``s`` of ``x * y``."""
+def _slice_box(x, y, product, s, out, plane, row):  # pragma: no cover - jit
+    """``out`` = 7 x 7 valid box sums of depth slice ``s`` of ``x * y``, or of ``x`` alone
+    when ``product`` is false."""
     h, w = x.shape[1:]
     hv = h - WIN + 1
     wv = w - WIN + 1
     for r in range(h):
-        for c in range(w):
-            row[c] = x[s, r, c] * y[s, r, c]
+        if product:
+            for c in range(w):
+                row[c] = x[s, r, c] * y[s, r, c]
+        else:
+            for c in range(w):
+                row[c] = x[s, r, c]
         for c in range(wv):
             a = 0.0
             for d in range(WIN):
                 a += row[c + d]
-            plane[r, c] = a
-    for r in range(hv):
-        for c in range(wv):
-            a = 0.0
-            for d in range(WIN):
-                a += plane[r + d, c]
-            out[r, c] = a
-
-
-@njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _slice_box1(x, s, out, plane):  # pragma: no cover - jit
-    """``out`` = 7 x 7 valid box sums of slice ``s`` of ``x``."""
-    h, w = x.shape[1:]
-    hv = h - WIN + 1
-    wv = w - WIN + 1
-    for r in range(h):
-        for c in range(wv):
-            a = 0.0
-            for d in range(WIN):
-                a += x[s, r, c + d]
             plane[r, c] = a
     for r in range(hv):
         for c in range(wv):
@@ -85,8 +70,8 @@ def _volume_stats(x, z, mu, var, ring1, ring2, plane, row):  # pragma: no cover 
     hv, wv = mu.shape[1:]
     inv_vol = 1.0 / (WIN * WIN * WIN)
     for s in range(z.shape[0]):
-        _slice_box1(z, s, ring1[s % WIN], plane)
-        _slice_box(z, z, s, ring2[s % WIN], plane, row)
+        _slice_box(z, z, False, s, ring1[s % WIN], plane, row)
+        _slice_box(z, z, True, s, ring2[s % WIN], plane, row)
         if s < WIN - 1:
             continue
         k = s - WIN + 1  # the ring now holds slices k .. s
@@ -148,7 +133,7 @@ def _pair_mean(za, mua, vara, ra, zb, mub, varb, rb, ring, plane, row):  # pragm
     # Cross term: the 7 x 7 box sum of each depth slice into a ring of the last 7 slices,
     # whose sum is the 7 x 7 x 7 box sum (the ring stays in cache; nothing is recomputed).
     for s in range(za.shape[0]):
-        _slice_box(za, zb, s, ring[s % WIN], plane, row)
+        _slice_box(za, zb, True, s, ring[s % WIN], plane, row)
         if s < WIN - 1:
             continue
         k = s - WIN + 1
