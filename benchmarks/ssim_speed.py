@@ -8,6 +8,11 @@ favourable baseline); deepssim starts from the raw pixels.
 
     python benchmarks/ssim_speed.py                      # 128 and 224 px, 48 x 48 pairs
     python benchmarks/ssim_speed.py --n 64 --sizes 128   # more pairs
+    python benchmarks/ssim_speed.py --3d                 # 64^3 volumes, 8 x 16 pairs
+
+With ``--3d`` the pairs are 3D volumes (crops of the Kirby21 MPRAGE, T2w and FLAIR volumes in
+../shared/data/volumes, resampled to the size given) and the baseline is scikit-image's own
+``structural_similarity`` on the z-scored volumes, one process.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from deepssim import ssim_matrix, ssim_pairs
-from deepssim.refssim import SearchGrid, register, zscore
+from deepssim.refssim import SearchGrid, register, register3d, zscore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain-tumor-mri"
+VOLUMES = DATA.parent / "volumes" / "kirby21-113"
 
 _Z: list[np.ndarray] = []
 
@@ -125,17 +131,124 @@ def registration_cost(size: int, n_pairs: int) -> dict[str, float]:
     return {"size": size, "ms_per_pair": 1e3 * per_pair, "evaluations": SearchGrid().n_evaluations()}
 
 
+def load_volumes(n: int, size: int) -> list[np.ndarray]:
+    """``n`` real volumes of ``size``^3: crops of three contrasts of one head, each crop
+    moved by a few millimetres from the last, resampled (trilinear)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    contrasts = [
+        nib.load(VOLUMES / f"113-02-{name}.nii.gz").get_fdata(dtype=np.float32)
+        for name in ("MPRAGE", "T2w", "FLAIR")
+    ]
+    out = []
+    for k in range(n):
+        volume = contrasts[k % 3]
+        o = 3 * (k // 3)  # voxels of offset, growing with the crop
+        crop = np.asarray(volume[20 + o : 150 + o, 30 + o : 226 - o, 30 : 226 - o], dtype=np.float64)
+        out.append(ndimage.zoom(crop, [size / m for m in crop.shape], order=1))
+    return out
+
+
+def run_3d(size: int, n_a: int, n_b: int, repeat: int, device: str) -> list[dict[str, object]]:
+    """Every pair of ``n_a`` x ``n_b`` volumes: scikit-image vs ssim_matrix and ssim_pairs."""
+    volumes = load_volumes(n_a + n_b, size)
+    a, b = volumes[:n_a], volumes[n_a:]
+    z = [zscore(v, ndim=3) for v in volumes]
+    pairs = [(i, n_a + j) for i in range(n_a) for j in range(n_b)]
+    _init_worker(z)
+    t_sk, ref = timed(lambda: np.array([_skimage_pair(p) for p in pairs]), 1)
+    ref = ref.reshape(n_a, n_b)
+    a_list = [a[i] for i, _ in pairs]
+    b_list = [b[j - n_a] for _, j in pairs]
+    ssim_matrix(a[:2], b[:2], device="cpu", ndim=3)  # JIT compile (cached on disk) before timing
+    t_pairs, got_pairs = timed(
+        lambda: ssim_pairs(a_list, b_list, device="cpu", progress=False, ndim=3), repeat
+    )
+    t_mat, got_mat = timed(lambda: ssim_matrix(a, b, device="cpu", progress=False, ndim=3), repeat)
+    rows = [
+        ("scikit-image, 1 process", t_sk, ref),
+        ("deepssim ssim_pairs (cpu)", t_pairs, got_pairs.reshape(n_a, n_b)),
+        ("deepssim ssim_matrix (cpu)", t_mat, got_mat),
+    ]
+    if device == "cuda":
+        ssim_matrix(a[:2], b[:2], device="cuda", ndim=3)
+        torch.cuda.synchronize()
+        t_gpu, got_gpu = timed(
+            lambda: ssim_matrix(a, b, device="cuda", progress=False, ndim=3), repeat
+        )
+        rows.append(("deepssim ssim_matrix (cuda)", t_gpu, got_gpu))
+    return [
+        {
+            "size": f"{size}^3",
+            "method": name,
+            "pairs": len(pairs),
+            "seconds": t,
+            "pairs_per_s": len(pairs) / t,
+            "x_single": t_sk / t,
+            "max_abs_diff": float(np.abs(np.asarray(values) - ref).max()),
+        }
+        for name, t, values in rows
+    ]
+
+
+def registration_cost_3d(size: int, n_pairs: int) -> dict[str, float]:
+    """Seconds per register3d call (the 3D oracle's search) on pairs of real volumes."""
+    volumes = load_volumes(2 * n_pairs, size)
+    register3d(volumes[0][:12, :12, :12], volumes[1][:12, :12, :12])  # compile before timing
+    t0 = time.perf_counter()
+    evaluations = 0
+    for k in range(n_pairs):
+        evaluations += register3d(volumes[2 * k], volumes[2 * k + 1]).evaluations
+    per_pair = (time.perf_counter() - t0) / n_pairs
+    return {"size": size, "s_per_pair": per_pair, "evaluations": evaluations / n_pairs}
+
+
+def main_3d(args: argparse.Namespace) -> None:
+    if not VOLUMES.is_dir():
+        raise SystemExit(f"{VOLUMES} not found: this benchmark reads ../shared/data in place")
+    print(f"# 3D SSIM throughput, {args.n_a} x {args.n_b} pairs of real MRI volumes, "
+          f"{os.cpu_count()} cores seen, torch {torch.__version__}")
+    print()
+    print("| size | method | pairs | seconds | pairs/s | x 1-process skimage | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        for r in run_3d(size, args.n_a, args.n_b, args.repeat, args.device):
+            print(f"| {r['size']} | {r['method']} | {r['pairs']} | {r['seconds']:.3f} | "
+                  f"{r['pairs_per_s']:,.1f} | {r['x_single']:.1f} | {r['max_abs_diff']:.1e} |",
+                  flush=True)
+    if args.n_registered:
+        print()
+        print("| size | register3d: SSIM evaluations per pair | s per pair (cpu) |")
+        print("|---|---|---|")
+        for size in args.sizes:
+            r = registration_cost_3d(size, args.n_registered)
+            print(f"| {size}^3 | {r['evaluations']:.0f} | {r['s_per_pair']:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=48, help="images per side (n x n pairs)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="image sides (default 128 224; with --3d, volume sides: 64)")
     parser.add_argument("--repeat", type=int, default=3, help="best of R runs for deepssim")
-    parser.add_argument("--n-registered", type=int, default=10,
-                        help="pairs timed for registered_ssim")
+    parser.add_argument("--n-registered", type=int, default=None,
+                        help="pairs timed for registered_ssim (default 10; with --3d, 1)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda adds a GPU row")
+    parser.add_argument("--3d", dest="three_d", action="store_true",
+                        help="volumes instead of images: n-a x n-b pairs of real MRI volumes")
+    parser.add_argument("--n-a", type=int, default=8, help="with --3d: volumes on one side")
+    parser.add_argument("--n-b", type=int, default=16, help="with --3d: volumes on the other")
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = [64] if args.three_d else [128, 224]
+    if args.n_registered is None:
+        args.n_registered = 1 if args.three_d else 10
+    if args.three_d:
+        main_3d(args)
+        return
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} not found: this benchmark reads ../shared/data in place")
     print(f"# SSIM throughput, {args.n} x {args.n} pairs of real brain MRI per size, "

@@ -17,13 +17,14 @@ The identity is on the grid, so ``registered_ssim(a, b) >= ssim(a, b)`` always.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from ._stats import check_image, check_pair
-from .engine import Device, ssim_against
+from .engine import Device, ssim_against_checked
 
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
 
@@ -93,10 +94,10 @@ class Alignment:
     aligned: np.ndarray = field(repr=False)
 
 
-def _shifted(padded: np.ndarray, pad: int, shape: tuple[int, int], dy: int, dx: int) -> np.ndarray:
-    """Integer translation as a view into an image edge-padded by ``pad >= |dy|, |dx|``."""
-    h, w = shape
-    return padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+def _shifted(padded: np.ndarray, pad: int, shape: Sequence[int], shift: Sequence[int]) -> np.ndarray:
+    """Integer translation as a view into an image (or volume) edge-padded by
+    ``pad >= max |shift|``: ``out[p] = image[p - shift]``."""
+    return padded[tuple(slice(pad - d, pad - d + n) for d, n in zip(shift, shape))]
 
 
 def _rotate(image: np.ndarray, angle: float) -> np.ndarray:
@@ -105,12 +106,10 @@ def _rotate(image: np.ndarray, angle: float) -> np.ndarray:
     return ndimage.rotate(image, angle, reshape=False, order=1, mode="nearest")
 
 
-def _flip(image: np.ndarray, flip: tuple[bool, bool]) -> np.ndarray:
-    if flip[0]:
-        image = image[::-1, :]
-    if flip[1]:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
+def _flip(image: np.ndarray, flip: Sequence[bool]) -> np.ndarray:
+    """``image`` reversed along each axis whose ``flip`` entry is true."""
+    axes = tuple(axis for axis, flipped in enumerate(flip) if flipped)
+    return np.ascontiguousarray(np.flip(image, axes) if axes else image)
 
 
 def apply_alignment(
@@ -118,28 +117,39 @@ def apply_alignment(
 ) -> np.ndarray:
     """Flip, rotate and shift ``image`` as described in ``Alignment``."""
     moved = _rotate(_flip(check_image(image), flip), angle)
-    pad = max(abs(shift[0]), abs(shift[1]))
-    return np.ascontiguousarray(
-        _shifted(np.pad(moved, pad, mode="edge"), pad, moved.shape, *shift)
-    )
+    return _moved(moved, shift)
 
 
-def _best(
+def _moved(image: np.ndarray, shift: Sequence[int]) -> np.ndarray:
+    """``image`` translated by integer ``shift``, edge values repeated, as a new array."""
+    pad = max(abs(d) for d in shift)
+    return np.ascontiguousarray(_shifted(np.pad(image, pad, mode="edge"), pad, image.shape, shift))
+
+
+Candidate = tuple[tuple[bool, ...], Hashable, tuple[int, ...]]
+"""(flip, rotation, shift): the rotation an angle (2D) or three angles (3D)."""
+
+
+def best_candidate(
     a: np.ndarray,
     b: np.ndarray,
-    candidates: list[tuple[tuple[bool, bool], float, tuple[int, int]]],
+    candidates: list[Candidate],
+    rotate: Callable[[np.ndarray, Hashable], np.ndarray],
     device: Device,
-) -> tuple[float, tuple[tuple[bool, bool], float, tuple[int, int]], np.ndarray]:
+    ndim: int = 2,
+) -> tuple[float, Candidate, np.ndarray]:
+    """The candidate re-alignment of ``b`` with the highest reference SSIM against ``a``:
+    its score, the candidate and the aligned image (``rotate(image, rotation)`` turns)."""
     images: list[np.ndarray] = []
-    padded: dict[tuple[tuple[bool, bool], float], np.ndarray] = {}
-    pad = max(max(abs(dy), abs(dx)) for _, _, (dy, dx) in candidates)
-    for flip, angle, (dy, dx) in candidates:
-        key = (flip, angle)
+    padded: dict[tuple[tuple[bool, ...], Hashable], np.ndarray] = {}
+    pad = max(max(abs(d) for d in shift) for _, _, shift in candidates)
+    for flip, rotation, shift in candidates:
+        key = (flip, rotation)
         if key not in padded:
             # Pad each rotated image once; every shift is then a view into it.
-            padded[key] = np.pad(_rotate(_flip(b, flip), angle), pad, mode="edge")
-        images.append(_shifted(padded[key], pad, b.shape, dy, dx))
-    scores = ssim_against(a, images, device=device)
+            padded[key] = np.pad(rotate(_flip(b, flip), rotation), pad, mode="edge")
+        images.append(_shifted(padded[key], pad, b.shape, shift))
+    scores = ssim_against_checked(a, images, device=device, ndim=ndim)  # type: ignore[arg-type]
     k = int(np.argmax(scores))
     return float(scores[k]), candidates[k], images[k]
 
@@ -155,16 +165,18 @@ def register(
         for angle in grid.coarse_angles()
         for shift in grid.coarse_shifts()
     ]
-    score, (flip, angle, shift), aligned = _best(a64, b64, coarse, device)
+    score, (flip, angle, shift), aligned = best_candidate(a64, b64, coarse, _rotate, device)
     fine = [
         (flip, fine_angle, fine_shift)
         for fine_angle in grid.fine_angles(angle)
         for fine_shift in grid.fine_shifts(shift)
     ]
-    fine_score, best, fine_aligned = _best(a64, b64, fine, device)
+    fine_score, best, fine_aligned = best_candidate(a64, b64, fine, _rotate, device)
     if fine_score > score:
         score, (flip, angle, shift), aligned = fine_score, best, fine_aligned
-    return Alignment(score=score, flip=flip, angle=angle, shift=shift, aligned=aligned)
+    return Alignment(
+        score=score, flip=flip, angle=angle, shift=shift, aligned=aligned  # type: ignore[arg-type]
+    )
 
 
 def registered_ssim(

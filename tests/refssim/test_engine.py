@@ -13,16 +13,9 @@ from skimage.metrics import structural_similarity
 
 from deepssim.refssim import resolve_device, ssim, ssim_against, ssim_matrix, ssim_pairs, zscore
 
+from .conftest import skimage_reference
+
 TOL = 1e-6
-
-
-def skimage_reference(a: np.ndarray, b: np.ndarray) -> float:
-    """The paper's ground truth, written independently of deepssim."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    za = (a - a.mean()) / a.std()
-    zb = (b - b.mean()) / b.std()
-    return float(structural_similarity(za, zb, data_range=za.max() - za.min()))
 
 
 def _load_gray(path: Path, size: int | None = None) -> np.ndarray:
