@@ -4,6 +4,7 @@ histogram PNG."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "
 OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
                 "summary": "summary.json"}
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
+MODEL_FOLDER = "model"
+"""The folder of the model an audit trained without a cache, written with its files."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
 
@@ -64,6 +67,8 @@ class AuditResult:
         decision_scores: With verification: per synthetic image, the score that decided its
             class (the verified SSIM of its best match when verified, else its DeepSSIM score).
         decision_thresholds: The thresholds applied to verified SSIMs.
+        model_folder: A model this audit trained without a cache to keep it in: ``save``
+            writes it into the output folder's ``model/``.
     """
 
     matches: list[Match]
@@ -78,6 +83,7 @@ class AuditResult:
     train_refs: list[ImageRef] = field(default_factory=list, repr=False)
     decision_scores: np.ndarray | None = None
     decision_thresholds: Thresholds | None = None
+    model_folder: Path | None = None
 
     def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The scores to plot, and the classes, threshold lines and axis label to plot them with."""
@@ -151,8 +157,9 @@ class AuditResult:
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
         """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json`` into
-        ``out_dir``, which afterwards holds these four files of this audit, or, if the save
-        fails, whatever it held before (the files are written beside it, then swapped in).
+        ``out_dir``, which afterwards holds these four files of this audit (and ``model/``, the
+        model it trained, when there was no cache to keep it in), or, if the save fails,
+        whatever it held before (the files are written beside it, then swapped in).
 
         Raises:
             OutputError: ``out_dir`` fails ``check_audit_folder`` (checked before anything
@@ -165,6 +172,9 @@ class AuditResult:
             names = {"matches": self.to_csv(tmp / OUTPUT_FILES["matches"]).name,
                      "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
+            if self.model_folder is not None:
+                shutil.copytree(self.model_folder, tmp / MODEL_FOLDER)
+                self.summary["model"]["path"] = str(out / MODEL_FOLDER)
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)
             timings["total_s"] = round(timings.get("total_s", 0.0) + timings["report_s"], 3)
@@ -179,13 +189,13 @@ def check_audit_folder(out_dir: str | Path, sources: Sequence[str | Path] = (),
     """Check, before an audit, that ``out_dir`` can take its files: not a file, neither
     inside nor holding any of ``sources`` (the training and synthetic folders or files;
     symlinks resolved), not holding the ``cache`` folder (it would be replaced with the
-    folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``) and
-    nothing else.
+    folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES`` and the
+    ``MODEL_FOLDER``) and nothing else.
 
     Raises:
         OutputError: naming the folder and what is wrong (``storage.check_output_folder``).
     """
-    out = check_output_folder(out_dir, inputs=sources, only=OUTPUT_FILES.values())
+    out = check_output_folder(out_dir, inputs=sources, only=OUTPUT_FILES.values(), folders=[MODEL_FOLDER])
     if cache is not None and within(cache, out):
         raise OutputError(out_dir, f"the embedding cache {cache} lies inside it and would be replaced with "
                                    "the audit's files; choose a cache folder outside it")
