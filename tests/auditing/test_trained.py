@@ -6,6 +6,7 @@ import fcntl
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +29,17 @@ TINY = TrainConfig(
 )
 
 
-def _blobs(seed: int, size: int = 40) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    image = np.zeros((size, size))
-    for _ in range(4):
-        cy, cx, s = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
-        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    return (255 * image / image.max()).astype(np.uint8)
-
-
 @pytest.fixture
-def sets(tmp_path: Path) -> tuple[Path, Path]:
+def sets(tmp_path: Path, blobs: Callable[[int], np.ndarray]) -> tuple[Path, Path]:
     """16 training images, 3 synthetic ones (a copy of a training image and 2 new)."""
     train, synth = tmp_path / "train", tmp_path / "synthetic"
     train.mkdir()
     synth.mkdir()
     for k in range(16):
-        Image.fromarray(_blobs(k)).save(train / f"t{k:02d}.png")
+        Image.fromarray(blobs(k)).save(train / f"t{k:02d}.png")
     shutil.copy(train / "t03.png", synth / "copy.png")
     for k in range(2):
-        Image.fromarray(_blobs(100 + k)).save(synth / f"new{k}.png")
+        Image.fromarray(blobs(100 + k)).save(synth / f"new{k}.png")
     return train, synth
 
 
@@ -95,11 +86,12 @@ def test_trains_once_then_reuses_the_model(sets: tuple[Path, Path], tmp_path: Pa
     assert _audit(moved, synth, cache, []).summary["model"]["origin"] == "cached"
 
 
-def test_a_changed_training_set_trains_a_new_model(sets: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_changed_training_set_trains_a_new_model(sets: tuple[Path, Path], tmp_path: Path,
+                                                   blobs: Callable[[int], np.ndarray]) -> None:
     train, synth = sets
     cache = tmp_path / "cache"
     first = _audit(train, synth, cache, [])
-    Image.fromarray(_blobs(50)).save(train / "t05.png")  # one image replaced
+    Image.fromarray(blobs(50)).save(train / "t05.png")  # one image replaced
     lines: list[str] = []
     second = _audit(train, synth, cache, lines)
     assert second.summary["model"]["origin"] == "trained" and lines[0].startswith("no model given: training")
