@@ -145,7 +145,7 @@ def train(
             step += 1
             running += loss.item()
             done += 1
-            bar.update(1 if budget is None else min(bar.total, int(time.perf_counter() - t0)) - bar.n)
+            bar.update(1 if budget is None else min(bar.total, int(elapsed)) - bar.n)  # the step start's time: one clock read a step
             bar.set_postfix(step=step, loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
             if not out_of_time:
