@@ -130,14 +130,15 @@ def check_output_file(path: str | Path, *, inputs: Iterable[str | Path] = ()) ->
 
 
 def check_output_folder(path: str | Path, *, inputs: Iterable[str | Path] = (),
-                        only: Collection[str] | None = None) -> Path:
+                        only: Collection[str] | None = None, folders: Collection[str] = ()) -> Path:
     """Check, before any work, that the folder ``path`` can be written: it is not a file, it
     neither lies inside nor holds any of ``inputs`` (symlinks resolved), and it (or the
     nearest folder above it) can be written in.
 
     With ``only`` (the files a command writes there, the folder then replaced whole by
-    ``replacing_folder``), an existing folder may hold those files and nothing else, and the
-    folder above it must be writable: a user's other files are never moved or deleted.
+    ``replacing_folder``), an existing folder may hold those files (and the subfolders named
+    in ``folders``) and nothing else, and the folder above it must be writable: a user's
+    other files are never moved or deleted.
 
     Raises:
         OutputError: naming the path (and one file that is in the way) and what is wrong.
@@ -153,7 +154,8 @@ def check_output_folder(path: str | Path, *, inputs: Iterable[str | Path] = (),
     if only is not None:  # the new folder is made beside it, then swapped in
         _check_writable(given, _resolved(path).parent)
         if path.is_dir():
-            others = sorted(p.name for p in path.iterdir() if p.name not in only or not p.is_file())
+            others = sorted(p.name for p in path.iterdir()
+                            if not (p.name in only and p.is_file() or p.name in folders and p.is_dir()))
             if others:
                 more = f" and {len(others) - 1} other(s)" if len(others) > 1 else ""
                 raise OutputError(given, f"holds {others[0]!r}{more}, not among the files written here "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,23 @@ def brain_slices_64(shared_data: Path) -> np.ndarray:
         np.asarray(Image.open(f).convert("L").resize((64, 64), Image.BILINEAR), dtype=np.float32)
         for f in files
     ])
+
+
+def _blobs(seed: int, size: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    image = np.zeros((size, size))
+    for _ in range(4):
+        cy, cx, s = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
+        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return (255 * image / image.max()).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def blobs() -> Callable[..., np.ndarray]:
+    """``blobs(seed, size=40)``: a smooth uint8 image of four Gaussian blobs, one per seed
+    (distinct enough for tiny trainings to split and learn from)."""
+    return _blobs
 
 
 def _tiny_model(folder: Path, *, smooth_stats: bool = False, **options: object) -> Path:

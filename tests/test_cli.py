@@ -295,6 +295,8 @@ def test_bounds_written_out_for_the_command_line_are_the_models() -> None:
     # The command line names these bounds without importing torch; they must stay the model's.
     from deepssim.cli import model as command
     from deepssim.model.preprocess import MIN_SIZE
+    from deepssim.training import PRESETS
     from deepssim.training.config import MIN_IN_BATCH_BLOCK
 
     assert (command.MIN_SIZE, command.MIN_IN_BATCH_BLOCK) == (MIN_SIZE, MIN_IN_BATCH_BLOCK)
+    assert sorted(command.PRESET_NAMES) == sorted(PRESETS)

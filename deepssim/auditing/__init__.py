@@ -1,8 +1,9 @@
 """The audit: every synthetic image against every training image, a decision, a report.
 
 ``deepssim.audit(train, synthetic, model=...)`` is the entry point (``api.py``), its options
-the small objects of ``options.py``. The steps live one per module: the image sets and their
-embedding through the cache (``images.py``, ``cache.py``), the top-k search (``nearest.py``,
+the small objects of ``options.py``. The steps live one per module: the model an audit trains
+when it is given none (``trained.py``), the image sets and their embedding through the cache
+(``images.py``, ``cache.py``), the top-k search (``nearest.py``,
 ``candidates.py``), verification (``verify.py``, ``rerank.py``), the decision (``decide.py``),
 the summary (``summary.py``), the result and its files (``result.py``), and the HTML report
 (``report.py``, with ``plots.py``, ``gallery.py`` and ``details.py``).

@@ -8,8 +8,11 @@ summary); the options are ``options.py``.
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +21,8 @@ import numpy as np
 
 from ..classes import Thresholds
 from ..model.api import DeepSSIMModel, load_model
-from .cache import ContentHasher
+from ..training import TrainConfig
+from .cache import ContentHasher, default_cache_dir, load_cache_key
 from .candidates import Candidates, find_candidates
 from .decide import audit_thresholds, classify_pairs
 from .holdout import calibrate_holdout, check_fpr, holdout_summary
@@ -27,12 +31,15 @@ from .options import DEFAULT_FPR, ReadOptions, SearchOptions, VerifyOptions
 from .rerank import verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
+from .trained import ModelSource, obtain_model, training_config
+
+log = logging.getLogger(__name__)
 
 
 def audit(
     train: Sources,
     synthetic: Sources,
-    model: str | Path | DeepSSIMModel,
+    model: str | Path | DeepSSIMModel | None = None,
     *,
     search: SearchOptions = SearchOptions(),
     thresholds: Thresholds | tuple[float, float] | str | None = None,
@@ -45,13 +52,18 @@ def audit(
     progress: bool = False,
     holdout: Sources | None = None,
     fpr: float | None = None,
+    preset: str | TrainConfig | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> AuditResult:
     """Find, for every synthetic image, its ``search.top_k`` closest training images and its
     class.
 
     Args:
         train, synthetic: Folders or files (several allowed) in any format the readers accept.
-        model: A model folder (``deepssim train``), or a loaded model.
+        model: A model folder (``deepssim train``), or a loaded model. None: the model of
+            ``preset`` trained on ``train``, once: kept in the cache and reused by every later
+            audit of the same training images (``trained.py``); without a cache, trained for
+            this audit and written by ``AuditResult.save`` into the output folder's ``model/``.
         search: The top-k search (``SearchOptions``).
         thresholds: ``(low, high)`` or ``"low,high"``; else ``calibration`` (a JSON file from
             ``deepssim evaluate --calibrate``); else the model's recorded thresholds.
@@ -59,8 +71,8 @@ def audit(
             (``VerifyOptions``); an int n means ``VerifyOptions(top=n)``. Off by default.
         reading: Slicing of volumes, unreadable files, batch size and reading threads
             (``ReadOptions``).
-        cache_dir: Embedding cache folder; ``"default"`` is ``default_cache_dir()``, None
-            turns the cache off.
+        cache_dir: Embedding cache folder, which keeps the models trained by audits too;
+            ``"default"`` is ``default_cache_dir()``, None turns the cache off.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``, for the model and the search.
         trust_torchscript: Allow loading the authors' TorchScript file (it can run code).
         progress: Progress bars on stderr.
@@ -72,12 +84,18 @@ def audit(
             image gets a p-value and the summary the excess memorization rate (``holdout.py``).
         fpr: The false-alarm rate of the holdout's duplicate threshold, in (0, 1); default
             ``options.DEFAULT_FPR`` (0.01) with a holdout; refused without one.
+        preset: Without ``model``: the preset trained (``fast`` by default), or a
+            ``TrainConfig`` (a preset with overrides, such as a shorter ``max_minutes``).
+        say: Gets the lines saying that a model is trained, resumed or reused (default: the
+            ``deepssim.auditing.trained`` logger, at INFO).
 
     Raises:
         ReadError: a source without any readable image (every file and its reason listed), or
             unreadable files (unless ``reading.skip_unreadable``).
         CacheKeyError: the cache key file cannot be used (``cache.load_cache_key``).
         ModelFolderError: ``model`` is not a model folder.
+        TrainingInterrupted: Ctrl-C while the model was trained (a KeyboardInterrupt whose
+            message says what was kept).
         RuntimeError: an approximate index found no training neighbour for some synthetic
             image (named).
         ValueError: bad options (``verify`` as an int is checked here, the option objects
@@ -91,21 +109,38 @@ def audit(
     fpr = check_fpr(DEFAULT_FPR if fpr is None else fpr)
     # Thresholds given in any form win over the holdout's.
     given = thresholds is not None or calibration is not None or (verify.top > 0 and verify.thresholds is not None)
+    if model is not None and preset is not None:
+        raise ValueError("preset chooses the model an audit trains when it is given none; a model was given")
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    net = model if isinstance(model, DeepSSIMModel) else load_model(
-        model, device=device, trust_torchscript=trust_torchscript)
-    chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
-    if verified_thresholds is not None:
-        verify = replace(verify, thresholds=verified_thresholds)
-
-    with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
-        cache = open_cache(cache_dir, net)
+    root = None if cache_dir is None else default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+    if model is not None:
+        net = model if isinstance(model, DeepSSIMModel) else load_model(
+            model, device=device, trust_torchscript=trust_torchscript)
+        chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+        source = ModelSource("given")
+        with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
+            cache = open_cache(cache_dir, net)
+    else:
+        config = training_config(preset)
+        audit_thresholds(thresholds, calibration, {}, verify.top > 0)  # bad values stop the audit before training
+        with _timed(timings, "cache_s"):
+            secret = None if root is None else load_cache_key(root)
     with _timed(timings, "scan_s"):
         hasher = ContentHasher()
         train_set = collect(train, "training", reading, hasher, progress)
         synth_set = collect(synthetic, "synthetic", reading, hasher, progress)
         hold_set = None if holdout is None else collect(holdout, "holdout", reading, hasher, progress)
+    if model is None:
+        with _timed(timings, "train_s"):
+            net, source = obtain_model(
+                train_set.sources, train_set.keys, config, slices=reading.slices,
+                skip_unreadable=reading.skip_unreadable, cache_root=root, secret=secret, device=device,
+                progress=progress, say=say or (lambda line: log.info("%s", line)))
+        chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+        cache = open_cache(root, net)
+    if verified_thresholds is not None:
+        verify = replace(verify, thresholds=verified_thresholds)
     with _timed(timings, "embed_s"):
         real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
         held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
@@ -129,7 +164,7 @@ def audit(
     summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
                             outcome=outcome, search=found.summary(search.top_k),
                             cache=cache_summary(cache, real, fake, *([held] if held else [])),
-                            verify=verify_summary, timings=timings)
+                            verify=verify_summary, timings=timings, model_source=source.to_dict())
     p_values = None
     if calibrated is not None and held is not None and held_found is not None:
         p_values = calibrated.p_values(found.deciding_scores())
@@ -137,10 +172,15 @@ def audit(
                                      verify.decision_thresholds)[:, 0]
         summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
             calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
-    return AuditResult(_matches(fake.images, real.images, found, pair_labels, p_values), summary,
-                       fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
-                       chosen, fake.images.refs, real.images.refs, found.deciding_scores() if verify.top else None,
-                       verify.decision_thresholds if verify.top else None, p_values, calibrated)
+    result = AuditResult(_matches(fake.images, real.images, found, pair_labels, p_values), summary,
+                         fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
+                         chosen, fake.images.refs, real.images.refs,
+                         found.deciding_scores() if verify.top else None,
+                         verify.decision_thresholds if verify.top else None, p_values, calibrated,
+                         model_folder=None if source.kept else source.folder)
+    if result.model_folder is not None:  # a temporary folder: gone with the result
+        weakref.finalize(result, shutil.rmtree, result.model_folder, True)
+    return result
 
 
 def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,

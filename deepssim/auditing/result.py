@@ -4,6 +4,7 @@ histogram PNG, and with a holdout ``thresholds.json``."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,8 @@ OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report"
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
 HOLDOUT_FILES = {"thresholds": "thresholds.json"}
 """The files an audit with a holdout writes too."""
+MODEL_FOLDER = "model"
+"""The folder of the model an audit trained without a cache, written with its files."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
 
@@ -76,6 +79,8 @@ class AuditResult:
             score against the holdout's null.
         holdout: With a holdout: its null and the thresholds fitted on it
             (``holdout.HoldoutCalibration``).
+        model_folder: A model this audit trained without a cache to keep it in: ``save``
+            writes it into the output folder's ``model/``.
     """
 
     matches: list[Match]
@@ -92,6 +97,7 @@ class AuditResult:
     decision_thresholds: Thresholds | None = None
     p_values: np.ndarray | None = None
     holdout: HoldoutCalibration | None = field(default=None, repr=False)
+    model_folder: Path | None = None
 
     def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The scores to plot, and the classes, threshold lines, axis label and holdout null
@@ -180,10 +186,11 @@ class AuditResult:
         return write_report(path, self.summary, scores, self.gallery(max_pairs), progress=progress, **args)
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
-        """Write ``matches.csv``, ``histogram.png``, ``report.html``, ``summary.json`` and, with a
-        holdout, ``thresholds.json`` into ``out_dir``, which afterwards holds these files of
-        this audit, or, if the save fails, whatever it held before (the files are written
-        beside it, then swapped in).
+        """Write ``matches.csv``, ``histogram.png``, ``report.html``, ``summary.json``, with a
+        holdout ``thresholds.json``, and ``model/`` (the model it trained, when there was no
+        cache to keep it in) into ``out_dir``, which afterwards holds these files of this
+        audit, or, if the save fails, whatever it held before (the files are written beside
+        it, then swapped in).
 
         Raises:
             OutputError: ``out_dir`` fails ``check_audit_folder`` (checked before anything
@@ -199,6 +206,9 @@ class AuditResult:
             if self.holdout is not None:
                 names["thresholds"] = self.thresholds_file(tmp / HOLDOUT_FILES["thresholds"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
+            if self.model_folder is not None:
+                shutil.copytree(self.model_folder, tmp / MODEL_FOLDER)
+                self.summary["model"]["path"] = str(out / MODEL_FOLDER)
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)
             timings["total_s"] = round(timings.get("total_s", 0.0) + timings["report_s"], 3)
@@ -213,13 +223,14 @@ def check_audit_folder(out_dir: str | Path, sources: Sequence[str | Path] = (),
     """Check, before an audit, that ``out_dir`` can take its files: not a file, neither
     inside nor holding any of ``sources`` (the training and synthetic folders or files;
     symlinks resolved), not holding the ``cache`` folder (it would be replaced with the
-    folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``) and
-    nothing else (``HOLDOUT_FILES`` included).
+    folder), and, if it exists, holding an earlier audit's files (``OUTPUT_FILES``,
+    ``HOLDOUT_FILES`` and the ``MODEL_FOLDER``) and nothing else.
 
     Raises:
         OutputError: naming the folder and what is wrong (``storage.check_output_folder``).
     """
-    out = check_output_folder(out_dir, inputs=sources, only=[*OUTPUT_FILES.values(), *HOLDOUT_FILES.values()])
+    out = check_output_folder(out_dir, inputs=sources, only=[*OUTPUT_FILES.values(), *HOLDOUT_FILES.values()],
+                              folders=[MODEL_FOLDER])
     if cache is not None and within(cache, out):
         raise OutputError(out_dir, f"the embedding cache {cache} lies inside it and would be replaced with "
                                    "the audit's files; choose a cache folder outside it")

@@ -52,14 +52,16 @@ def model_summary(model: DeepSSIMModel) -> dict[str, Any]:
 def build_summary(
     *, model: DeepSSIMModel, thresholds: Thresholds, train: ImageSet, synthetic: ImageSet,
     outcome: Outcome, search: dict[str, Any], cache: dict[str, Any] | None,
-    verify: dict[str, Any] | None, timings: dict[str, float],
+    verify: dict[str, Any] | None, timings: dict[str, float], model_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary of an audit of ``synthetic`` against ``train``: counts per class, the
     memorization rate with its 95% interval, the most-copied training images, and the run's
     model, thresholds, search, cache, verification, timings (seconds) and versions.
 
     ``search``, ``cache`` and ``verify`` are the entries written by their own steps
-    (``Candidates.summary``, ``images.cache_summary``, ``rerank.verify_suspicious``).
+    (``Candidates.summary``, ``images.cache_summary``, ``rerank.verify_suspicious``);
+    ``model_source`` (``trained.ModelSource.to_dict``: ``origin``, ``training_set``,
+    ``trained_at``) goes into the ``model`` entry.
     """
     best, best_train, labels = outcome.best_scores, outcome.best_train, outcome.labels
     n = len(labels)
@@ -87,7 +89,7 @@ def build_summary(
         "exact_copies": int(outcome.exact.sum()),
         "best_score": {"mean": float(best.mean()), "median": float(np.median(best)), "max": float(best.max())},
         "thresholds": thresholds.to_dict(),
-        "model": model_summary(model),
+        "model": model_summary(model) | (model_source or {}),
         "search": search,
         "cache": cache,
         "skipped_unreadable": train.skipped + synthetic.skipped,

@@ -14,7 +14,7 @@ from ..auditing.options import (
 )
 from ..auditing.result import REPORT_PAIRS
 from ..readers import SliceSpec
-from .model import workers_option
+from .model import PRESET_NAMES, workers_option
 from .types import at_least, axis, non_negative_int, open_probability, positive_float, seed, thresholds
 
 # The defaults of the flags below: the option objects' own.
@@ -56,13 +56,38 @@ def _print_holdout(summary: dict[str, Any]) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from ..auditing import audit
     from ..auditing.cache import default_cache_dir
     from ..auditing.result import check_audit_folder
 
+    if args.model is not None and (args.preset is not None or args.train_minutes is not None):
+        raise ValueError("--preset and --train-minutes choose the model an audit trains when it is given "
+                         "none; with --model it uses that model")
     check_audit_folder(args.out, [*args.train, *args.synthetic, *(args.holdout or [])],
                        cache=None if args.no_cache else (args.cache or default_cache_dir()))
-    result = audit(
+    try:
+        result = _audit(args)
+    except KeyboardInterrupt as exc:
+        args.kept = str(exc) or None  # what an interrupted training kept (TrainingInterrupted)
+        raise
+    files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        _print_summary(result.summary, files)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> Any:
+    from ..auditing import audit
+
+    preset = None
+    if args.model is None and (args.preset is not None or args.train_minutes is not None):
+        from ..training import get_preset
+
+        preset = get_preset(args.preset or "fast")
+        if args.train_minutes is not None:
+            preset = preset.with_overrides(max_minutes=args.train_minutes)
+    return audit(
         args.train, args.synthetic, args.model,
         search=SearchOptions(top_k=args.top_k, backend=args.backend, index=args.index),
         thresholds=args.thresholds, calibration=args.calibration,
@@ -73,18 +98,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                             workers=args.workers),
         cache_dir=None if args.no_cache else (args.cache or "default"), device=args.device,
         trust_torchscript=args.trust_torchscript, progress=not args.no_progress,
-        holdout=args.holdout, fpr=args.fpr,
+        holdout=args.holdout, fpr=args.fpr, preset=preset,
+        say=lambda line: print(line, file=sys.stderr),
     )
-    files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
-    if args.json:
-        print(json.dumps(result.summary, indent=2))
-    else:
-        _print_summary(result.summary, files)
-    return 0
 
 
 def _audit_interrupted(args: argparse.Namespace) -> str:
     """What an interrupted audit kept, and how to go on."""
+    if getattr(args, "kept", None):
+        return args.kept
     if args.no_cache:
         return "nothing was kept (--no-cache): run the same command again to start it over"
     return ("the embedding cache keeps the images embedded so far: run the same command again to "
@@ -116,7 +138,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train", nargs="+", required=True, metavar="DIR", help="training images (folders or files)")
     p.add_argument("--synthetic", nargs="+", required=True, metavar="DIR", help="synthetic images (folders or files)")
-    p.add_argument("--model", required=True, help="model folder written by 'deepssim train'")
+    p.add_argument("--model", help="model folder written by 'deepssim train' (default: the --preset model "
+                                   "trained on --train once, kept in the cache and reused by later audits "
+                                   "of the same training images)")
+    p.add_argument("--preset", choices=PRESET_NAMES,
+                   help="without --model: the preset trained (default fast, a 10-minute budget)")
+    p.add_argument("--train-minutes", type=positive_float, metavar="M",
+                   help="without --model: the training's time budget instead of the preset's "
+                        "(a model per budget is kept)")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or an earlier audit's (replaced whole when this one is done)")
     p.add_argument("--top-k", type=at_least(MIN_TOP_K), default=SEARCH.top_k,
@@ -142,10 +171,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=at_least(MIN_BATCH_SIZE), default=READ.batch_size,
                    help=f"images per network batch (default {READ.batch_size})")
     workers_option(p)
-    p.add_argument("--cache", help="embedding cache folder (default $DEEPSSIM_CACHE_DIR, else $XDG_CACHE_HOME/deepssim, else ~/.cache/deepssim); "
+    p.add_argument("--cache", help="cache folder of embeddings and of the models audits train (default $DEEPSSIM_CACHE_DIR, else $XDG_CACHE_HOME/deepssim, else ~/.cache/deepssim); "
                                    "its entries are signed with a key of yours kept outside it "
                                    "($DEEPSSIM_KEY_FILE, default ~/.config/deepssim/cache.key)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the cache (a model trained without --model is then "
+                        "written into --out/model)")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="audit the readable images and list the others instead of stopping")
     p.add_argument("--slices", default=READ.slices.select,

@@ -14,6 +14,8 @@ from .types import (
 BACKBONES = ("convnext_base", "convnext_tiny", "resnet18", "resnet50", "small")
 POOLINGS = ("avg", "gem", "local")
 SCORINGS = ("cosine", "best-flip", "cross-fit")
+PRESET_NAMES = ("fast", "paper", "plus")
+"""The training presets (``deepssim.training.PRESETS``)."""
 MIN_SIZE = 16
 """``Preprocess``'s smallest image size (``deepssim.model.preprocess.MIN_SIZE``)."""
 MIN_IN_BATCH_BLOCK = 2
@@ -194,7 +196,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders or files of training images")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--preset", default="fast", choices=["fast", "paper", "plus"])
+    p.add_argument("--preset", default="fast", choices=PRESET_NAMES)
     p.add_argument("--image-size", type=at_least(MIN_SIZE), help="images are resized to S x S")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--max-minutes", type=positive_float, help="stop training after M minutes")

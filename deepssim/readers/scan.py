@@ -71,33 +71,38 @@ class ScanResult:
 
 
 def iter_images(
-    inputs: Sequence[str | Path], progress: bool = False
+    inputs: Sequence[str | Path], progress: bool = False, *, slices: SliceSpec = SliceSpec(),
+    skip_unreadable: bool = False,
 ) -> Iterator[tuple[str, ImageRef, np.ndarray]]:
-    """Every image under ``inputs`` (folders or files): ``(id, ref, float32 image)``.
+    """Every image under ``inputs`` (folders or files): ``(id, ref, float32 image)``, volumes
+    sliced by ``slices``.
 
     With several inputs an id is prefixed by its input's name (``train/a.png``), so that ids
-    stay distinct. Each input must hold images and no unreadable file.
+    stay distinct. Each input must hold images, and no unreadable file unless
+    ``skip_unreadable`` (those found by the scan are then left out).
 
     Raises:
         ReadError: naming every unreadable file, or an input without any image.
     """
     for root in inputs:
-        result = scan(root, progress=progress)
-        result.require_images()
+        result = scan(root, slices, progress=progress)
+        result.require_images(skip_unreadable)
         for ref, image in result.load(progress=progress):
             yield (f"{Path(root).name}/{ref.id}" if len(inputs) > 1 else ref.id), ref, image
 
 
 def load_stack(
-    inputs: Sequence[str | Path], transform: Callable[[np.ndarray], np.ndarray], progress: bool = False
+    inputs: Sequence[str | Path], transform: Callable[[np.ndarray], np.ndarray], progress: bool = False, *,
+    slices: SliceSpec = SliceSpec(), skip_unreadable: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """``transform`` of every image under ``inputs``, stacked, and the ids (``iter_images``).
+    """``transform`` of every image under ``inputs``, stacked, and the ids (``iter_images``,
+    with its ``slices`` and ``skip_unreadable``).
 
     ``transform`` must bring every image to one shape (a resize).
     """
     ids: list[str] = []
     arrays: list[np.ndarray] = []
-    for image_id, _, image in iter_images(inputs, progress):
+    for image_id, _, image in iter_images(inputs, progress, slices=slices, skip_unreadable=skip_unreadable):
         ids.append(image_id)
         arrays.append(transform(image))
     return np.stack(arrays), ids

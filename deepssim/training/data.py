@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..model.preprocess import Preprocess
-from ..readers import fingerprint, load_stack
+from ..readers import SliceSpec, fingerprint, load_stack
 from .blocks import BlockTargets, CopyPartners
 from .config import TrainConfig
 from .pairs import PairSet, build_pairs, split_by_image
@@ -43,14 +43,17 @@ class TrainingData:
 
 
 def load_images(
-    inputs: Sequence[str | Path], preprocess: Preprocess, progress: bool = False
+    inputs: Sequence[str | Path], preprocess: Preprocess, progress: bool = False, *,
+    slices: SliceSpec = SliceSpec(), skip_unreadable: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """All images under ``inputs`` (folders or files, any readable format), resized.
+    """All images under ``inputs`` (folders or files, any readable format; volumes sliced by
+    ``slices``), resized.
 
     Raises:
-        ReadError: naming every unreadable file, or when no image is found.
+        ReadError: naming every unreadable file (unless ``skip_unreadable``), or when no image
+            is found.
     """
-    return load_stack(inputs, preprocess.resize, progress)
+    return load_stack(inputs, preprocess.resize, progress, slices=slices, skip_unreadable=skip_unreadable)
 
 
 def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +77,15 @@ def split_groups(images: np.ndarray, val_fraction: float, rng: np.random.Generat
 
 def prepare_data(
     inputs: Sequence[str | Path], config: TrainConfig, cache: Path, rng: np.random.Generator,
-    device: str, progress: bool,
+    device: str, progress: bool, *, slices: SliceSpec = SliceSpec(), skip_unreadable: bool = False,
 ) -> TrainingData:
     """Read, subsample and split the images, and build (or load from ``cache``) the pair sets,
     block targets and copy partners ``config`` asks for. ``rng`` draws the subsample and the
-    split. Targets are computed on ``device``; the cache keys ignore it (the values agree to
-    float rounding; a near-tie of a registered target's alignment search may differ)."""
-    images, ids = load_images(inputs, config.preprocess, progress=progress)
+    split; ``slices`` and ``skip_unreadable`` are ``load_images``'. Targets are computed on
+    ``device``; the cache keys ignore it (the values agree to float rounding; a near-tie of a
+    registered target's alignment search may differ)."""
+    images, ids = load_images(inputs, config.preprocess, progress=progress, slices=slices,
+                              skip_unreadable=skip_unreadable)
     if config.max_images is not None and len(images) > config.max_images:
         keep = np.sort(rng.choice(len(images), config.max_images, replace=False))
         images, ids = images[keep], [ids[k] for k in keep]

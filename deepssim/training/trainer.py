@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..model.checkpoint import save_model
 from ..model.network import DILATABLE, Embedder, check_pretrained
+from ..readers import SliceSpec
 from ..refssim import resolve_device
 from ..transforms.perturb import Perturb
 from .config import TrainConfig
@@ -54,9 +55,12 @@ def train(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    slices: SliceSpec = SliceSpec(),
+    skip_unreadable: bool = False,
 ) -> TrainResult:
-    """Train a DeepSSIM embedder on the images under ``inputs``; the best model (by validation
-    MSE on perturbed pairs) is written to ``out_dir``."""
+    """Train a DeepSSIM embedder on the images under ``inputs`` (volumes sliced by
+    ``slices``; unreadable files left out with ``skip_unreadable``, else refused); the best
+    model (by validation MSE on perturbed pairs) is written to ``out_dir``."""
     for caveat in config.caveats():
         log.warning("%s", caveat)
     # Checked before the minutes of image reading and pair building.
@@ -69,7 +73,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    data = prepare_data(inputs, config, out / "cache", np.random.default_rng(config.seed), str(dev), progress)
+    data = prepare_data(inputs, config, out / "cache", np.random.default_rng(config.seed), str(dev), progress,
+                        slices=slices, skip_unreadable=skip_unreadable)
     train_pairs, blocks = data.train_pairs, data.blocks
 
     network = _network(config, initial, dev)
@@ -106,10 +111,7 @@ def train(
                                and len(train_pairs) >= config.batch_size)
     t0 = time.perf_counter() - elapsed_before
     stopped_by = "epochs"
-    # With a time budget the step count is unknown: the bar then counts steps and time only.
-    bar = tqdm(total=None if budget else total_steps, initial=step, unit="step",
-               desc=f"train (budget {config.max_minutes:g} min)" if budget else "train",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = _progress_bar(budget, config, total_steps, step, elapsed_before, progress)
     network.train()
     last_loss = history[-1]["train_mse"] if history else float("nan")  # of the last epoch with steps
     while epoch < config.epochs:
@@ -143,8 +145,8 @@ def train(
             step += 1
             running += loss.item()
             done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+            bar.update(1 if budget is None else min(bar.total, int(elapsed)) - bar.n)  # the step start's time: one clock read a step
+            bar.set_postfix(step=step, loss=f"{running / done:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
         else:
             if not out_of_time:
                 epoch += 1
@@ -177,6 +179,20 @@ def train(
              stopped_by, step, best["val_perturbed_mse"], int(best["step"]))
     return TrainResult(model_dir=out, best=best, history=history, stopped_by=stopped_by,
                        val_pairs=data.val_pairs)
+
+
+def _progress_bar(budget: float | None, config: TrainConfig, total_steps: int, step: int, elapsed: float,
+                  progress: bool) -> tqdm:
+    """The run's bar on stderr: steps out of the epochs' steps, or, with a time budget (whose
+    step count is unknown), seconds out of the budget, so that its ETA is the time left."""
+    if budget is None:
+        return tqdm(total=total_steps, initial=step, unit="step", desc="train", disable=not progress,
+                    file=sys.stderr, dynamic_ncols=True)
+    seconds = max(1, int(budget))
+    return tqdm(total=seconds, initial=min(seconds, int(elapsed)), unit="s",
+                desc=f"train (budget {config.max_minutes:g} min)", disable=not progress, file=sys.stderr,
+                dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s "
+                                               "[ETA {remaining}{postfix}]")
 
 
 def _network(config: TrainConfig, initial: dict[str, torch.Tensor] | None, dev: torch.device) -> Embedder:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,21 +27,11 @@ from deepssim.readers import ReadError
 from deepssim.training import TrainConfig, evaluate, get_preset, train
 
 
-def _blobs(seed: int, size: int = 40) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    image = np.zeros((size, size))
-    for _ in range(4):
-        cy, cx, s = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
-        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    return (255 * image / image.max()).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, blobs: Callable[[int], np.ndarray]) -> Path:
     root = tmp_path_factory.mktemp("train-data")
     for k in range(24):
-        Image.fromarray(_blobs(k)).save(root / f"img{k:02d}.png")
+        Image.fromarray(blobs(k)).save(root / f"img{k:02d}.png")
     return root
 
 
@@ -130,7 +121,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
     assert len((tmp_path / "cut" / "metrics.csv").read_text().splitlines()) == 3
 
 
-def test_bad_input(data: Path, tmp_path: Path) -> None:
+def test_bad_input(data: Path, tmp_path: Path, blobs: Callable[[int], np.ndarray]) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReadError, match="no readable image"):
         train([tmp_path / "empty"], tmp_path / "m", TINY, device="cpu", progress=False)
@@ -142,7 +133,7 @@ def test_bad_input(data: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.png").write_bytes(b"not a png")
-    Image.fromarray(_blobs(0)).save(broken / "good.png")
+    Image.fromarray(blobs(0)).save(broken / "good.png")
     with pytest.raises(ReadError, match="bad.png"):
         train([broken], tmp_path / "m3", TINY, device="cpu", progress=False)
 
