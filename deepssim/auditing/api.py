@@ -3,7 +3,8 @@
 read -> (cached) embed -> top-k search -> verify (optional) -> decide -> result. Each step
 lives in its own module: ``images.py`` (read and embed through the cache), ``candidates.py``
 (search), ``rerank.py`` (verification), ``decide.py`` (classes), ``summary.py`` (the
-summary); the options are ``options.py``.
+summary), ``patients.py`` (the training patients and those leaked); the options are
+``options.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .candidates import Candidates, find_candidates
 from .decide import classify_pairs, resolve_thresholds
 from .images import ImageSet, Sources, cache_summary, collect, embed_sets, open_cache
 from .options import ReadOptions, SearchOptions, VerifyOptions
+from .patients import assign_patients, check_group_by, patient_rows, patients_summary
 from .rerank import verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
@@ -41,6 +43,7 @@ def audit(
     device: str = "auto",
     trust_torchscript: bool = False,
     progress: bool = False,
+    group_by: str | None = None,
 ) -> AuditResult:
     """Find, for every synthetic image, its ``search.top_k`` closest training images and its
     class.
@@ -60,6 +63,11 @@ def audit(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``, for the model and the search.
         trust_torchscript: Allow loading the authors' TorchScript file (it can run code).
         progress: Progress bars on stderr.
+        group_by: Who the training images' patients are (``patients.py``): a regular
+            expression searched in each training id whose first group names the patient,
+            ``"none"`` for one patient per image, or None for the DICOM PatientID, else the
+            BIDS subject, else one patient per scan. The summary's ``patients`` section and
+            ``patients.csv`` count the patients leaked.
 
     Raises:
         ReadError: a source without any readable image (every file and its reason listed), or
@@ -68,11 +76,12 @@ def audit(
         ModelFolderError: ``model`` is not a model folder.
         RuntimeError: an approximate index found no training neighbour for some synthetic
             image (named).
-        ValueError: bad options (``verify`` as an int is checked here, the option objects
-            when built) or thresholds.
+        ValueError: bad options (``verify`` as an int and ``group_by`` are checked here, the
+            option objects when built) or thresholds.
     """
     if not isinstance(verify, VerifyOptions):
         verify = VerifyOptions(top=verify)
+    check_group_by(group_by)  # a bad expression stops the audit before any image is read
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     net = model if isinstance(model, DeepSSIMModel) else load_model(
@@ -103,10 +112,14 @@ def audit(
     summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
                             outcome=outcome, search=found.summary(search.top_k),
                             cache=cache_summary(cache, real, fake), verify=verify_summary, timings=timings)
-    return AuditResult(_matches(fake.images, real.images, found, pair_labels), summary, fake.images.ids,
-                       real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels, chosen,
-                       fake.images.refs, real.images.refs, found.deciding_scores() if verify.top else None,
-                       verify.decision_thresholds if verify.top else None)
+    patients = assign_patients(real.images.ids, real.images.refs, group_by)
+    rows = patient_rows(patients, outcome.best_train, outcome.labels, outcome.best_scores, fake.images.ids)
+    summary["patients"] = patients_summary(patients, rows, len(fake.images.ids))
+    return AuditResult(_matches(fake.images, real.images, found, pair_labels, patients.names), summary,
+                       fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
+                       chosen, fake.images.refs, real.images.refs,
+                       found.deciding_scores() if verify.top else None,
+                       verify.decision_thresholds if verify.top else None, rows)
 
 
 @contextmanager
@@ -117,12 +130,13 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - t0
 
 
-def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray) -> list[Match]:
+def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray,
+             train_patients: list[str]) -> list[Match]:
     """Every candidate found as a ``Match``, by synthetic image then rank (empty slots left out)."""
     checked = np.isfinite(found.verified)
     return [
         Match(synthetic.ids[s], r + 1, train.ids[int(found.indices[s, r])], float(found.scores[s, r]),
               str(pair_labels[s, r]), bool(found.exact[s]) and r == 0,
-              float(found.verified[s, r]) if checked[s, r] else None)
+              float(found.verified[s, r]) if checked[s, r] else None, train_patients[int(found.indices[s, r])])
         for s in range(len(synthetic.ids)) for r in range(found.scores.shape[1]) if found.indices[s, r] >= 0
     ]

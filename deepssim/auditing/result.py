@@ -15,10 +15,11 @@ import numpy as np
 from ..storage import OutputError, atomic_write_bytes, check_output_folder, replacing_folder, within, write_csv
 from ..readers import ImageRef, load_ref
 from ..classes import Thresholds
+from .patients import PATIENT_COLUMNS, PatientRow
 
-MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim"]
+MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim", "train_patient"]
 OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
-                "summary": "summary.json"}
+                "summary": "summary.json", "patients": "patients.csv"}
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
 REPORT_PAIRS = 48
 """Pairs shown in the report's gallery by default: the most suspicious ones."""
@@ -30,7 +31,8 @@ class Match:
     approximate index may have found fewer than k).
 
     ``score`` is the DeepSSIM score; ``verified_ssim`` the verified reference SSIM when the
-    pair was verified (it then decides ``label`` and the rank), else None.
+    pair was verified (it then decides ``label`` and the rank), else None. ``train_patient``
+    is the training image's patient (``patients.assign_patients``), when known.
     """
 
     synthetic: str
@@ -40,12 +42,14 @@ class Match:
     label: str
     exact_copy: bool = False
     verified_ssim: float | None = None
+    train_patient: str | None = None
 
     def to_row(self) -> dict[str, str]:
         return {"synthetic": self.synthetic, "rank": str(self.rank), "train": self.train,
                 "score": f"{self.score:.6f}", "class": self.label,
                 "exact_copy": "true" if self.exact_copy else "false",
-                "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}"}
+                "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}",
+                "train_patient": self.train_patient or ""}
 
 
 @dataclass
@@ -64,6 +68,7 @@ class AuditResult:
         decision_scores: With verification: per synthetic image, the score that decided its
             class (the verified SSIM of its best match when verified, else its DeepSSIM score).
         decision_thresholds: The thresholds applied to verified SSIMs.
+        patients: One row per training patient, the most copied first (``patients.csv``).
     """
 
     matches: list[Match]
@@ -78,6 +83,7 @@ class AuditResult:
     train_refs: list[ImageRef] = field(default_factory=list, repr=False)
     decision_scores: np.ndarray | None = None
     decision_thresholds: Thresholds | None = None
+    patients: list[PatientRow] = field(default_factory=list)
 
     def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The scores to plot, and the classes, threshold lines and axis label to plot them with."""
@@ -104,9 +110,15 @@ class AuditResult:
         return pd.DataFrame(self.to_rows()).rename(columns={"label": "class"})
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim``)
-        atomically."""
+        """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim,
+        train_patient``) atomically."""
         write_csv(path, MATCH_COLUMNS, [m.to_row() for m in self.matches])
+        return Path(path)
+
+    def to_patients_csv(self, path: str | Path) -> Path:
+        """Write ``patients.csv`` (``patients.PATIENT_COLUMNS``: every training patient, the most
+        copied first) atomically."""
+        write_csv(path, PATIENT_COLUMNS, [p.to_row() for p in self.patients])
         return Path(path)
 
     def to_json(self, path: str | Path) -> Path:
@@ -150,8 +162,9 @@ class AuditResult:
         return write_report(path, self.summary, scores, self.gallery(max_pairs), progress=progress, **args)
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
-        """Write ``matches.csv``, ``histogram.png``, ``report.html`` and ``summary.json`` into
-        ``out_dir``, which afterwards holds these four files of this audit, or, if the save
+        """Write ``matches.csv``, ``histogram.png``, ``report.html``, ``summary.json`` and (when
+        the result knows its training patients) ``patients.csv`` into ``out_dir``, which
+        afterwards holds these files of this audit, or, if the save
         fails, whatever it held before (the files are written beside it, then swapped in).
 
         Raises:
@@ -164,6 +177,8 @@ class AuditResult:
         with replacing_folder(out) as tmp:
             names = {"matches": self.to_csv(tmp / OUTPUT_FILES["matches"]).name,
                      "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
+            if self.patients:
+                names["patients"] = self.to_patients_csv(tmp / OUTPUT_FILES["patients"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)

@@ -33,9 +33,25 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
           f"{summary['exact_copies']} byte-identical copies")
     for entry in summary["most_copied"][:3]:
         print(f"  most copied: {entry['train']} ({entry['n_copies']}x, best score {entry['max_score']:.3f})")
+    if summary.get("patients"):
+        p = summary["patients"]
+        lo, hi = p["n_leaked_ci95"]
+        print(f"  patients leaked: {p['n_leaked']} of {p['n_train_patients']} ({p['leaked_fraction']:.1%}; "
+              f"95% CI {lo}-{hi}), patients by rule '{p['rule']}'; every patient in {files.get('patients')}")
     if summary["skipped_unreadable"]:
         print(f"  skipped {len(summary['skipped_unreadable'])} unreadable file(s), listed in summary.json")
     print(f"  report: {files['report']}")
+
+
+def _group_by(text: str) -> str:
+    """``--group-by``: a regular expression with a group, or ``none`` (``patients.check_group_by``)."""
+    from ..auditing.patients import check_group_by
+
+    try:
+        check_group_by(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--group-by: ")) from None
+    return text
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -55,7 +71,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                             skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
                             workers=args.workers),
         cache_dir=None if args.no_cache else (args.cache or "default"), device=args.device,
-        trust_torchscript=args.trust_torchscript, progress=not args.no_progress,
+        trust_torchscript=args.trust_torchscript, progress=not args.no_progress, group_by=args.group_by,
     )
     files = result.save(args.out, max_pairs=args.report_pairs, progress=not args.no_progress)
     if args.json:
@@ -144,6 +160,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="thresholds for the verified SSIMs (default "
                         f"{VERIFY.decision_thresholds.different_max:.2f},"
                         f"{VERIFY.decision_thresholds.duplicate_min:.2f}, the reference ones)")
+    p.add_argument("--group-by", type=_group_by, metavar="REGEX|none",
+                   help="who the training images' patients are, for the leaked-patient count: a regular "
+                        "expression searched in each training id whose first group names the patient "
+                        "(e.g. '^([^/]+)/': the top folder); 'none': one per image (default: the DICOM "
+                        "PatientID, else the BIDS sub-<label>, else one per scan)")
     p.add_argument("--report-pairs", type=non_negative_int, default=REPORT_PAIRS,
                    help=f"pairs shown in the report's gallery (default {REPORT_PAIRS})")
     p.add_argument("--trust-torchscript", action="store_true",
