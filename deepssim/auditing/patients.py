@@ -203,15 +203,18 @@ def leaked_interval(copied_patient: np.ndarray, n_synthetic: int, n_patients: in
     hits = rng.binomial(n_synthetic, d / n_synthetic, size=replicates)
     counts = np.zeros(replicates, dtype=np.int64)
     ends = np.cumsum(hits)
+    width = max(n_patients, 1)
+    reps_per_block = max(1, _DRAWS_PER_BLOCK // width)  # the marks of a block: reps x patients
     start = 0
     while start < replicates:
         before = int(ends[start - 1]) if start else 0
         stop = max(start + 1, int(np.searchsorted(ends, before + _DRAWS_PER_BLOCK, side="right")))
+        stop = min(stop, start + reps_per_block)
         block = hits[start:stop]
         drawn = copied_patient[rng.integers(0, d, size=int(block.sum()))]
-        rep = np.repeat(np.arange(len(block), dtype=np.int64), block)
-        pairs = np.unique(rep * max(n_patients, 1) + drawn)
-        counts[start:stop] = np.bincount(pairs // max(n_patients, 1), minlength=len(block))
+        seen = np.zeros(len(block) * width, dtype=bool)
+        seen[np.repeat(np.arange(len(block), dtype=np.int64) * width, block) + drawn] = True
+        counts[start:stop] = seen.reshape(len(block), width).sum(axis=1)
         start = stop
     q_lo, median, q_hi = np.quantile(counts, [0.025, 0.5, 0.975])
     lo = int(np.floor(observed - (median - q_lo)))
