@@ -109,8 +109,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="find the training images that synthetic images copy",
         description="Embed every training and synthetic image (cached by content), find each "
                     "synthetic image's top-k training images by DeepSSIM score, and class it "
-                    "duplicate / similar / different. Writes matches.csv, summary.json, "
-                    "report.html and histogram.png into --out.",
+                    "duplicate / similar / different, and count the training patients copied "
+                    "(--group-by). Writes matches.csv, summary.json, report.html, histogram.png "
+                    "and patients.csv into --out.",
     )
     p.add_argument("--train", nargs="+", required=True, metavar="DIR", help="training images (folders or files)")
     p.add_argument("--synthetic", nargs="+", required=True, metavar="DIR", help="synthetic images (folders or files)")
