@@ -274,9 +274,7 @@ def patients_section(summary: Mapping[str, Any]) -> str:
     if not isinstance(p, Mapping):
         return ""
     rule = str(p.get("rule"))
-    said = RULE_TEXT.get(rule, rule).format(group_by=f"<code>{escape(p.get('group_by'))}</code>")
-    if rule not in RULE_TEXT:
-        said = escape(said)
+    said = escape(RULE_TEXT.get(rule, rule)).replace("{group_by}", f"<code>{escape(p.get('group_by'))}</code>")
     lo, hi = _interval(p)
     head = (f"<p><b>{number(p.get('n_leaked'))}</b> of {number(p.get('n_train_patients'))} training patients "
             f"leaked ({percent(p.get('leaked_fraction'))}; 95% interval {number(lo)} – {number(hi)} "

@@ -164,6 +164,8 @@ def test_the_report_section_says_the_rule_and_escapes_names() -> None:
     assert "<b>1</b> of 2 training patients leaked (50.0%" in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "&lt;i&gt;s&lt;/i&gt;" in html and "<script>" not in html
     assert "<code>^(&lt;b&gt;)/</code>" in html and "1 training image(s) matched no patient" in html
+    bids = patients_section({"patients": {"rule": "bids", "n_leaked": 0}})
+    assert "the BIDS subject (sub-&lt;label&gt;) in each training path" in bids
     assert patients_section({}) == ""
     assert "No patient was copied" in patients_section({"patients": {"rule": "image", "n_leaked": 0}})
 
