@@ -159,7 +159,7 @@ def test_an_output_folder_with_other_files_is_refused_and_left_alone(
     (out / "zz").mkdir()
     result = _audit(images, tiny_model_dir, (0.6, 0.85))
     with pytest.raises(OutputError, match=r"out: holds 'notes.txt' and 1 other\(s\), not among the files written "
-                                          r"here \(histogram.png, matches.csv, report.html, summary.json, thresholds.json\)"):
+                                          r"here \(histogram.png, matches.csv, patients.csv, report.html, summary.json, thresholds.json\)"):
         result.save(out)
     (out / "zz").rmdir()
     (out / "zz").write_text("")  # a file, not a folder, but still not an output

@@ -3,7 +3,8 @@
 read -> (cached) embed -> top-k search -> verify (optional) -> decide -> result. Each step
 lives in its own module: ``images.py`` (read and embed through the cache), ``candidates.py``
 (search), ``rerank.py`` (verification), ``decide.py`` (classes), ``summary.py`` (the
-summary); the options are ``options.py``.
+summary), ``patients.py`` (the training patients and those leaked); the options are
+``options.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .decide import audit_thresholds, classify_pairs
 from .holdout import calibrate_holdout, check_fpr, holdout_summary
 from .images import EmbeddedSet, ImageSet, Sources, cache_summary, collect, embed_queries, embed_sets, open_cache
 from .options import DEFAULT_FPR, ReadOptions, SearchOptions, VerifyOptions
+from .patients import assign_patients, check_group_by, patient_rows, patients_summary
 from .rerank import verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
@@ -54,6 +56,7 @@ def audit(
     fpr: float | None = None,
     preset: str | TrainConfig | None = None,
     say: Callable[[str], None] | None = None,
+    group_by: str | None = None,
 ) -> AuditResult:
     """Find, for every synthetic image, its ``search.top_k`` closest training images and its
     class.
@@ -88,6 +91,11 @@ def audit(
             ``TrainConfig`` (a preset with overrides, such as a shorter ``max_minutes``).
         say: Gets the lines saying that a model is trained, resumed or reused (default: the
             ``deepssim.auditing.trained`` logger, at INFO).
+        group_by: Who the training images' patients are (``patients.py``): a regular
+            expression searched in each training id whose first group names the patient,
+            ``"none"`` for one patient per image, or None for the DICOM PatientID, else the
+            BIDS subject, else one patient per scan. The summary's ``patients`` section and
+            ``patients.csv`` count the patients leaked.
 
     Raises:
         ReadError: a source without any readable image (every file and its reason listed), or
@@ -100,10 +108,11 @@ def audit(
             image (named).
         ValueError: bad options (``verify`` as an int is checked here, the option objects
             when built) or thresholds; ``fpr`` without a holdout or outside (0, 1); a holdout
-            too small for ``fpr``.
+            too small for ``fpr``; a bad ``group_by``.
     """
     if not isinstance(verify, VerifyOptions):
         verify = VerifyOptions(top=verify)
+    check_group_by(group_by)  # a bad expression stops the audit before any image is read
     if fpr is not None and holdout is None:
         raise ValueError("--fpr needs --holdout: the false-alarm rate is measured on holdout images")
     fpr = check_fpr(DEFAULT_FPR if fpr is None else fpr)
@@ -172,12 +181,15 @@ def audit(
                                      verify.decision_thresholds)[:, 0]
         summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
             calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
-    result = AuditResult(_matches(fake.images, real.images, found, pair_labels, p_values), summary,
+    patients = assign_patients(real.images.ids, real.images.refs, group_by)
+    rows = patient_rows(patients, outcome.best_train, outcome.labels, outcome.best_scores, fake.images.ids)
+    summary["patients"] = patients_summary(patients, rows, len(fake.images.ids))
+    result = AuditResult(_matches(fake.images, real.images, found, pair_labels, patients.names, p_values), summary,
                          fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
                          chosen, fake.images.refs, real.images.refs,
                          found.deciding_scores() if verify.top else None,
                          verify.decision_thresholds if verify.top else None, p_values, calibrated,
-                         model_folder=None if source.kept else source.folder)
+                         model_folder=None if source.kept else source.folder, patients=rows)
     if result.model_folder is not None:  # a temporary folder: gone with the result
         weakref.finalize(result, shutil.rmtree, result.model_folder, True)
     return result
@@ -210,7 +222,7 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray,
-             p_values: np.ndarray | None = None) -> list[Match]:
+             train_patients: list[str], p_values: np.ndarray | None = None) -> list[Match]:
     """Every candidate found as a ``Match``, by synthetic image then rank (empty slots left
     out); the best match carries the image's p-value when there is one."""
     checked = np.isfinite(found.verified)
@@ -218,6 +230,7 @@ def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_label
         Match(synthetic.ids[s], r + 1, train.ids[int(found.indices[s, r])], float(found.scores[s, r]),
               str(pair_labels[s, r]), bool(found.exact[s]) and r == 0,
               float(found.verified[s, r]) if checked[s, r] else None,
-              float(p_values[s]) if p_values is not None and r == 0 else None)
+              float(p_values[s]) if p_values is not None and r == 0 else None,
+              train_patients[int(found.indices[s, r])])
         for s in range(len(synthetic.ids)) for r in range(found.scores.shape[1]) if found.indices[s, r] >= 0
     ]

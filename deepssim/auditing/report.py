@@ -31,6 +31,7 @@ from .details import details_table, thresholds_of
 from .holdout_report import holdout_section
 from .gallery import DIFF_VMAX, GalleryPair, pair_cells, scale_bar_uri
 from .markup import escape, number, percent
+from .patients import leaked_card, patients_section
 from .plots import SCORE_LABEL, histogram_png
 
 PAGE_SIZE = 25
@@ -145,6 +146,7 @@ def render_report(
         *((k, number(counts.get(k)), COLOURS[k]) for k in reversed(CLASSES)),
         ("Memorization rate", _rate(summary), COLOURS["duplicate"]),
         ("Train images copied", number(summary.get("n_train_copied")), "#d0d5dc"),
+        *((("Patients leaked", leaked_card(summary), COLOURS["duplicate"]),) if summary.get("patients") else ()),
         ("Byte-identical copies", number(summary.get("exact_copies")), "#d0d5dc"),
     ]
     card_html = "".join(f'<div class=card style="border-top-color:{c}"><span>{escape(k)}</span>'
@@ -161,6 +163,7 @@ def render_report(
 <div class=cards>{card_html}</div>
 <h2>Run</h2>{details_table(summary)}
 <h2>Most-copied training images</h2>{_most_copied(summary)}
+{'<h2>Leaked patients</h2>' + patients_section(summary) if summary.get("patients") else ""}
 <h2>Best-match scores</h2>
 <img class=hist alt="histogram of best-match scores" src="data:image/png;base64,{hist}">
 {holdout_section(summary)}

@@ -16,13 +16,15 @@ import numpy as np
 from ..storage import OutputError, atomic_write_bytes, check_output_folder, replacing_folder, within, write_csv
 from ..readers import ImageRef, load_ref
 from ..classes import Thresholds
+from .patients import PATIENT_COLUMNS, PatientRow
 
 if TYPE_CHECKING:
     from .holdout import HoldoutCalibration
 
-MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim", "p_value"]
+MATCH_COLUMNS = ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim", "p_value",
+                 "train_patient"]
 OUTPUT_FILES = {"matches": "matches.csv", "histogram": "histogram.png", "report": "report.html",
-                "summary": "summary.json"}
+                "summary": "summary.json", "patients": "patients.csv"}
 """The files an audit writes into its folder, by kind (the keys of ``AuditResult.save``'s result)."""
 HOLDOUT_FILES = {"thresholds": "thresholds.json"}
 """The files an audit with a holdout writes too."""
@@ -39,7 +41,8 @@ class Match:
 
     ``score`` is the DeepSSIM score; ``verified_ssim`` the verified reference SSIM when the
     pair was verified (it then decides ``label`` and the rank), else None; ``p_value`` the
-    best match's empirical p-value against an audit's holdout (rank 1 only), else None.
+    best match's empirical p-value against an audit's holdout (rank 1 only), else None;
+    ``train_patient`` the training image's patient (``patients.assign_patients``), when known.
     """
 
     synthetic: str
@@ -50,13 +53,15 @@ class Match:
     exact_copy: bool = False
     verified_ssim: float | None = None
     p_value: float | None = None
+    train_patient: str | None = None
 
     def to_row(self) -> dict[str, str]:
         return {"synthetic": self.synthetic, "rank": str(self.rank), "train": self.train,
                 "score": f"{self.score:.6f}", "class": self.label,
                 "exact_copy": "true" if self.exact_copy else "false",
                 "verified_ssim": "" if self.verified_ssim is None else f"{self.verified_ssim:.6f}",
-                "p_value": "" if self.p_value is None else f"{self.p_value:.6g}"}
+                "p_value": "" if self.p_value is None else f"{self.p_value:.6g}",
+                "train_patient": self.train_patient or ""}
 
 
 @dataclass
@@ -81,6 +86,7 @@ class AuditResult:
             (``holdout.HoldoutCalibration``).
         model_folder: A model this audit trained without a cache to keep it in: ``save``
             writes it into the output folder's ``model/``.
+        patients: One row per training patient, the most copied first (``patients.csv``).
     """
 
     matches: list[Match]
@@ -98,6 +104,7 @@ class AuditResult:
     p_values: np.ndarray | None = None
     holdout: HoldoutCalibration | None = field(default=None, repr=False)
     model_folder: Path | None = None
+    patients: list[PatientRow] = field(default_factory=list)
 
     def _histogram_args(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The scores to plot, and the classes, threshold lines, axis label and holdout null
@@ -127,8 +134,14 @@ class AuditResult:
 
     def to_csv(self, path: str | Path) -> Path:
         """Write ``matches.csv`` (``synthetic,rank,train,score,class,exact_copy,verified_ssim,
-        p_value``) atomically."""
+        p_value``, ``train_patient``) atomically."""
         write_csv(path, MATCH_COLUMNS, [m.to_row() for m in self.matches])
+        return Path(path)
+
+    def to_patients_csv(self, path: str | Path) -> Path:
+        """Write ``patients.csv`` (``patients.PATIENT_COLUMNS``: every training patient, the most
+        copied first) atomically."""
+        write_csv(path, PATIENT_COLUMNS, [p.to_row() for p in self.patients])
         return Path(path)
 
     def to_json(self, path: str | Path) -> Path:
@@ -187,10 +200,10 @@ class AuditResult:
 
     def save(self, out_dir: str | Path, *, max_pairs: int = REPORT_PAIRS, progress: bool = False) -> dict[str, Path]:
         """Write ``matches.csv``, ``histogram.png``, ``report.html``, ``summary.json``, with a
-        holdout ``thresholds.json``, and ``model/`` (the model it trained, when there was no
-        cache to keep it in) into ``out_dir``, which afterwards holds these files of this
-        audit, or, if the save fails, whatever it held before (the files are written beside
-        it, then swapped in).
+        holdout ``thresholds.json``, when the result knows its training patients
+        ``patients.csv``, and ``model/`` (the model it trained, when there was no cache to keep
+        it in) into ``out_dir``, which afterwards holds these files of this audit, or, if the
+        save fails, whatever it held before (the files are written beside it, then swapped in).
 
         Raises:
             OutputError: ``out_dir`` fails ``check_audit_folder`` (checked before anything
@@ -205,6 +218,8 @@ class AuditResult:
                      "histogram": self.histogram(tmp / OUTPUT_FILES["histogram"]).name}
             if self.holdout is not None:
                 names["thresholds"] = self.thresholds_file(tmp / HOLDOUT_FILES["thresholds"]).name
+            if self.patients:
+                names["patients"] = self.to_patients_csv(tmp / OUTPUT_FILES["patients"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
             if self.model_folder is not None:
                 shutil.copytree(self.model_folder, tmp / MODEL_FOLDER)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..readers.patients import group_key
 from .neardup import near_duplicate_groups
 
 
@@ -43,22 +44,13 @@ def group_images(
 
     if group_by is not None:
         pattern = re.compile(group_by)
-        join([_group_key(pattern, image_id) for image_id in ids])
+        join([group_key(pattern, image_id) for image_id in ids])
     join([hashlib.sha256(im.tobytes()).hexdigest() for im in stored])
     if near_duplicates is not None:
         join([str(g) for g in near_duplicate_groups(stored, near_duplicates, progress=progress)])
     roots = [find(i) for i in range(len(ids))]
     _, group = np.unique(roots, return_inverse=True)
     return group.astype(np.int64)
-
-
-def _group_key(pattern: re.Pattern[str], image_id: str) -> str | None:
-    """The first capture group of ``pattern`` in the id (else the match); None: no match, so
-    the image is its own group."""
-    m = pattern.search(image_id)
-    if m is None:
-        return None
-    return m.group(1) if pattern.groups and m.group(1) is not None else m.group(0)
 
 
 def split_groups(group: np.ndarray, n_train: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

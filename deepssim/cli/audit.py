@@ -33,6 +33,11 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
           f"{summary['exact_copies']} byte-identical copies")
     for entry in summary["most_copied"][:3]:
         print(f"  most copied: {entry['train']} ({entry['n_copies']}x, best score {entry['max_score']:.3f})")
+    if summary.get("patients"):
+        p = summary["patients"]
+        lo, hi = p["n_leaked_ci95"]
+        print(f"  patients leaked: {p['n_leaked']} of {p['n_train_patients']} ({p['leaked_fraction']:.1%}; "
+              f"95% CI {lo}-{hi}), patients by rule '{p['rule']}'; every patient in {files.get('patients')}")
     _print_holdout(summary)
     if summary["skipped_unreadable"]:
         print(f"  skipped {len(summary['skipped_unreadable'])} unreadable file(s), listed in summary.json")
@@ -53,6 +58,17 @@ def _print_holdout(summary: dict[str, Any]) -> None:
           f"over the holdout's {held['holdout_rate']:.1%}")
     for warning in cal.get("warnings") or []:
         print(f"deepssim audit: warning: {warning}", file=sys.stderr)
+
+
+def _group_by(text: str) -> str:
+    """``--group-by``: a regular expression with a group, or ``none`` (``patients.check_group_by``)."""
+    from ..auditing.patients import check_group_by
+
+    try:
+        check_group_by(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--group-by: ")) from None
+    return text
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -98,7 +114,7 @@ def _audit(args: argparse.Namespace) -> Any:
                             workers=args.workers),
         cache_dir=None if args.no_cache else (args.cache or "default"), device=args.device,
         trust_torchscript=args.trust_torchscript, progress=not args.no_progress,
-        holdout=args.holdout, fpr=args.fpr, preset=preset,
+        holdout=args.holdout, fpr=args.fpr, preset=preset, group_by=args.group_by,
         say=lambda line: print(line, file=sys.stderr),
     )
 
@@ -133,8 +149,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="find the training images that synthetic images copy",
         description="Embed every training and synthetic image (cached by content), find each "
                     "synthetic image's top-k training images by DeepSSIM score, and class it "
-                    "duplicate / similar / different. Writes matches.csv, summary.json, "
-                    "report.html and histogram.png into --out.",
+                    "duplicate / similar / different, and count the training patients copied "
+                    "(--group-by). Writes matches.csv, summary.json, report.html, histogram.png "
+                    "and patients.csv into --out.",
     )
     p.add_argument("--train", nargs="+", required=True, metavar="DIR", help="training images (folders or files)")
     p.add_argument("--synthetic", nargs="+", required=True, metavar="DIR", help="synthetic images (folders or files)")
@@ -202,6 +219,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="thresholds for the verified SSIMs (default "
                         f"{VERIFY.decision_thresholds.different_max:.2f},"
                         f"{VERIFY.decision_thresholds.duplicate_min:.2f}, the reference ones)")
+    p.add_argument("--group-by", type=_group_by, metavar="REGEX|none",
+                   help="who the training images' patients are, for the leaked-patient count: a regular "
+                        "expression searched in each training id whose first group names the patient "
+                        "(e.g. '^([^/]+)/': the top folder); 'none': one per image (default: the DICOM "
+                        "PatientID, else the BIDS sub-<label>, else one per scan)")
     p.add_argument("--report-pairs", type=non_negative_int, default=REPORT_PAIRS,
                    help=f"pairs shown in the report's gallery (default {REPORT_PAIRS})")
     p.add_argument("--trust-torchscript", action="store_true",

@@ -18,11 +18,13 @@ class Item:
         path: Absolute path of the file, or of the folder for a DICOM series.
         member: npz key or DICOM SeriesInstanceUID when the path holds several units.
         shape: Array shape as the reader will return it (2 or 3 dims).
+        patient: The patient the item shows, when its header says (DICOM PatientID), else None.
     """
 
     path: Path
     member: str | None
     shape: tuple[int, ...]
+    patient: str | None = None
 
     @property
     def is_volume(self) -> bool:
@@ -44,6 +46,9 @@ class ImageReader(ABC):
     default_axis: ClassVar[int]
     #: True when members are named in the id fragment (`file#member`), as for npz.
     fragment_member: ClassVar[bool] = False
+    #: True when a 3D item is one scan of one patient (NIfTI, DICOM), so that its slices show
+    #: one patient; False for stacks that may hold unrelated images (npy, multi-page TIFF).
+    volume_is_scan: ClassVar[bool] = False
 
     @abstractmethod
     def probe(self, path: Path) -> list[Item]:

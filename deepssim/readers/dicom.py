@@ -143,6 +143,16 @@ def _modality_lut(array: np.ndarray, ds: Any) -> np.ndarray:
     return apply_modality_lut(array, ds)
 
 
+def patient_id(ds: Any) -> str | None:
+    """The file's PatientID (0010,0020), stripped; None when absent or empty (the header is
+    read at scan time anyway, so knowing the patient costs no second read)."""
+    try:
+        value = str(ds.get("PatientID", "") or "").strip()
+    except Exception:  # a damaged element names no patient
+        return None
+    return value or None
+
+
 class FolderProbe(NamedTuple):
     """What a folder of DICOM files holds."""
 
@@ -176,6 +186,7 @@ class DicomReader(ImageReader):
     name = "DICOM"
     suffixes = SUFFIXES
     default_axis = 2
+    volume_is_scan = True
 
     def __init__(self, claims: Callable[[Path], bool] | None = None) -> None:
         """``claims(path)``: whether a file is this reader's; the registry passes its own
@@ -199,7 +210,8 @@ class DicomReader(ImageReader):
             if not found.items:
                 raise found.errors[0] if found.errors else ReadError(path, "folder holds no DICOM images")
             return found.items
-        return [Item(path, None, _file_shape(path, _dcmread(path, pixels=False)))]
+        ds = _dcmread(path, pixels=False)
+        return [Item(path, None, _file_shape(path, ds), patient_id(ds))]
 
     def probe_folder(self, folder: Path, files: Iterable[Path]) -> FolderProbe:
         """Group a folder's DICOM files into items, collecting failures instead of raising.
@@ -214,7 +226,7 @@ class DicomReader(ImageReader):
         items, errors = [], []
         for path, ds in lone:
             try:
-                items.append(Item(path, None, _file_shape(path, ds)))
+                items.append(Item(path, None, _file_shape(path, ds), patient_id(ds)))
             except ReadError as exc:
                 errors.append(exc)  # a lone file is no series' slice
         for uid, series in volumes.items():
@@ -227,7 +239,7 @@ class DicomReader(ImageReader):
                 first, ds = files_in_order[0]
                 stored = _shape(ds, first) + (len(files_in_order),)
                 shape = canonical_shape(stored, orientation(files_in_order, where), where)
-                items.append(Item(folder, member, shape))
+                items.append(Item(folder, member, shape, patient_id(ds)))
             except ReadError as exc:
                 errors.append(exc)
         return FolderProbe(items, errors + failed, not_images)

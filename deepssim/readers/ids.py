@@ -163,4 +163,4 @@ def resolve_id(root: str | Path, image_id: str) -> ImageRef:
         check_slice(item.shape, axis, index, image_id)
     name = loc.reader.item_name(relative_name(loc.path, root_path), loc.member)
     full = name if axis is None or index is None else slice_id(name, axis, index)
-    return ImageRef(full, loc.path, loc.member, axis, index)
+    return ImageRef(full, loc.path, loc.member, axis, index, patient=item.patient)

@@ -35,6 +35,7 @@ class NiftiReader(ImageReader):
     name = "NIfTI"
     suffixes = (".nii", ".nii.gz")
     default_axis = 2
+    volume_is_scan = True
 
     def probe(self, path: Path) -> list[Item]:
         img, ornt = _load(path)

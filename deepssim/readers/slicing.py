@@ -60,7 +60,7 @@ def refs_for(
         ReadError: the selection picks no slice of this volume, or an index is out of range.
     """
     if not item.is_volume:
-        return [ImageRef(name, item.path, item.member)]
+        return [ImageRef(name, item.path, item.member, patient=item.patient)]
     axis = slice_axis(spec, reader)
     count = item.shape[axis]
     where = reader.item_name(PurePosixPath(item.path.as_posix()), item.member)  # absolute, for errors
@@ -75,7 +75,8 @@ def refs_for(
             raise ValueError("skip_empty needs the volume data")
         keep = nonempty_slices(volume, axis, spec.empty_fraction)
         indices = [i for i in indices if keep[i]]
-    return [ImageRef(slice_id(name, axis, i), item.path, item.member, axis, i) for i in indices]
+    return [ImageRef(slice_id(name, axis, i), item.path, item.member, axis, i, patient=item.patient)
+            for i in indices]
 
 
 def cut(data: np.ndarray, ref: ImageRef, where: str | Path, default_axis: int) -> np.ndarray:

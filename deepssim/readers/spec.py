@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _RANGE = re.compile(r"(-?\d+)?:(-?\d+)?(?::(-?\d+)?)?")
@@ -93,6 +93,9 @@ class ImageRef:
         member: npz key or DICOM SeriesInstanceUID when needed, else None.
         axis: Slicing axis for a slice of a volume, else None.
         index: Slice index along `axis`, else None.
+        patient: The patient the image shows, when its file's header says (the DICOM
+            PatientID, read with the header at scan time), else None. Not part of the
+            image's identity: two refs to one image are equal whether or not it is known.
     """
 
     id: str
@@ -100,3 +103,4 @@ class ImageRef:
     member: str | None = None
     axis: int | None = None
     index: int | None = None
+    patient: str | None = field(default=None, compare=False)

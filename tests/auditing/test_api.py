@@ -353,11 +353,11 @@ def test_save_writes_every_file(sets: tuple[Path, Path], tiny_model_dir: Path, t
     result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=2))
     files = result.save(tmp_path / "out", max_pairs=3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "histogram.png", "matches.csv", "report.html", "summary.json"]
+        "histogram.png", "matches.csv", "patients.csv", "report.html", "summary.json"]
     with open(files["matches"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["synthetic", "rank", "train", "score", "class", "exact_copy", "verified_ssim",
-                            "p_value"]
+                            "p_value", "train_patient"]
     assert len(rows) == 10 and rows[0]["synthetic"] == "exact.png" and rows[0]["exact_copy"] == "true"
     summary = json.loads(files["summary"].read_text())
     assert summary["counts"] == result.summary["counts"] and "report_s" in summary["timings"]

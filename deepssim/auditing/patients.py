@@ -1,0 +1,298 @@
+"""Leaked patients: how many training patients a synthetic set copies, not just how many images.
+
+Every training image is given a patient by one rule (``assign_patients``):
+
+- ``regex``: a user's regular expression searched in the image's id, its first group naming
+  the patient (``deepssim audit --group-by REGEX``);
+- ``dicom``: the DICOM PatientID (0010,0020), when the training images are DICOM;
+- ``bids``: the BIDS subject, a ``sub-<label>`` component of the image's path;
+- ``scan``: one patient per scan, the slices of a NIfTI or DICOM volume together and every other
+  image alone; ``image``: one patient per image (``--group-by none``, or a set without volumes).
+
+Without ``group_by`` the first of ``dicom``, ``bids`` that names a patient for at least
+``DEFAULT_RULE_SHARE`` of the training images is used, else ``scan``. Under any rule, a
+training image it names no patient for is its own patient, by scan (a volume's slices
+together), and is counted as unmatched.
+
+A patient has leaked when at least one synthetic image's first match is one of their images and
+is classed ``duplicate``. The 95% interval of the number leaked (``leaked_interval``) is a
+bootstrap over synthetic images, recentred on the observed count (see its docstring).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..readers.patients import bids_subject, compile_group_by, group_key, scan_name
+from ..readers.spec import ImageRef
+from .markup import escape, number, percent
+
+GROUP_NONE = "none"
+"""``group_by`` value for one patient per training image."""
+DEFAULT_RULE_SHARE = 0.9
+"""Share of the training images the DICOM or BIDS rule must name a patient for to be the default:
+a few stray files do not turn it off, a set where many lack it is not counted by it."""
+BOOTSTRAP_REPLICATES = 2000
+"""Bootstrap resamples of the synthetic set behind the interval of the patients leaked."""
+BOOTSTRAP_SEED = 0
+"""Seed of those resamples: the interval is the same on every run of one audit."""
+MOST_COPIED_PATIENTS = 10
+"""Patients listed in the summary's ``patients.most_copied`` and the report."""
+SYNTHETIC_LISTED = 5
+"""Synthetic images named per patient in ``most_copied`` (the most similar first)."""
+UNMATCHED_LISTED = 10
+"""Training ids the rule named no patient for, listed in the summary (all are counted)."""
+PATIENT_COLUMNS = ["patient", "train_images", "copies", "copy_rate", "train_images_copied", "max_score",
+                   "most_similar_synthetic"]
+"""The columns of ``patients.csv``."""
+RULE_TEXT = {
+    "regex": "the first group of the regular expression {group_by} in each training id",
+    "dicom": "the DICOM PatientID (0010,0020)",
+    "bids": "the BIDS subject (sub-<label>) in each training path",
+    "scan": "one patient per scan: the slices of a volume together, every other image alone",
+    "image": "one patient per training image",
+}
+"""Each rule in words (the report's)."""
+_DRAWS_PER_BLOCK = 1 << 22
+"""Bootstrap draws held at once: bounds the memory whatever the number of copies."""
+
+
+def check_group_by(group_by: str | None) -> re.Pattern[str] | str | None:
+    """``group_by`` checked: None (the default rules), ``"none"`` (one patient per image), or a
+    regular expression, returned compiled.
+
+    Raises:
+        ValueError: the expression does not compile or has no group (one line, naming
+            ``--group-by``).
+    """
+    if group_by is None or group_by == GROUP_NONE:
+        return group_by
+    if not isinstance(group_by, str):
+        raise ValueError(f"--group-by: expected a regular expression or 'none', got {group_by!r}")
+    return compile_group_by(group_by)
+
+
+@dataclass(frozen=True)
+class Patients:
+    """The patient of every training image, and the rule that named them.
+
+    Attributes:
+        rule: ``regex``, ``dicom``, ``bids``, ``scan`` or ``image`` (module docstring).
+        group_by: The regular expression of the ``regex`` rule, else None.
+        names: The patient of each training image, in the training set's order.
+        unmatched: Positions of the training images the rule named no patient for (each its
+            own patient, by scan).
+    """
+
+    rule: str
+    group_by: str | None
+    names: list[str]
+    unmatched: list[int]
+
+
+def assign_patients(ids: Sequence[str], refs: Sequence[ImageRef], group_by: str | None) -> Patients:
+    """The patient of every training image (``ids`` as the audit names them, ``refs`` the
+    images), by ``group_by`` or the default rules (module docstring).
+
+    Raises:
+        ValueError: a bad ``group_by`` (``check_group_by``).
+    """
+    checked = check_group_by(group_by)
+    scans = [scan_name(i, r) for i, r in zip(ids, refs)]
+    if checked == GROUP_NONE:
+        return Patients("image", None, list(ids), [])
+    if isinstance(checked, re.Pattern):
+        rule, keys = "regex", [group_key(checked, i) for i in ids]
+    else:
+        rule, keys = _default_rule(ids, refs)
+        if rule is None:
+            return Patients("scan" if scans != list(ids) else "image", None, scans, [])
+    names = [k if k is not None else s for k, s in zip(keys, scans)]
+    unmatched = [k for k, key in enumerate(keys) if key is None]
+    return Patients(rule, checked.pattern if isinstance(checked, re.Pattern) else None, names, unmatched)
+
+
+def _default_rule(ids: Sequence[str], refs: Sequence[ImageRef]) -> tuple[str | None, list[str | None]]:
+    """The first default rule that names a patient for enough training images, and its keys."""
+    need = DEFAULT_RULE_SHARE * len(ids)
+    candidates: list[tuple[str, list[str | None]]] = [("dicom", [r.patient for r in refs]),
+                                                      ("bids", [bids_subject(i) for i in ids])]
+    for rule, keys in candidates:
+        if keys and sum(k is not None for k in keys) >= need:
+            return rule, keys
+    return None, []
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    """One row of ``patients.csv``: a training patient and how often the synthetic set copies them.
+
+    Attributes:
+        patient: The patient's name under the rule.
+        train_images: Their training images.
+        copies: Synthetic images whose first match is one of their images, classed duplicate.
+        copy_rate: ``copies`` over the synthetic images: the patient's memorization rate.
+        train_images_copied: Their distinct training images copied.
+        max_score: The best DeepSSIM score of those copies (None without copies).
+        synthetic: The synthetic images copying them, most similar first.
+    """
+
+    patient: str
+    train_images: int
+    copies: int
+    copy_rate: float
+    train_images_copied: int
+    max_score: float | None
+    synthetic: tuple[str, ...]
+
+    def to_row(self) -> dict[str, str]:
+        return {"patient": self.patient, "train_images": str(self.train_images), "copies": str(self.copies),
+                "copy_rate": f"{self.copy_rate:.6f}", "train_images_copied": str(self.train_images_copied),
+                "max_score": "" if self.max_score is None else f"{self.max_score:.6f}",
+                "most_similar_synthetic": self.synthetic[0] if self.synthetic else ""}
+
+
+def patient_rows(patients: Patients, best_train: np.ndarray, labels: np.ndarray, best_scores: np.ndarray,
+                 synthetic_ids: Sequence[str]) -> list[PatientRow]:
+    """One row per training patient, the most copied first (copies, then distinct images
+    copied, then best score, then name); patients never copied follow by name."""
+    n = len(labels)
+    images: dict[str, int] = {}
+    for name in patients.names:
+        images[name] = images.get(name, 0) + 1
+    copied: dict[str, list[tuple[float, str, int]]] = {}
+    for s in np.flatnonzero(labels == "duplicate"):
+        t = int(best_train[s])
+        copied.setdefault(patients.names[t], []).append((float(best_scores[s]), synthetic_ids[s], t))
+    rows = []
+    for name, count in images.items():
+        hits = sorted(copied.get(name, []), key=lambda h: (-h[0], h[1]))
+        rows.append(PatientRow(name, count, len(hits), len(hits) / n if n else 0.0, len({h[2] for h in hits}),
+                               hits[0][0] if hits else None, tuple(h[1] for h in hits)))
+    return sorted(rows, key=lambda r: (-r.copies, -r.train_images_copied,
+                                       -(r.max_score if r.max_score is not None else -np.inf), r.patient))
+
+
+def leaked_interval(copied_patient: np.ndarray, n_synthetic: int, n_patients: int, *,
+                    replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED) -> tuple[int, int]:
+    """The 95% interval of the number of distinct patients leaked.
+
+    The synthetic set is a sample from the generator: another set of its size would copy
+    other patients, some more, some fewer. Each replicate resamples the ``n_synthetic``
+    images with replacement and counts the distinct patients its copies show
+    (``copied_patient``: the patient index of each copy, one entry per synthetic image classed
+    duplicate). A resample holds only about 63% of the distinct images, so those counts sit
+    below the observed one by a bias that has nothing to do with the generator; the interval
+    is their 2.5-97.5 percentile spread set around the observed count (observed minus the
+    distance from the replicates' median down to their 2.5th percentile, plus the distance up to
+    their 97.5th), widened to whole patients and kept within 0 .. ``n_patients``. It always holds
+    the observed count; it depends on nothing but the copies and ``seed``.
+    """
+    observed = len(np.unique(copied_patient))
+    d = len(copied_patient)
+    if d == 0 or n_synthetic == 0:
+        return 0, 0
+    rng = np.random.default_rng(seed)
+    # Draws that land on a copy per replicate, then which copies: the same law as resampling
+    # all n images, at a cost of the copies alone.
+    hits = rng.binomial(n_synthetic, d / n_synthetic, size=replicates)
+    counts = np.zeros(replicates, dtype=np.int64)
+    ends = np.cumsum(hits)
+    width = max(n_patients, 1)
+    reps_per_block = max(1, _DRAWS_PER_BLOCK // width)  # the marks of a block: reps x patients
+    start = 0
+    while start < replicates:
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + _DRAWS_PER_BLOCK, side="right")))
+        stop = min(stop, start + reps_per_block)
+        block = hits[start:stop]
+        drawn = copied_patient[rng.integers(0, d, size=int(block.sum()))]
+        seen = np.zeros(len(block) * width, dtype=bool)
+        seen[np.repeat(np.arange(len(block), dtype=np.int64) * width, block) + drawn] = True
+        counts[start:stop] = seen.reshape(len(block), width).sum(axis=1)
+        start = stop
+    q_lo, median, q_hi = np.quantile(counts, [0.025, 0.5, 0.975])
+    lo = int(np.floor(observed - (median - q_lo)))
+    hi = int(np.ceil(observed + (q_hi - median)))
+    return max(lo, 0), min(hi, n_patients)
+
+
+def patients_summary(patients: Patients, rows: Sequence[PatientRow], n_synthetic: int, *,
+                     replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """The summary's ``patients`` section (docs/patients.md lists its fields)."""
+    index = {r.patient: k for k, r in enumerate(rows)}
+    copied_patient = np.array([index[r.patient] for r in rows for _ in range(r.copies)], dtype=np.int64)
+    n_patients = len(rows)
+    leaked = sum(1 for r in rows if r.copies)
+    lo, hi = leaked_interval(copied_patient, n_synthetic, n_patients, replicates=replicates, seed=seed)
+    copies = [r.copies for r in rows]
+    return {
+        "rule": patients.rule,
+        "group_by": patients.group_by,
+        "n_train_patients": n_patients,
+        "unmatched_train_images": len(patients.unmatched),
+        "unmatched_examples": [patients.names[k] for k in patients.unmatched[:UNMATCHED_LISTED]],
+        "n_leaked": leaked,
+        "n_leaked_ci95": [lo, hi],
+        "leaked_fraction": leaked / n_patients if n_patients else 0.0,
+        "leaked_fraction_ci95": [lo / n_patients, hi / n_patients] if n_patients else [0.0, 0.0],
+        "copies_per_patient": {"mean": float(np.mean(copies)) if copies else 0.0,
+                               "mean_leaked": sum(copies) / leaked if leaked else 0.0,
+                               "max": max(copies, default=0)},
+        "most_copied": [{"patient": r.patient, "copies": r.copies, "train_images_copied": r.train_images_copied,
+                         "train_images": r.train_images, "max_score": round(r.max_score, 6),
+                         "synthetic": list(r.synthetic[:SYNTHETIC_LISTED])}
+                        for r in rows[:MOST_COPIED_PATIENTS] if r.copies and r.max_score is not None],
+        "interval": {"method": "bootstrap over synthetic images, percentile spread recentred on the observed count",
+                     "replicates": replicates, "seed": seed},
+    }
+
+
+def _interval(p: Mapping[str, Any]) -> tuple[Any, Any]:
+    ci = p.get("n_leaked_ci95")
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+
+
+def leaked_card(summary: Mapping[str, Any]) -> str:
+    """The report's headline card: patients leaked of the training patients, and the interval."""
+    p = summary.get("patients")
+    p = p if isinstance(p, Mapping) else {}
+    lo, hi = _interval(p)
+    return (f"{number(p.get('n_leaked'))} / {number(p.get('n_train_patients'))}"
+            f"<small>95% CI {number(lo)} – {number(hi)}</small>")
+
+
+def patients_section(summary: Mapping[str, Any]) -> str:
+    """The report's leaked-patients section (HTML), from the summary's ``patients``; empty
+    when the summary has none."""
+    p = summary.get("patients")
+    if not isinstance(p, Mapping):
+        return ""
+    rule = str(p.get("rule"))
+    said = escape(RULE_TEXT.get(rule, rule)).replace("{group_by}", f"<code>{escape(p.get('group_by'))}</code>")
+    lo, hi = _interval(p)
+    head = (f"<p><b>{number(p.get('n_leaked'))}</b> of {number(p.get('n_train_patients'))} training patients "
+            f"leaked ({percent(p.get('leaked_fraction'))}; 95% interval {number(lo)} – {number(hi)} "
+            "patients, by a bootstrap over the synthetic images): a patient leaks when a synthetic image's "
+            f"best match is one of their images and a duplicate. Patients: {said}.")
+    if p.get("unmatched_train_images"):
+        head += (f" {number(p['unmatched_train_images'])} training image(s) matched no patient and count "
+                 "as their own (listed in summary.json).")
+    head += "</p>"
+    items = p.get("most_copied") or []
+    if not items:
+        return head + "<p class=muted>No patient was copied.</p>"
+    body = "".join(
+        f"<tr><td class=name>{escape(it.get('patient', ''))}</td><td class=num>{number(it.get('copies'))}</td>"
+        f"<td class=num>{number(it.get('train_images_copied'))} / {number(it.get('train_images'))}</td>"
+        f"<td class=num>{number(it.get('max_score'), '{:.3f}')}</td>"
+        f"<td class=name>{escape(', '.join(str(s) for s in it.get('synthetic') or []))}</td></tr>"
+        for it in items)
+    return (head + "<table class=list><thead><tr><th>Patient</th><th>Copies</th><th>Images copied</th>"
+            f"<th>Max score</th><th>Synthetic images (most similar first)</th></tr></thead><tbody>{body}"
+            "</tbody></table><p class=muted>Every patient: patients.csv.</p>")
