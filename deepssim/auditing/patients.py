@@ -15,8 +15,10 @@ training image it names no patient for is its own patient, by scan (a volume's s
 together), and is counted as unmatched.
 
 A patient has leaked when at least one synthetic image's first match is one of their images and
-is classed ``duplicate``. The 95% interval of the number leaked (``leaked_interval``) is a
-bootstrap over synthetic images, recentred on the observed count (see its docstring).
+is classed ``duplicate``. The observed count is a fact of this release; two quantities get a 95%
+interval: the number of patients a release of the same size leaks on average
+(``leaked_interval``), and the number of patients the generator copies at all, of which the
+observed count is a lower bound (``patients_at_risk``, Chao1).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..classes import wilson_interval
 from ..readers.patients import bids_subject, compile_group_by, group_key, scan_name
 from ..readers.spec import ImageRef
 from .markup import escape, number, percent
@@ -58,6 +61,13 @@ RULE_TEXT = {
     "image": "one patient per training image",
 }
 """Each rule in words (the report's)."""
+INTERVAL_METHOD = ("expected count of a release of this size: observed count, score interval with the variance "
+                   "of a bootstrap from the generator as estimated (leaked patients plus Chao1's unseen)")
+"""``interval.method`` of the summary: how ``n_leaked_ci95`` is found (``leaked_interval``)."""
+AT_RISK_METHOD = "Chao1 (bias-corrected where no patient is copied twice), log-normal interval"
+"""``interval.at_risk_method`` of the summary: how ``patients_at_risk`` is found."""
+Z95 = 1.959963984540054
+"""The normal quantile of a two-sided 95% interval."""
 _DRAWS_PER_BLOCK = 1 << 22
 """Bootstrap draws held at once: bounds the memory whatever the number of copies."""
 
@@ -178,32 +188,64 @@ def patient_rows(patients: Patients, best_train: np.ndarray, labels: np.ndarray,
                                        -(r.max_score if r.max_score is not None else -np.inf), r.patient))
 
 
+def _assemblage(counts: np.ndarray, n_patients: int) -> np.ndarray:
+    """The copy probabilities of every patient the generator may copy, estimated from the copies
+    per leaked patient (``counts``): the leaked patients' shares shrunk by the mass of the patients
+    not yet seen, and that mass spread evenly over the Chao1 estimate of their number (Chao et al.
+    2014, the assemblage behind iNEXT's bootstrap). Sums to 1."""
+    d = float(counts.sum())
+    f1, f2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    # As many unseen patients as Chao1's interval allows: where few copies show, its point
+    # estimate sees too few, and the replicates then vary too little.
+    unseen = max(_chao1(counts, n_patients)[2] - len(counts), 0)
+    share = counts / d
+    # The unseen patients' mass: the singletons' share, scaled down where few are thought unseen.
+    missing = f1 / d * (d * unseen / (d * unseen + f1) if f1 else 1.0) if unseen else 0.0
+    tail = np.sum(share * (1 - share) ** d)
+    seen = share * (1 - (missing / tail if tail > 0 else 0.0) * (1 - share) ** d)
+    probs = np.concatenate([seen, np.full(unseen, missing / unseen if unseen else 0.0)])
+    return probs / probs.sum()
+
+
+def _chao1_unseen(f1: int, f2: int, d: float) -> float:
+    """Chao1's estimate of the patients at risk not yet copied, from the patients copied once
+    (``f1``) and twice (``f2``) among ``d`` copies (bias-corrected where ``f2`` is 0)."""
+    if d <= 0:
+        return 0.0
+    a = (d - 1) / d
+    return a * f1 * f1 / (2 * f2) if f2 > 0 else a * f1 * (f1 - 1) / 2
+
+
 def leaked_interval(copied_patient: np.ndarray, n_synthetic: int, n_patients: int, *,
                     replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED) -> tuple[int, int]:
-    """The 95% interval of the number of distinct patients leaked.
+    """The 95% interval of the number of distinct patients a release of ``n_synthetic`` images
+    from the same generator leaks on average (the expected count, of which the observed count is
+    the unbiased estimate).
 
-    The synthetic set is a sample from the generator: another set of its size would copy
-    other patients, some more, some fewer. Each replicate resamples the ``n_synthetic``
-    images with replacement and counts the distinct patients its copies show
-    (``copied_patient``: the patient index of each copy, one entry per synthetic image classed
-    duplicate). A resample holds only about 63% of the distinct images, so those counts sit
-    below the observed one by a bias that has nothing to do with the generator; the interval
-    is their 2.5-97.5 percentile spread set around the observed count (observed minus the
-    distance from the replicates' median down to their 2.5th percentile, plus the distance up to
-    their 97.5th), widened to whole patients and kept within 0 .. ``n_patients``. It always holds
-    the observed count; it depends on nothing but the copies and ``seed``.
+    ``copied_patient`` is the patient index of each copy, one entry per synthetic image classed
+    duplicate. The observed count varies from release to release by more than a bootstrap of the
+    synthetic images shows: patients copied once could as well have been missed, and patients not
+    copied this time could have been. So the replicates draw from the generator as estimated
+    (``_assemblage``: the leaked patients plus the Chao1 estimate of those at risk not yet seen):
+    each replicate draws its number of copies from the binomial of the observed rate and counts the
+    distinct patients they show. The interval is the observed count +- 1.96 of their standard
+    deviation, widened to whole patients and kept within 0 .. ``n_patients``. Without copies its top
+    is the Wilson bound of the number of copies (a release leaks no more patients than it holds
+    copies). It depends on nothing but the copies per patient, ``n_synthetic`` and ``seed``.
     """
-    observed = len(np.unique(copied_patient))
-    d = len(copied_patient)
-    if d == 0 or n_synthetic == 0:
+    if n_synthetic <= 0:
         return 0, 0
+    d = len(copied_patient)
+    if d == 0:
+        return 0, min(int(np.ceil(n_synthetic * wilson_interval(0, n_synthetic)[1])), n_patients)
+    observed_counts = np.unique(copied_patient, return_counts=True)[1]
+    observed = len(observed_counts)
+    cumulative = np.cumsum(_assemblage(observed_counts, n_patients))
+    width = len(cumulative)
     rng = np.random.default_rng(seed)
-    # Draws that land on a copy per replicate, then which copies: the same law as resampling
-    # all n images, at a cost of the copies alone.
     hits = rng.binomial(n_synthetic, d / n_synthetic, size=replicates)
     counts = np.zeros(replicates, dtype=np.int64)
     ends = np.cumsum(hits)
-    width = max(n_patients, 1)
     reps_per_block = max(1, _DRAWS_PER_BLOCK // width)  # the marks of a block: reps x patients
     start = 0
     while start < replicates:
@@ -211,15 +253,55 @@ def leaked_interval(copied_patient: np.ndarray, n_synthetic: int, n_patients: in
         stop = max(start + 1, int(np.searchsorted(ends, before + _DRAWS_PER_BLOCK, side="right")))
         stop = min(stop, start + reps_per_block)
         block = hits[start:stop]
-        drawn = copied_patient[rng.integers(0, d, size=int(block.sum()))]
+        drawn = np.minimum(np.searchsorted(cumulative, rng.random(int(block.sum())), side="right"), width - 1)
         seen = np.zeros(len(block) * width, dtype=bool)
         seen[np.repeat(np.arange(len(block), dtype=np.int64) * width, block) + drawn] = True
         counts[start:stop] = seen.reshape(len(block), width).sum(axis=1)
         start = stop
-    q_lo, median, q_hi = np.quantile(counts, [0.025, 0.5, 0.975])
-    lo = int(np.floor(observed - (median - q_lo)))
-    hi = int(np.ceil(observed + (q_hi - median)))
+    # A score interval, as Wilson's for a proportion: the variance grows with the expected count
+    # (var = dispersion x mean, the dispersion measured by the replicates at the observed count), so
+    # a low count does not give a narrow interval that misses a higher truth.
+    dispersion = float(np.var(counts, ddof=1)) / observed if replicates > 1 else 0.0
+    centre = observed + Z95 * Z95 * dispersion / 2
+    half = Z95 * np.sqrt(dispersion * observed + (Z95 * Z95 * dispersion / 2) ** 2)
+    lo = int(np.floor(centre - half + 1e-9))
+    hi = int(np.ceil(centre + half - 1e-9))
     return max(lo, 0), min(hi, n_patients)
+
+
+def patients_at_risk(copied_patient: np.ndarray, n_patients: int) -> tuple[float, int, int]:
+    """The number of training patients the generator copies at all, given unlimited sampling:
+    Chao1's estimate (the leaked patients plus those not yet seen, from how many were copied once
+    and twice) with its 95% log-normal interval (Chao 1987), as iNEXT's ``ChaoRichness``;
+    returns ``(estimate, low, high)``, the interval in whole patients, all kept within
+    observed .. ``n_patients``.
+
+    A lower bound where copy rates differ widely between patients: patients copied too rarely to
+    show up in the release leave no trace in it.
+    """
+    return _chao1(np.unique(copied_patient, return_counts=True)[1], n_patients)
+
+
+def _chao1(counts: np.ndarray, n_patients: int) -> tuple[float, int, int]:
+    """``patients_at_risk`` from the copies per leaked patient."""
+    observed, d = len(counts), float(counts.sum())
+    if d == 0:
+        return 0.0, 0, 0
+    f1, f2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    a = (d - 1) / d
+    unseen = _chao1_unseen(f1, f2, d)
+    if unseen <= 0:
+        return float(observed), observed, observed
+    if f2 > 0:
+        r = f1 / f2
+        var = f2 * (a / 2 * r ** 2 + a * a * r ** 3 + a * a / 4 * r ** 4)
+    else:
+        var = a * f1 * (f1 - 1) / 2 + a * a * f1 * (2 * f1 - 1) ** 2 / 4 - a * a * f1 ** 4 / 4 / (observed + unseen)
+    k = float(np.exp(Z95 * np.sqrt(np.log(1 + max(var, 0.0) / unseen ** 2))))
+    lo = int(np.floor(observed + unseen / k + 1e-9))
+    hi = int(np.ceil(observed + unseen * k - 1e-9))
+    return (min(observed + unseen, float(n_patients)), min(max(lo, observed), n_patients),
+            min(max(hi, observed), n_patients))
 
 
 def patients_summary(patients: Patients, rows: Sequence[PatientRow], n_synthetic: int, *,
@@ -230,6 +312,7 @@ def patients_summary(patients: Patients, rows: Sequence[PatientRow], n_synthetic
     n_patients = len(rows)
     leaked = sum(1 for r in rows if r.copies)
     lo, hi = leaked_interval(copied_patient, n_synthetic, n_patients, replicates=replicates, seed=seed)
+    at_risk, risk_lo, risk_hi = patients_at_risk(copied_patient, n_patients)
     copies = [r.copies for r in rows]
     return {
         "rule": patients.rule,
@@ -241,6 +324,8 @@ def patients_summary(patients: Patients, rows: Sequence[PatientRow], n_synthetic
         "n_leaked_ci95": [lo, hi],
         "leaked_fraction": leaked / n_patients if n_patients else 0.0,
         "leaked_fraction_ci95": [lo / n_patients, hi / n_patients] if n_patients else [0.0, 0.0],
+        "patients_at_risk": round(at_risk, 1),
+        "patients_at_risk_ci95": [risk_lo, risk_hi],
         "copies_per_patient": {"mean": float(np.mean(copies)) if copies else 0.0,
                                "mean_leaked": sum(copies) / leaked if leaked else 0.0,
                                "max": max(copies, default=0)},
@@ -248,18 +333,20 @@ def patients_summary(patients: Patients, rows: Sequence[PatientRow], n_synthetic
                          "train_images": r.train_images, "max_score": round(r.max_score, 6),
                          "synthetic": list(r.synthetic[:SYNTHETIC_LISTED])}
                         for r in rows[:MOST_COPIED_PATIENTS] if r.copies and r.max_score is not None],
-        "interval": {"method": "bootstrap over synthetic images, percentile spread recentred on the observed count",
-                     "replicates": replicates, "seed": seed},
+        "interval": {"method": INTERVAL_METHOD, "replicates": replicates, "seed": seed,
+                     "at_risk_method": AT_RISK_METHOD,
+                     "copied_once": sum(1 for c in copies if c == 1), "copied_twice": sum(1 for c in copies if c == 2)},
     }
 
 
-def _interval(p: Mapping[str, Any]) -> tuple[Any, Any]:
-    ci = p.get("n_leaked_ci95")
+def _interval(p: Mapping[str, Any], field: str = "n_leaked_ci95") -> tuple[Any, Any]:
+    ci = p.get(field)
     return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
 
 
 def leaked_card(summary: Mapping[str, Any]) -> str:
-    """The report's headline card: patients leaked of the training patients, and the interval."""
+    """The report's headline card: patients leaked of the training patients, and the interval of
+    the number a release of this size leaks on average."""
     p = summary.get("patients")
     p = p if isinstance(p, Mapping) else {}
     lo, hi = _interval(p)
@@ -277,9 +364,14 @@ def patients_section(summary: Mapping[str, Any]) -> str:
     said = escape(RULE_TEXT.get(rule, rule)).replace("{group_by}", f"<code>{escape(p.get('group_by'))}</code>")
     lo, hi = _interval(p)
     head = (f"<p><b>{number(p.get('n_leaked'))}</b> of {number(p.get('n_train_patients'))} training patients "
-            f"leaked ({percent(p.get('leaked_fraction'))}; 95% interval {number(lo)} – {number(hi)} "
-            "patients, by a bootstrap over the synthetic images): a patient leaks when a synthetic image's "
-            f"best match is one of their images and a duplicate. Patients: {said}.")
+            f"leaked ({percent(p.get('leaked_fraction'))}): a patient leaks when a synthetic image's "
+            f"best match is one of their images and a duplicate. Patients: {said}. Another release of this "
+            f"size leaks {number(lo)} – {number(hi)} patients on average (95% interval).")
+    if p.get("patients_at_risk") is not None:
+        risk_lo, risk_hi = _interval(p, "patients_at_risk_ci95")
+        head += (f" Patients at risk, those the generator copies at all given unlimited sampling: "
+                 f"about {number(p.get('patients_at_risk'), '{:.0f}')} (95% interval {number(risk_lo)} – "
+                 f"{number(risk_hi)}, Chao1; a lower bound when some patients are copied too rarely to show).")
     if p.get("unmatched_train_images"):
         head += (f" {number(p['unmatched_train_images'])} training image(s) matched no patient and count "
                  "as their own (listed in summary.json).")

@@ -36,8 +36,11 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
     if summary.get("patients"):
         p = summary["patients"]
         lo, hi = p["n_leaked_ci95"]
+        risk = p.get("patients_at_risk_ci95") or [None, None]
         print(f"  patients leaked: {p['n_leaked']} of {p['n_train_patients']} ({p['leaked_fraction']:.1%}; "
-              f"95% CI {lo}-{hi}), patients by rule '{p['rule']}'; every patient in {files.get('patients')}")
+              f"expected in a release of this size: 95% CI {lo}-{hi}; at risk: about "
+              f"{p.get('patients_at_risk', 0):.0f}, 95% CI {risk[0]}-{risk[1]}), patients by rule "
+              f"'{p['rule']}'; every patient in {files.get('patients')}")
     _print_holdout(summary)
     if summary["skipped_unreadable"]:
         print(f"  skipped {len(summary['skipped_unreadable'])} unreadable file(s), listed in summary.json")

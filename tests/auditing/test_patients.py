@@ -15,8 +15,8 @@ from PIL import Image
 from scipy import ndimage
 
 from deepssim.auditing.patients import (
-    BOOTSTRAP_REPLICATES, Patients, assign_patients, leaked_interval, patient_rows, patients_section,
-    patients_summary,
+    BOOTSTRAP_REPLICATES, Patients, assign_patients, leaked_interval, patient_rows, patients_at_risk,
+    patients_section, patients_summary,
 )
 from deepssim.cli import main
 from deepssim.readers import SliceSpec, scan
@@ -124,37 +124,73 @@ def test_counts_table_and_summary() -> None:
     s = patients_summary(p, rows, 7)
     assert s["rule"] == "regex" and s["n_train_patients"] == 4 and s["n_leaked"] == 2
     assert s["leaked_fraction"] == 0.5
-    lo, hi = s["n_leaked_ci95"]
-    assert lo <= 2 <= hi <= 4 and s["leaked_fraction_ci95"] == [lo / 4, hi / 4]
+    assert s["n_leaked_ci95"] == [1, 4] and s["leaked_fraction_ci95"] == [0.25, 1.0]
+    assert s["patients_at_risk"] == 2.0 and s["patients_at_risk_ci95"] == [2, 2]  # 3 and 1 copies: none once
     assert s["copies_per_patient"] == {"mean": 1.0, "mean_leaked": 2.0, "max": 3}
     assert [e["patient"] for e in s["most_copied"]] == ["pa", "pb"]
     assert s["most_copied"][0] == {"patient": "pa", "copies": 3, "train_images_copied": 3, "train_images": 3,
                                    "max_score": 0.95, "synthetic": ["s0", "s1", "s4"]}
     assert s["interval"]["replicates"] == BOOTSTRAP_REPLICATES
+    assert s["interval"]["copied_once"] == 1 and s["interval"]["copied_twice"] == 0
     json.dumps(s)  # plain JSON
 
 
-def test_the_interval_holds_the_observed_count_and_is_deterministic() -> None:
-    # 40 patients copied once each (a plain bootstrap would sit near 63% of them), and 5 copied
-    # 10 times each, among 1,000 synthetic images.
+def test_the_interval_of_the_expected_count_exact_values_and_deterministic() -> None:
+    # 40 patients copied once each and 5 copied 10 times each, among 1,000 synthetic images: the
+    # singletons say many patients at risk are unseen, so the interval is wide, and it is not the
+    # bootstrap's narrow spread around the 63% of distinct images a resample holds.
     copied = np.concatenate([np.arange(40), np.repeat(np.arange(40, 45), 10)])
-    lo, hi = leaked_interval(copied, 1000, 200)
-    assert lo < 45 < hi and hi - lo < 40
-    assert (lo, hi) == leaked_interval(copied, 1000, 200)
-    other = leaked_interval(copied, 1000, 200, seed=1)
-    assert other[0] < 45 < other[1] and abs(other[0] - lo) <= 2 and abs(other[1] - hi) <= 2
+    assert leaked_interval(copied, 1000, 200) == (35, 57)
+    assert leaked_interval(copied, 1000, 200, seed=1) == (35, 57)
+    assert leaked_interval(np.array([0, 0, 0, 1]), 7, 4) == (1, 4)
     assert leaked_interval(np.repeat(np.arange(3), 30), 90, 3) == (3, 3)  # every image copies: no doubt
-    assert leaked_interval(np.zeros(0, dtype=np.int64), 50, 10) == (0, 0)
-    assert leaked_interval(np.arange(10), 10, 10)[1] == 10  # kept within the patients there are
+    # Without copies the top is the Wilson bound of the copies (3.84 of 50 images, 2 of 2).
+    assert leaked_interval(np.zeros(0, dtype=np.int64), 50, 10) == (0, 4)
+    assert leaked_interval(np.zeros(0, dtype=np.int64), 2, 10) == (0, 2)
+    assert leaked_interval(np.zeros(0, dtype=np.int64), 0, 10) == (0, 0)
+    assert leaked_interval(np.arange(10), 10, 10) == (8, 10)  # kept within the patients there are
     # The draws are split into blocks without changing the result.
     from deepssim.auditing import patients as module
 
     small = module._DRAWS_PER_BLOCK
     try:
         module._DRAWS_PER_BLOCK = 7
-        assert leaked_interval(copied, 1000, 200) == (lo, hi)
+        assert leaked_interval(copied, 1000, 200) == (35, 57)
     finally:
         module._DRAWS_PER_BLOCK = small
+
+
+def test_the_assemblage_spreads_the_unseen_mass_evenly() -> None:
+    from deepssim.auditing.patients import _assemblage
+
+    probs = _assemblage(np.array([1, 1, 1, 2, 2]), 100)
+    assert len(probs) == 22 and probs.sum() == pytest.approx(1.0)  # 5 seen, 17 unseen (Chao1's top)
+    assert probs[0] == probs[2] and probs[3] > probs[0] > probs[5] and np.all(probs[5:] == probs[5])
+    assert _assemblage(np.array([3, 3]), 100).tolist() == [0.5, 0.5]  # no singletons: nothing unseen
+
+
+def test_patients_at_risk_is_chao1_with_its_log_normal_interval() -> None:
+    # f1 = 3, f2 = 1 of 5 copies: 4 + (4/5) 3^2 / 2 = 7.6, variance 33.84, K = 9.22.
+    assert patients_at_risk(np.array([0, 1, 2, 3, 3]), 100) == pytest.approx((7.6, 4, 38))
+    # f2 = 0: the bias-corrected form, (1/2) 2 (2 - 1) / 2 = 0.5 unseen.
+    assert patients_at_risk(np.array([0, 1]), 100) == (2.5, 2, 9)
+    assert patients_at_risk(np.array([0, 0, 1, 1]), 100) == (2.0, 2, 2)  # nobody copied once
+    assert patients_at_risk(np.zeros(0, dtype=np.int64), 100) == (0.0, 0, 0)
+    assert patients_at_risk(np.arange(40), 20 + 40) == (60.0, 60, 60)  # kept within the patients
+
+
+def test_the_intervals_cover_the_truth_in_a_seeded_simulation() -> None:
+    # 150 of 1,000 patients at risk, a release of 1,000 images copying 8% of the time.
+    rng = np.random.default_rng(3)
+    expected = 150 * (1 - (1 - 0.08 / 150) ** 1000)
+    covered = at_risk = 0
+    for _ in range(40):
+        copied = rng.integers(0, 150, size=rng.binomial(1000, 0.08))
+        lo, hi = leaked_interval(copied, 1000, 1000, replicates=300, seed=int(rng.integers(1 << 30)))
+        covered += lo <= expected <= hi
+        _, r_lo, r_hi = patients_at_risk(copied, 1000)
+        at_risk += r_lo <= 150 <= r_hi
+    assert covered >= 36 and at_risk >= 34
 
 
 def test_the_report_section_says_the_rule_and_escapes_names() -> None:
