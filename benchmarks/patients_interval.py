@@ -9,7 +9,7 @@ with a copy probability above 0. It prints, per scenario, the coverage of each (
 the coverage of a second, fresh release's count by ``n_leaked_ci95`` (which is not its target),
 and the mean widths.
 
-    python benchmarks/patients_interval.py            # 300 runs per scenario, about 20 s
+    python benchmarks/patients_interval.py            # 300 runs per scenario, under a minute
     python benchmarks/patients_interval.py --runs 1000
 """
 

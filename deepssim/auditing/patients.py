@@ -69,7 +69,7 @@ AT_RISK_METHOD = "Chao1 (bias-corrected where no patient is copied twice), log-n
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% interval."""
 _DRAWS_PER_BLOCK = 1 << 22
-"""Bootstrap draws held at once: bounds the memory whatever the number of copies."""
+"""Bootstrap counts (replicates x patients) held at once: bounds the memory."""
 
 
 def check_group_by(group_by: str | None) -> re.Pattern[str] | str | None:
@@ -191,10 +191,10 @@ def patient_rows(patients: Patients, best_train: np.ndarray, labels: np.ndarray,
 def _assemblage(counts: np.ndarray, n_patients: int) -> np.ndarray:
     """The copy probabilities of every patient the generator may copy, estimated from the copies
     per leaked patient (``counts``): the leaked patients' shares shrunk by the mass of the patients
-    not yet seen, and that mass spread evenly over the Chao1 estimate of their number (Chao et al.
-    2014, the assemblage behind iNEXT's bootstrap). Sums to 1."""
+    not yet seen, and that mass spread evenly over the top of Chao1's interval of their number
+    (the assemblage behind iNEXT's bootstrap, Chao et al. 2014). Sums to 1."""
     d = float(counts.sum())
-    f1, f2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    f1 = int(np.sum(counts == 1))
     # As many unseen patients as Chao1's interval allows: where few copies show, its point
     # estimate sees too few, and the replicates then vary too little.
     unseen = max(_chao1(counts, n_patients)[2] - len(counts), 0)
@@ -240,24 +240,15 @@ def leaked_interval(copied_patient: np.ndarray, n_synthetic: int, n_patients: in
         return 0, min(int(np.ceil(n_synthetic * wilson_interval(0, n_synthetic)[1])), n_patients)
     observed_counts = np.unique(copied_patient, return_counts=True)[1]
     observed = len(observed_counts)
-    cumulative = np.cumsum(_assemblage(observed_counts, n_patients))
-    width = len(cumulative)
+    probs = _assemblage(observed_counts, n_patients)
+    width = len(probs)
     rng = np.random.default_rng(seed)
     hits = rng.binomial(n_synthetic, d / n_synthetic, size=replicates)
-    counts = np.zeros(replicates, dtype=np.int64)
-    ends = np.cumsum(hits)
-    reps_per_block = max(1, _DRAWS_PER_BLOCK // width)  # the marks of a block: reps x patients
-    start = 0
-    while start < replicates:
-        before = int(ends[start - 1]) if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, before + _DRAWS_PER_BLOCK, side="right")))
-        stop = min(stop, start + reps_per_block)
-        block = hits[start:stop]
-        drawn = np.minimum(np.searchsorted(cumulative, rng.random(int(block.sum())), side="right"), width - 1)
-        seen = np.zeros(len(block) * width, dtype=bool)
-        seen[np.repeat(np.arange(len(block), dtype=np.int64) * width, block) + drawn] = True
-        counts[start:stop] = seen.reshape(len(block), width).sum(axis=1)
-        start = stop
+    # Each replicate's copies per patient at once: a cost of replicates x patients, whatever the
+    # number of copies; blocks bound the memory.
+    per_block = max(1, _DRAWS_PER_BLOCK // width)
+    counts = np.concatenate([np.count_nonzero(rng.multinomial(hits[k:k + per_block], probs), axis=1)
+                             for k in range(0, replicates, per_block)])
     # A score interval, as Wilson's for a proportion: the variance grows with the expected count
     # (var = dispersion x mean, the dispersion measured by the replicates at the observed count), so
     # a low count does not give a narrow interval that misses a higher truth.

@@ -198,6 +198,7 @@ def test_the_report_section_says_the_rule_and_escapes_names() -> None:
     rows = patient_rows(p, np.array([0]), np.array(["duplicate"]), np.array([0.9]), ["<i>s</i>"])
     html = patients_section({"patients": patients_summary(p, rows, 1)})
     assert "<b>1</b> of 2 training patients leaked (50.0%" in html
+    assert "leaks 1 – 1 patients on average" in html and "about 1 (95% interval 1 – 1, Chao1" in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "&lt;i&gt;s&lt;/i&gt;" in html and "<script>" not in html
     assert "<code>^(&lt;b&gt;)/</code>" in html and "1 training image(s) matched no patient" in html
     bids = patients_section({"patients": {"rule": "bids", "n_leaked": 0}})
@@ -225,10 +226,12 @@ def test_cli_counts_leaked_patients_end_to_end(flip_model_dir: Path, tmp_path: P
                    "--thresholds", "0.6,0.99", "--report-pairs", "0", "--group-by", "^(pat[0-9])/"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert "duplicate 3," in printed.out and "patients leaked: 2 of 3 (66.7%" in printed.out
+    assert "duplicate 3," in printed.out and ("patients leaked: 2 of 3 (66.7%; expected in a release of this "
+                                              "size: 95% CI 0-3; at risk: about 2, 95% CI 2-3)") in printed.out
     s = json.loads((out / "summary.json").read_text())["patients"]
     assert s["rule"] == "regex" and s["group_by"] == "^(pat[0-9])/" and s["n_train_patients"] == 3
-    assert s["n_leaked"] == 2 and s["n_leaked_ci95"][0] <= 2 <= s["n_leaked_ci95"][1]
+    assert s["n_leaked"] == 2 and s["n_leaked_ci95"] == [0, 3]
+    assert s["patients_at_risk"] == 2.3 and s["patients_at_risk_ci95"] == [2, 3]
     assert [(e["patient"], e["copies"], e["train_images_copied"]) for e in s["most_copied"]] == [
         ("pat0", 2, 2), ("pat2", 1, 1)]
     with open(out / "patients.csv", newline="") as fh:
