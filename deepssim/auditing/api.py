@@ -146,50 +146,55 @@ def audit(
                 train_set.sources, train_set.keys, config, slices=reading.slices,
                 skip_unreadable=reading.skip_unreadable, cache_root=root, secret=secret, device=device,
                 progress=progress, say=say or (lambda line: log.info("%s", line)))
-        chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
-        cache = open_cache(root, net)
-    if verified_thresholds is not None:
-        verify = replace(verify, thresholds=verified_thresholds)
-    with _timed(timings, "embed_s"):
-        real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
-        held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
-    calibrated, held_found = None, None
-    if held is not None:
-        with _timed(timings, "holdout_s"):  # scored first: its thresholds decide the synthetic images
-            held_found, _ = _candidates(net, held, real, search, verify, chosen, device, progress)
-            calibrated = calibrate_holdout(
-                held_found.deciding_scores(), held_found.exact, held.images.ids,
-                [real.images.ids[int(t)] for t in held_found.indices[:, 0]], fpr,
-                scale="verified_ssim" if verify.top else "deepssim")
-        if not given:
-            if verify.top:
-                verify = replace(verify, thresholds=calibrated.thresholds)
-            else:
-                chosen = calibrated.thresholds
-    found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings)
-    pair_labels = classify_pairs(found.scores, found.verified, chosen, verify.decision_thresholds)
-    outcome = Outcome(found.scores[:, 0].copy(), found.indices[:, 0].copy(), pair_labels[:, 0], found.exact)
-    timings["total_s"] = time.perf_counter() - t_start
-    summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
-                            outcome=outcome, search=found.summary(search.top_k),
-                            cache=cache_summary(cache, real, fake, *([held] if held else [])),
-                            verify=verify_summary, timings=timings, model_source=source.to_dict())
-    p_values = None
-    if calibrated is not None and held is not None and held_found is not None:
-        p_values = calibrated.p_values(found.deciding_scores())
-        held_labels = classify_pairs(held_found.scores[:, :1], held_found.verified[:, :1], chosen,
-                                     verify.decision_thresholds)[:, 0]
-        summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
-            calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
-    patients = assign_patients(real.images.ids, real.images.refs, group_by)
-    rows = patient_rows(patients, outcome.best_train, outcome.labels, outcome.best_scores, fake.images.ids)
-    summary["patients"] = patients_summary(patients, rows, len(fake.images.ids))
-    result = AuditResult(_matches(fake.images, real.images, found, pair_labels, patients.names, p_values), summary,
-                         fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
-                         chosen, fake.images.refs, real.images.refs,
-                         found.deciding_scores() if verify.top else None,
-                         verify.decision_thresholds if verify.top else None, p_values, calibrated,
-                         model_folder=None if source.kept else source.folder, patients=rows)
+    try:
+        if model is None:
+            chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+            cache = open_cache(root, net)
+        if verified_thresholds is not None:
+            verify = replace(verify, thresholds=verified_thresholds)
+        with _timed(timings, "embed_s"):
+            real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
+            held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
+        calibrated, held_found = None, None
+        if held is not None:
+            with _timed(timings, "holdout_s"):  # scored first: its thresholds decide the synthetic images
+                held_found, _ = _candidates(net, held, real, search, verify, chosen, device, progress)
+                calibrated = calibrate_holdout(
+                    held_found.deciding_scores(), held_found.exact, held.images.ids,
+                    [real.images.ids[int(t)] for t in held_found.indices[:, 0]], fpr,
+                    scale="verified_ssim" if verify.top else "deepssim")
+            if not given:
+                if verify.top:
+                    verify = replace(verify, thresholds=calibrated.thresholds)
+                else:
+                    chosen = calibrated.thresholds
+        found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings)
+        pair_labels = classify_pairs(found.scores, found.verified, chosen, verify.decision_thresholds)
+        outcome = Outcome(found.scores[:, 0].copy(), found.indices[:, 0].copy(), pair_labels[:, 0], found.exact)
+        timings["total_s"] = time.perf_counter() - t_start
+        summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
+                                outcome=outcome, search=found.summary(search.top_k),
+                                cache=cache_summary(cache, real, fake, *([held] if held else [])),
+                                verify=verify_summary, timings=timings, model_source=source.to_dict())
+        p_values = None
+        if calibrated is not None and held is not None and held_found is not None:
+            p_values = calibrated.p_values(found.deciding_scores())
+            held_labels = classify_pairs(held_found.scores[:, :1], held_found.verified[:, :1], chosen,
+                                         verify.decision_thresholds)[:, 0]
+            summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
+                calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
+        patients = assign_patients(real.images.ids, real.images.refs, group_by)
+        rows = patient_rows(patients, outcome.best_train, outcome.labels, outcome.best_scores, fake.images.ids)
+        summary["patients"] = patients_summary(patients, rows, len(fake.images.ids))
+        result = AuditResult(_matches(fake.images, real.images, found, pair_labels, patients.names, p_values), summary,
+                             fake.images.ids, real.images.ids, outcome.best_scores, outcome.best_train, outcome.labels,
+                             chosen, fake.images.refs, real.images.refs,
+                             found.deciding_scores() if verify.top else None,
+                             verify.decision_thresholds if verify.top else None, p_values, calibrated,
+                             model_folder=None if source.kept else source.folder, patients=rows)
+    except BaseException:
+        source.discard()  # a model trained for this audit only: its folder goes with the audit
+        raise
     if result.model_folder is not None:  # a temporary folder: gone with the result
         weakref.finalize(result, shutil.rmtree, result.model_folder, True)
     return result

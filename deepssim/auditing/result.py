@@ -4,7 +4,6 @@ histogram PNG, and with a holdout ``thresholds.json``."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -85,7 +84,8 @@ class AuditResult:
         holdout: With a holdout: its null and the thresholds fitted on it
             (``holdout.HoldoutCalibration``).
         model_folder: A model this audit trained without a cache to keep it in: ``save``
-            writes it into the output folder's ``model/``.
+            writes its model files (``trained.MODEL_FILES``, never the training's pair sets)
+            into the output folder's ``model/``.
         patients: One row per training patient, the most copied first (``patients.csv``).
     """
 
@@ -222,7 +222,9 @@ class AuditResult:
                 names["patients"] = self.to_patients_csv(tmp / OUTPUT_FILES["patients"]).name
             names["report"] = self.to_html(tmp / OUTPUT_FILES["report"], max_pairs=max_pairs, progress=progress).name
             if self.model_folder is not None:
-                shutil.copytree(self.model_folder, tmp / MODEL_FOLDER)
+                from .trained import copy_model_files
+
+                copy_model_files(self.model_folder, tmp / MODEL_FOLDER)
                 self.summary["model"]["path"] = str(out / MODEL_FOLDER)
             timings = self.summary.setdefault("timings", {})
             timings["report_s"] = round(time.perf_counter() - t0, 3)

@@ -20,7 +20,12 @@ not trusted (deleted and trained again), as the embedding cache's shards are not
 
 Written whole: the model is trained in ``<name>.training/``, its files copied into a
 temporary folder beside, which is then renamed ``<name>``; a folder of that name is always a
-finished model. Concurrent audits of one training set take the lock file (``flock``, released
+finished model. ``<name>.training/`` holds the pair sets (``cache/``: the preprocessed training
+images and their perturbed copies) and is deleted once the model is installed, or when the
+training fails; only a Ctrl-C keeps it, for the next run to resume from (its message says
+where). Without a cache the training runs in a temporary folder deleted as soon as it ends, and
+only the files a cached model folder holds (``MODEL_FILES``) are kept, in another temporary
+folder, for ``AuditResult.save``. Concurrent audits of one training set take the lock file (``flock``, released
 by the system when a process ends, so a killed audit leaves no stale lock): the second waits
 for the first's training, then reuses its model. Where ``fcntl`` is missing (Windows) there
 is no lock: each audit trains in its own folder and the first to finish installs its model.
@@ -64,6 +69,9 @@ RECORD = "trained.json"
 """What a cached model was trained on, signed (the module docstring)."""
 RECORD_FORMAT = 1
 DEFAULT_PRESET = "fast"
+MODEL_FILES = (WEIGHTS, CONFIG, METRICS, RECORD)
+"""What a model folder an audit trained holds: never the training's pair sets (its training
+images), resume state or TensorBoard logs."""
 SAVED_FOLDER = "model"
 """Where ``AuditResult.save`` writes a model trained without a cache, in the output folder."""
 ORIGINS = ("given", "trained", "cached")
@@ -95,6 +103,11 @@ class ModelSource:
 
     def to_dict(self) -> dict[str, Any]:
         return {"origin": self.origin, "training_set": self.training_set, "trained_at": self.trained_at}
+
+    def discard(self) -> None:
+        """Delete the folder of a model trained for this audit only (nothing when ``kept``)."""
+        if self.folder is not None and not self.kept:
+            _remove(self.folder)
 
 
 def training_config(preset: str | TrainConfig | None) -> TrainConfig:
@@ -167,6 +180,34 @@ def _locked(path: Path, say: Callable[[str], None]) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _remove(folder: Path) -> None:
+    """Delete a model's or a training's folder; one that stays is warned about (it may hold
+    the pair sets: the training images)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        log.warning("%s: cannot delete this training folder; delete it yourself (it may hold the "
+                    "training images, in its pair sets)", folder)
+
+
+def copy_model_files(folder: Path, dest: Path) -> None:
+    """Copy into ``dest`` (created if missing) the ``MODEL_FILES`` that ``folder`` holds, and
+    nothing else: not a training's pair sets, resume state or logs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, dest / name)
+
+
+def _copy_model(work: Path, dest: Path, record: dict[str, Any], secret: bytes | None) -> None:
+    """Copy the model files of the training in ``work`` into ``dest`` and write its record
+    there (signed with ``secret``; without one, as there is no cache key, unsigned)."""
+    copy_model_files(work, dest)
+    record = {**record, "files": _files(dest)}
+    if secret is not None:
+        record["mac"] = _mac(secret, record)
+    atomic_write_bytes(dest / RECORD, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def _interrupted(work: Path) -> str:
     """What a Ctrl-C during the training in ``work`` kept, and how to go on."""
     if (work / STATE).is_file():
@@ -197,23 +238,33 @@ def _train(sources: Sequence[str], work: Path, config: TrainConfig, slices: Slic
 
 def _install(work: Path, final: Path, record: dict[str, Any], secret: bytes) -> None:
     """Copy the finished model's files from ``work`` into a folder beside ``final``, sign it,
-    and rename it ``final`` (a model finished meanwhile by another audit is kept instead)."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    and rename it ``final`` (a model finished meanwhile by another audit is kept instead);
+    ``work`` is deleted, installed or not."""
     try:
-        for name in (WEIGHTS, CONFIG, METRICS):
-            if (work / name).is_file():
-                shutil.copy2(work / name, staging / name)
-        record = {**record, "files": _files(staging)}
-        record["mac"] = _mac(secret, record)
-        atomic_write_bytes(staging / RECORD, (json.dumps(record, indent=2) + "\n").encode())
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
-            os.rename(staging, final)
-        except OSError:
-            if not final.is_dir():
-                raise
+            _copy_model(work, staging, record, secret)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
+        _remove(work)  # the pair sets hold the training images: not kept past the training
+
+
+def _record(key: str, n_images: int, sources: Sequence[str], slices: SliceSpec, config: TrainConfig,
+            stopped_by: str, stamp: str) -> dict[str, Any]:
+    """A trained model's ``trained.json`` before its checksums and signature."""
+    return {"format": RECORD_FORMAT, "training_key": key, "n_images": n_images, "sources": list(sources),
+            "slices": asdict(slices), "preset": config.preset, "deepssim_version": __version__,
+            "trained_at": stamp, "stopped_by": stopped_by}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def obtain_model(
@@ -224,28 +275,23 @@ def obtain_model(
     """The model of ``config`` trained on the training images (``sources``, whose images have
     the content keys ``keys``): the cached one when ``cache_root`` holds it, else trained now
     (resuming an interrupted training) and kept there. Without a cache (``cache_root`` None)
-    it is trained into a temporary folder, for ``AuditResult.save`` to copy. ``say`` gets one
-    line when training starts, resumes or waits, and when a cached model is used.
+    it is trained in a temporary folder deleted when the training ends, and its ``MODEL_FILES``
+    kept in another (``ModelSource.folder``, not ``kept``) for ``AuditResult.save`` to copy;
+    the caller deletes that one (``ModelSource.discard``). ``say`` gets one line when training
+    starts, resumes or waits, and when a cached model is used.
 
     Raises:
         TrainingInterrupted: Ctrl-C during training (its message says what was kept).
-        ReadError, ValueError: from the training (unreadable images, too few of them).
+        ReadError, ValueError: from the training (unreadable images, too few of them); its
+            folder is deleted then.
     """
     key = training_key(keys, slices, config)
     what = f"the {config.preset} preset on {len(keys)} training images ({_budget(config)})"
     if cache_root is None:
-        work = Path(tempfile.mkdtemp(prefix="deepssim-model-"))
-        say(f"no model given and no cache: training {what} for this audit only; it is saved with the "
-            f"results, in {SAVED_FOLDER}/ of the output folder")
-        try:
-            _train(sources, work, config, slices, skip_unreadable, device, progress, say)
-        except KeyboardInterrupt:
-            shutil.rmtree(work, ignore_errors=True)
-            raise TrainingInterrupted("the model being trained was not kept (no cache): run the same "
-                                      "command again to train it from the start") from None
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return (load_model(work, device=device),
-                ModelSource("trained", key, stamp, work, kept=False))
+        say(f"no model given and no cache: training {what} for this audit only, in a temporary folder "
+            f"deleted after the training; the model is written with the results, into {SAVED_FOLDER}/ of the "
+            "output folder, when they are saved")
+        return _train_uncached(sources, keys, key, config, slices, skip_unreadable, device, progress, say)
     assert secret is not None
     models = cache_root / MODELS
     name = hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:32]
@@ -266,17 +312,47 @@ def obtain_model(
                 log.warning("%s: cached model not trusted (not signed with your cache key, or edited since); "
                             "deleting it and training again", final)
             shutil.rmtree(final)
+        # Unlocked (no fcntl), each audit trains in a folder of its own, which no later run resumes.
         work = models / (f"{name}.training" if locked else f"{name}.training-{os.getpid()}")
         say(f"no model given: training {what}; it is kept in {final} for later audits of this training set")
         try:
             stopped_by = _train(sources, work, config, slices, skip_unreadable, device, progress, say)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(_interrupted(work)) from None
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _install(work, final, {"format": RECORD_FORMAT, "training_key": key, "n_images": len(keys),
-                               "sources": list(sources), "slices": asdict(slices), "preset": config.preset,
-                               "deepssim_version": __version__, "trained_at": stamp,
-                               "stopped_by": stopped_by}, secret)
+            if locked:
+                raise TrainingInterrupted(_interrupted(work)) from None
+            _remove(work)
+            raise TrainingInterrupted("the model being trained was not kept (no lock to resume it under): run "
+                                      "the same command again to train it from the start") from None
+        except BaseException:
+            _remove(work)  # its data or settings failed: a rerun would not resume it
+            raise
+        stamp = _now()
+        _install(work, final, _record(key, len(keys), sources, slices, config, stopped_by, stamp), secret)
         record = _trusted(final, key, secret) or {"trained_at": stamp}
         return (load_model(final, device=device),
                 ModelSource("trained", key, record["trained_at"], final, kept=True))
+
+
+def _train_uncached(sources: Sequence[str], keys: Sequence[str], key: str, config: TrainConfig, slices: SliceSpec,
+                    skip_unreadable: bool, device: str, progress: bool,
+                    say: Callable[[str], None]) -> tuple[DeepSSIMModel, ModelSource]:
+    """``obtain_model`` without a cache: train in a temporary folder, keep the model's files in
+    another, delete the first whatever happens (it holds the training images)."""
+    work = Path(tempfile.mkdtemp(prefix="deepssim-training-"))
+    try:
+        try:
+            stopped_by = _train(sources, work, config, slices, skip_unreadable, device, progress, say)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted("the model being trained was not kept (no cache): run the same "
+                                      "command again to train it from the start") from None
+        folder = Path(tempfile.mkdtemp(prefix="deepssim-model-"))
+        source = ModelSource("trained", key, _now(), folder, kept=False)
+        try:
+            _copy_model(work, folder, _record(key, len(keys), sources, slices, config, stopped_by,
+                                              str(source.trained_at)), None)
+            return load_model(folder, device=device), source
+        except BaseException:
+            source.discard()
+            raise
+    finally:
+        _remove(work)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import deepssim.auditing.api as api
 import deepssim.training.trainer as trainer
 from deepssim.auditing import audit
 from deepssim.auditing.trained import MODELS, RECORD, TrainingInterrupted, _locked
 from deepssim.cli import main
 from deepssim.model import ModelConfig, Preprocess
 from deepssim.training import PRESETS, TrainConfig
+
+MODEL_SET = {"model.safetensors", "config.json", "metrics.csv", RECORD}
+"""What a model folder an audit trained holds, cached or saved with the results."""
 
 # Trains in about a second on a CPU: 2 epochs of 4 steps on 32 px images.
 TINY = TrainConfig(
@@ -47,6 +53,14 @@ def _audit(train: Path, synth: Path, cache: Path | None, lines: list[str], **kwa
     return audit(train, synth, cache_dir=cache, device="cpu", preset=TINY, say=lines.append, **kwargs)
 
 
+def _temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder standing for the system's temporary folder, to see what is left in it."""
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return temp
+
+
 def _snapshot(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
@@ -62,7 +76,7 @@ def test_trains_once_then_reuses_the_model(sets: tuple[Path, Path], tmp_path: Pa
                      f"{folder} for later audits of this training set"]
     model = first.summary["model"]
     assert model["origin"] == "trained" and model["path"] == str(folder) and model["preset"] == "tiny"
-    assert {"model.safetensors", "config.json", "metrics.csv", RECORD} == {p.name for p in folder.iterdir()}
+    assert MODEL_SET == {p.name for p in folder.iterdir()}
     record = json.loads((folder / RECORD).read_text())
     assert record["training_key"] == model["training_set"] and record["n_images"] == 16
     assert record["trained_at"] == model["trained_at"] and len(record["mac"]) == 64
@@ -116,22 +130,68 @@ def test_an_edited_cached_model_is_not_trusted(sets: tuple[Path, Path], tmp_path
     assert json.loads((folder / "config.json").read_text()).get("thresholds") != [0.1, 0.2]
 
 
-def test_without_a_cache_the_model_is_saved_with_the_results(sets: tuple[Path, Path], tmp_path: Path) -> None:
+def test_without_a_cache_the_model_is_saved_with_the_results(sets: tuple[Path, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     train, synth = sets
+    temp = _temp_dir(tmp_path, monkeypatch)
     lines: list[str] = []
     result = _audit(train, synth, None, lines)
     assert lines == ["no model given and no cache: training the tiny preset on 16 training images (2 epochs) "
-                     "for this audit only; it is saved with the results, in model/ of the output folder"]
+                     "for this audit only, in a temporary folder deleted after the training; the model is "
+                     "written with the results, into model/ of the output folder, when they are saved"]
     assert result.summary["model"]["origin"] == "trained" and result.summary["cache"] is None
+    # The training's folder (its pair sets hold the training images) is gone; the model's files wait.
+    [kept] = temp.iterdir()
+    assert kept.name.startswith("deepssim-model-") and {p.name for p in kept.iterdir()} == MODEL_SET
     out = tmp_path / "audit"
     result.save(out)
-    assert {"model.safetensors", "config.json"} <= {p.name for p in (out / "model").iterdir()}
+    # What a cached model's folder holds (test_trains_once_then_reuses_the_model), and nothing else.
+    assert {p.name for p in (out / "model").iterdir()} == MODEL_SET
+    record = json.loads((out / "model" / RECORD).read_text())
+    assert record["training_key"] == result.summary["model"]["training_set"] and record["n_images"] == 16
+    assert "mac" not in record  # no cache, no cache key to sign with
     assert json.loads((out / "summary.json").read_text())["model"]["path"] == str(out / "model")
+    del result
+    gc.collect()
+    assert not list(temp.iterdir())  # the model's temporary folder went with the result
     given = audit(train, synth, out / "model", device="cpu", cache_dir=None)
     assert given.summary["model"]["origin"] == "given"
-    assert given.summary["model"]["sha256"] == result.summary["model"]["sha256"]
+    assert given.summary["model"]["sha256"] == record["files"]["model.safetensors"]
     given.save(out)  # an earlier audit's folder, model/ included, is replaced whole
     assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("the search failed"), KeyboardInterrupt()])
+def test_an_audit_failing_after_its_training_leaves_no_temporary_folder(
+        sets: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException) -> None:
+    temp = _temp_dir(tmp_path, monkeypatch)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(api, "find_candidates", fail)
+    lines: list[str] = []
+    with pytest.raises(type(failure)):
+        _audit(*sets, None, lines)
+    assert lines[0].startswith("no model given and no cache: training the tiny preset")
+    assert not list(temp.iterdir())
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_failed_training_leaves_no_training_folder(sets: tuple[Path, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, cached: bool) -> None:
+    temp = _temp_dir(tmp_path, monkeypatch)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(trainer, "validate", fail)  # after the pair sets are built
+    cache = tmp_path / "cache" if cached else None
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _audit(*sets, cache, [])
+    assert not list(temp.iterdir())
+    if cached:  # the lock file only: no work folder, no half-installed model
+        assert [p.suffix for p in (cache / MODELS).iterdir()] == [".lock"]
 
 
 def test_an_interrupted_training_resumes(sets: tuple[Path, Path], tmp_path: Path,
