@@ -8,10 +8,9 @@ flagged copies against the oracle's `audit.csv` (``benchmark.judge``), and for t
 audit the thresholds, the null's size, the flagged holdout copies and the excess memorization
 rate beside the true copy rate (the share of `is_copy` in `audit.csv`).
 
-    deepssim benchmark build --images ../shared/data/brain-tumor-mri/Training \
-        --out /tmp/deepssim-bench/brain128nd --seed 0
-    python benchmarks/holdout_quality.py --bench /tmp/deepssim-bench/brain128nd \
-        --model models/fast --verify 20
+    deepssim benchmark build --images brain-tumor-mri/Training --out bench/brain128nd --seed 0
+    deepssim train bench/brain128nd/train --preset fast --out models/brain128nd
+    python benchmarks/holdout_quality.py --bench bench/brain128nd --model models/brain128nd --verify 20
 """
 
 from __future__ import annotations
