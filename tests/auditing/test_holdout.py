@@ -202,7 +202,7 @@ def test_old_calibration_files_still_read(tmp_path: Path) -> None:
     assert read_calibration(old) == (Thresholds(0.5, 0.8, source="calibration", file=str(old)), "deepssim")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"thresholds": [0.5, 0.8], "scale": "pixels"}))
-    with pytest.raises(ValueError, match="bad.json: scale must be one of"):
+    with pytest.raises(ValueError, match="bad.json: its thresholds are on the 'pixels' scale"):
         read_calibration(bad)
 
 
