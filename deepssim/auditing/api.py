@@ -81,7 +81,8 @@ def audit(
         trust_torchscript: Allow loading the authors' TorchScript file (it can run code).
         progress: Progress bars on stderr.
         holdout: Real images of the same source that were not in the training set (folders or
-            files, as ``synthetic``), scored exactly as the synthetic images. Their best-match
+            files, as ``synthetic``), scored as the synthetic images; with verification every
+            holdout image is verified. Their best-match
             scores (less those of holdout images that are themselves training copies) are the
             null: the thresholds at ``fpr`` come from it unless thresholds were given
             (``thresholds``, ``calibration``, ``verify.thresholds``), and every synthetic

@@ -1,8 +1,9 @@
 """Thresholds from the user's own holdout: what a best match of a non-copy scores on this data.
 
 The holdout is real images of the same source that were not in the training set. The audit
-scores them against the training set exactly as the synthetic images (same embedding, search,
-verification and deciding score), and their best-match scores, less the holdout images that
+scores them against the training set as the synthetic images (same embedding, search,
+verification settings and deciding score; with verification every holdout image is verified,
+so that the null is on one scale), and their best-match scores, less the holdout images that
 are themselves copies of training images, are the null. From it:
 
 - the duplicate threshold at a false-alarm rate ``fpr``: the k-th largest null score with
@@ -14,8 +15,8 @@ are themselves copies of training images, are the null. From it:
   quantile, and the 95% interval of the threshold's true false-alarm rate, Beta(k, n + 1 - k);
 - an empirical p-value for any score, ``(1 + #null >= s) / (1 + n)``: a synthetic image is a
   duplicate by these thresholds exactly when its p-value is at most ``fpr``;
-- the excess memorization rate: the synthetic set's duplicate rate minus the null's, with
-  Newcombe's hybrid score interval.
+- the excess memorization rate: the synthetic set's duplicate rate minus the null's (its
+  expected rate k / (n + 1) when the thresholds were fitted on it), with a hybrid interval.
 
 A holdout image is flagged as a copy of a training image, and left out of the null, when its
 content equals a training image's, or when its score is above ``COPY_SCORE`` and a robust
