@@ -155,8 +155,9 @@ CALIBRATION_FORMAT = "deepssim-thresholds/1"
 """The ``format`` of a thresholds file fitted on data: by ``deepssim evaluate --calibrate``
 (on labelled pairs) and by an audit with a holdout (``thresholds.json``)."""
 SCALES = ("deepssim", "verified_ssim")
-"""What a thresholds file's values apply to: DeepSSIM scores, or verified SSIMs (an audit
-with verification)."""
+"""The scales an audit applies a thresholds file to: DeepSSIM scores, or verified SSIMs (an
+audit with verification). A file fitted on another metric's scores records that metric's name
+as its scale (``evaluate --metric l2 --save-calibration``) and an audit refuses it."""
 
 
 def calibration_document(
@@ -165,14 +166,15 @@ def calibration_document(
 ) -> dict[str, Any]:
     """The JSON document of thresholds fitted on data, the one format both writers share.
 
-    Fields: ``format``, ``thresholds`` [LOW, HIGH], ``scale`` (``SCALES``), ``source``
+    Fields: ``format``, ``thresholds`` [LOW, HIGH], ``scale`` (``SCALES``, or the name of the
+    metric whose scores they cut), ``source``
     (``pairs``: labelled benchmark pairs; ``holdout``: an audit's holdout), ``criterion``
     (``macro_f1`` or ``fpr``), ``n`` (scores fitted on: pairs, or the holdout's null),
     ``false_alarm_rate`` (share of the non-copies it was fitted on scoring above the high
     threshold) with ``false_alarm_ci95``, then the writer's own ``details``.
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if not isinstance(scale, str) or not scale:
+        raise ValueError(f"scale must be a scale or metric name, got {scale!r}")
     return {
         "format": CALIBRATION_FORMAT,
         "thresholds": [thresholds.different_max, thresholds.duplicate_min],
@@ -208,5 +210,6 @@ def read_calibration(path: str | Path) -> tuple[Thresholds, str]:
         raise ValueError(f"{path}: thresholds: {exc}") from None
     scale = data.get("scale", SCALES[0])
     if scale not in SCALES:
-        raise ValueError(f"{path}: scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise ValueError(f"{path}: its thresholds are on the {scale!r} scale, not DeepSSIM scores or verified "
+                         f"SSIMs: an audit can apply only {' or '.join(SCALES)} thresholds")
     return thresholds, scale

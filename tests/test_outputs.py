@@ -62,9 +62,10 @@ def test_a_save_replaces_all_four_files(images: tuple[Path, Path], tiny_model_di
     after = _contents(out)
     assert sorted(after) == sorted(before) and all(after[name] != before[name] for name in before)
     assert files == {kind: out / name for kind, name in OUTPUT_FILES.items()}
-    assert json.loads(after["summary.json"])["counts"] == {"different": 3, "similar": 0, "duplicate": 0}
+    # Thresholds no score reaches: only the byte copy is still a duplicate.
+    assert json.loads(after["summary.json"])["counts"] == {"different": 2, "similar": 0, "duplicate": 1}
     with open(out / "matches.csv", newline="") as fh:
-        assert {row["class"] for row in csv.DictReader(fh)} == {"different"}
+        assert {row["synthetic"]: row["class"] for row in csv.DictReader(fh) if row["rank"] == "1"}["copy.png"] == "duplicate"
     assert _siblings(out) == siblings  # no temporary folder left beside it
 
 

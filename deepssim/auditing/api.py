@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +27,11 @@ from ..training import TrainConfig
 from .cache import ContentHasher, default_cache_dir, load_cache_key
 from .candidates import Candidates, find_candidates
 from .decide import audit_thresholds, classify_pairs
-from .holdout import calibrate_holdout, check_fpr, holdout_summary
+from .holdout import HoldoutCalibration, calibrate_holdout, check_fpr, check_holdout_size, holdout_summary
 from .images import EmbeddedSet, ImageSet, Sources, cache_summary, collect, embed_queries, embed_sets, open_cache
 from .options import DEFAULT_FPR, ReadOptions, SearchOptions, VerifyOptions
 from .patients import assign_patients, check_group_by, patient_rows, patients_summary
-from .rerank import verify_suspicious
+from .rerank import verify_null, verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
 from .trained import ModelSource, obtain_model, training_config
@@ -80,7 +81,8 @@ def audit(
         trust_torchscript: Allow loading the authors' TorchScript file (it can run code).
         progress: Progress bars on stderr.
         holdout: Real images of the same source that were not in the training set (folders or
-            files, as ``synthetic``), scored exactly as the synthetic images. Their best-match
+            files, as ``synthetic``), scored as the synthetic images; with verification every
+            holdout image is verified. Their best-match
             scores (less those of holdout images that are themselves training copies) are the
             null: the thresholds at ``fpr`` come from it unless thresholds were given
             (``thresholds``, ``calibration``, ``verify.thresholds``), and every synthetic
@@ -117,7 +119,8 @@ def audit(
         raise ValueError("--fpr needs --holdout: the false-alarm rate is measured on holdout images")
     fpr = check_fpr(DEFAULT_FPR if fpr is None else fpr)
     # Thresholds given in any form win over the holdout's.
-    given = thresholds is not None or calibration is not None or (verify.top > 0 and verify.thresholds is not None)
+    asked_verified = verify.thresholds if verify.top > 0 else None
+    given = thresholds is not None or calibration is not None or asked_verified is not None
     if model is not None and preset is not None:
         raise ValueError("preset chooses the model an audit trains when it is given none; a model was given")
     timings: dict[str, float] = {}
@@ -126,13 +129,14 @@ def audit(
     if model is not None:
         net = model if isinstance(model, DeepSSIMModel) else load_model(
             model, device=device, trust_torchscript=trust_torchscript)
-        chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+        chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0,
+                                                       asked_verified)
         source = ModelSource("given")
         with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
             cache = open_cache(cache_dir, net)
     else:
         config = training_config(preset)
-        audit_thresholds(thresholds, calibration, {}, verify.top > 0)  # bad values stop the audit before training
+        audit_thresholds(thresholds, calibration, {}, verify.top > 0, asked_verified)  # bad values stop it before training
         with _timed(timings, "cache_s"):
             secret = None if root is None else load_cache_key(root)
     with _timed(timings, "scan_s"):
@@ -140,6 +144,8 @@ def audit(
         train_set = collect(train, "training", reading, hasher, progress)
         synth_set = collect(synthetic, "synthetic", reading, hasher, progress)
         hold_set = None if holdout is None else collect(holdout, "holdout", reading, hasher, progress)
+    if hold_set is not None:  # known after the scan: stop before any training or embedding
+        check_holdout_size(len(hold_set.ids), fpr)
     if model is None:
         with _timed(timings, "train_s"):
             net, source = obtain_model(
@@ -148,28 +154,31 @@ def audit(
                 progress=progress, say=say or (lambda line: log.info("%s", line)))
     try:
         if model is None:
-            chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0)
+            chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0,
+                                                           asked_verified)
             cache = open_cache(root, net)
         if verified_thresholds is not None:
             verify = replace(verify, thresholds=verified_thresholds)
         with _timed(timings, "embed_s"):
             real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
             held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
-        calibrated, held_found = None, None
+        calibrated, held_found, held_verify, gate = None, None, None, chosen.different_max
         if held is not None:
             with _timed(timings, "holdout_s"):  # scored first: its thresholds decide the synthetic images
-                held_found, _ = _candidates(net, held, real, search, verify, chosen, device, progress)
-                calibrated = calibrate_holdout(
-                    held_found.deciding_scores(), held_found.exact, held.images.ids,
-                    [real.images.ids[int(t)] for t in held_found.indices[:, 0]], fpr,
-                    scale="verified_ssim" if verify.top else "deepssim")
+                calibrated, held_found, held_verify = _calibrate(net, held, real, search, verify, fpr, not given,
+                                                                 device, progress)
             if not given:
                 if verify.top:
                     verify = replace(verify, thresholds=calibrated.thresholds)
                 else:
                     chosen = calibrated.thresholds
-        found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings)
+            if calibrated.deepssim_gate is not None:
+                # An image not verified is judged on DeepSSIM: verify every image whose DeepSSIM
+                # p-value could reach fpr, so that "duplicate exactly when p <= fpr" holds.
+                gate = min(gate, calibrated.deepssim_gate)
+        found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings, gate)
         pair_labels = classify_pairs(found.scores, found.verified, chosen, verify.decision_thresholds)
+        pair_labels[found.exact, 0] = "duplicate"  # byte copies, whatever the thresholds
         outcome = Outcome(found.scores[:, 0].copy(), found.indices[:, 0].copy(), pair_labels[:, 0], found.exact)
         timings["total_s"] = time.perf_counter() - t_start
         summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
@@ -178,11 +187,14 @@ def audit(
                                 verify=verify_summary, timings=timings, model_source=source.to_dict())
         p_values = None
         if calibrated is not None and held is not None and held_found is not None:
-            p_values = calibrated.p_values(found.deciding_scores())
+            p_values = calibrated.p_values(found.deciding_scores(), ~np.isfinite(found.verified[:, 0]))
             held_labels = classify_pairs(held_found.scores[:, :1], held_found.verified[:, :1], chosen,
                                          verify.decision_thresholds)[:, 0]
             summary["thresholds"]["holdout"], summary["holdout"] = holdout_summary(
                 calibrated, held.images, used=not given, synthetic_labels=outcome.labels, holdout_labels=held_labels)
+            if held_verify is not None:
+                summary["holdout"]["verify"] = held_verify | {"gate": gate}
+            summary["skipped_unreadable"] = [*summary["skipped_unreadable"], *held.images.skipped]
         patients = assign_patients(real.images.ids, real.images.refs, group_by)
         rows = patient_rows(patients, outcome.best_train, outcome.labels, outcome.best_scores, fake.images.ids)
         summary["patients"] = patients_summary(patients, rows, len(fake.images.ids))
@@ -200,22 +212,52 @@ def audit(
     return result
 
 
+def _search(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
+            verify: VerifyOptions, device: str, progress: bool) -> Candidates:
+    # Verification looks at up to ``verify.depth`` candidates even when fewer are reported.
+    return find_candidates(net, queries, real, max(search.top_k, verify.depth), search, device=device,
+                           progress=progress)
+
+
 def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
                 verify: VerifyOptions, chosen: Thresholds, device: str, progress: bool,
-                timings: dict[str, float] | None = None) -> tuple[Candidates, dict | None]:
-    """The ``search.top_k`` candidates of every query image (synthetic or holdout), verified
-    as ``verify`` says, and the verification's summary entry (None when off)."""
-    timings = {} if timings is None else timings
+                timings: dict[str, float], gate: float) -> tuple[Candidates, dict | None]:
+    """The ``search.top_k`` candidates of every synthetic image, those scoring above ``gate``
+    verified as ``verify`` says, and the verification's summary entry (None when off)."""
     with _timed(timings, "search_s"):
-        # Verification looks at up to ``verify.depth`` candidates even when fewer are reported.
-        found = find_candidates(net, queries, real, max(search.top_k, verify.depth), search,
-                                device=device, progress=progress)
+        found = _search(net, queries, real, search, verify, device, progress)
     verify_summary = None
     if verify.top:
         with _timed(timings, "verify_s"):
-            found, verify_summary = verify_suspicious(found, chosen.different_max, verify, queries.images.refs,
+            found, verify_summary = verify_suspicious(found, gate, verify, queries.images.refs,
                                                       real.images.refs, progress=progress)
+        if gate != chosen.different_max:
+            verify_summary["gate"] = gate
     return found.first(search.top_k), verify_summary
+
+
+def _calibrate(net: DeepSSIMModel, held: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
+               verify: VerifyOptions, fpr: float, fitted: bool, device: str,
+               progress: bool) -> tuple[HoldoutCalibration, Candidates, dict | None]:
+    """The holdout's thresholds at ``fpr``, its candidates and, with verification, its
+    verification's summary entry. With verification every holdout image is verified, the
+    extension following the thresholds that decide (``fitted``: the holdout's own)."""
+    found = _search(net, held, real, search, verify, device, progress)
+    ids = held.images.ids
+
+    def fit(scores: np.ndarray, on: Candidates = found, **scale: Any) -> HoldoutCalibration:
+        return calibrate_holdout(scores, on.exact, ids, [real.images.ids[int(t)] for t in on.indices[:, 0]],
+                                 fpr, **scale)
+
+    summary = None
+    if verify.top:
+        deepssim_best = found.scores[:, 0].copy()
+        found, summary = verify_null(found, verify, held.images.refs, real.images.refs, progress=progress,
+                                     fit=(lambda s: fit(s).thresholds.duplicate_min) if fitted else None)
+        calibrated = fit(found.deciding_scores(), found, scale="verified_ssim", deepssim_scores=deepssim_best)
+    else:
+        calibrated = fit(found.deciding_scores())
+    return calibrated, found.first(search.top_k), summary
 
 
 @contextmanager

@@ -45,6 +45,7 @@ def audit_thresholds(
     calibration: str | Path | None,
     model_config: dict[str, Any],
     verifying: bool,
+    verify_thresholds: Thresholds | None = None,
 ) -> tuple[Thresholds, Thresholds | None]:
     """The DeepSSIM thresholds an audit decides with, and the verified-SSIM thresholds a
     calibration file sets (else None): as ``resolve_thresholds``, except that a file fitted
@@ -52,7 +53,8 @@ def audit_thresholds(
     verification) sets the verification's thresholds, and the DeepSSIM ones stay the model's.
 
     Raises:
-        ValueError: as ``resolve_thresholds``; or such a file without verification.
+        ValueError: as ``resolve_thresholds``; or such a file without verification, or with
+            verification thresholds given (``verify_thresholds``) that it would override.
     """
     if calibration is None or thresholds is not None:
         return resolve_thresholds(thresholds, calibration, model_config), None
@@ -62,6 +64,9 @@ def audit_thresholds(
     if not verifying:
         raise ValueError(f"{calibration}: its thresholds apply to verified SSIMs (an audit with "
                          "verification wrote it): audit with --verify K to use it")
+    if verify_thresholds is not None:
+        raise ValueError(f"{calibration}: its thresholds apply to verified SSIMs, and --verify-thresholds "
+                         "were given too: give one or the other")
     return resolve_thresholds(None, None, model_config), values
 
 

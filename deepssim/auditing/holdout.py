@@ -1,8 +1,9 @@
 """Thresholds from the user's own holdout: what a best match of a non-copy scores on this data.
 
 The holdout is real images of the same source that were not in the training set. The audit
-scores them against the training set exactly as the synthetic images (same embedding, search,
-verification and deciding score), and their best-match scores, less the holdout images that
+scores them against the training set as the synthetic images (same embedding, search,
+verification settings and deciding score; with verification every holdout image is verified,
+so that the null is on one scale), and their best-match scores, less the holdout images that
 are themselves copies of training images, are the null. From it:
 
 - the duplicate threshold at a false-alarm rate ``fpr``: the k-th largest null score with
@@ -14,8 +15,8 @@ are themselves copies of training images, are the null. From it:
   quantile, and the 95% interval of the threshold's true false-alarm rate, Beta(k, n + 1 - k);
 - an empirical p-value for any score, ``(1 + #null >= s) / (1 + n)``: a synthetic image is a
   duplicate by these thresholds exactly when its p-value is at most ``fpr``;
-- the excess memorization rate: the synthetic set's duplicate rate minus the null's, with
-  Newcombe's hybrid score interval.
+- the excess memorization rate: the synthetic set's duplicate rate minus the null's (its
+  expected rate k / (n + 1) when the thresholds were fitted on it), with a hybrid interval.
 
 A holdout image is flagged as a copy of a training image, and left out of the null, when its
 content equals a training image's, or when its score is above ``COPY_SCORE`` and a robust
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from ..classes import Thresholds, calibration_document, newcombe_interval, wilson_interval
+from ..classes import REFERENCE_THRESHOLDS, Thresholds, calibration_document, newcombe_interval, wilson_interval
 
 if TYPE_CHECKING:
     from .images import ImageSet
@@ -46,6 +47,10 @@ COPY_SCORE = 0.95
 """A holdout image scoring above it (and a robust outlier) is flagged as a training copy."""
 COPY_ROBUST_Z = 3.0
 """Robust standard deviations above the holdout's median score that make a copy an outlier."""
+SATURATED = 1.0 - 1e-6
+"""A duplicate threshold at or above it leaves no score above it (scores are at most 1)."""
+FLOOR = REFERENCE_THRESHOLDS.different_max
+"""A duplicate threshold below the reference similar threshold (0.60) gets a warning."""
 FEW_ABOVE = 5
 """Fewer null scores than this at or above the threshold: the summary warns that the
 threshold is a far-tail estimate with a wide interval."""
@@ -70,6 +75,22 @@ def similar_rate(fpr: float) -> float:
 def min_null_size(fpr: float) -> int:
     """The smallest null that has a threshold at ``fpr``: ``floor(fpr * (n + 1)) >= 1``."""
     return max(1, math.ceil(1.0 / fpr - 1.0 - 1e-9))
+
+
+def check_holdout_size(n: int, fpr: float, flagged: int = 0) -> None:
+    """Refuse a null of ``n`` scores (``flagged`` holdout copies already left out) too small
+    to hold a threshold at ``fpr``; the audit checks the holdout's image count right after
+    the scan, before any training or embedding.
+
+    Raises:
+        ValueError: ``n < min_null_size(fpr)``, saying how many it has and needs.
+    """
+    need = min_null_size(fpr)
+    if n < need:
+        left = f" ({flagged} flagged as training copies and left out)" if flagged else ""
+        raise ValueError(f"--holdout: {n} holdout image(s){left} are too few for --fpr {fpr:g}: "
+                         f"a threshold at that rate needs at least {need} (n >= 1/fpr - 1); "
+                         "add holdout images or raise --fpr")
 
 
 def threshold_rank(n: int, fpr: float) -> int:
@@ -134,22 +155,48 @@ class HoldoutCalibration:
     warnings: list[str]
     is_copy: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
     """Per holdout image (scan order), whether it was flagged."""
+    deepssim_null: np.ndarray | None = field(repr=False, default=None)
+    """On the ``verified_ssim`` scale: the same images' best DeepSSIM scores, the null of a
+    synthetic image that was not verified (its deciding score is a DeepSSIM score)."""
 
     @property
     def n(self) -> int:
         """The null's size."""
         return int(self.null.size)
 
-    def p_values(self, scores: np.ndarray) -> np.ndarray:
-        """Empirical p-values of ``scores`` against the null."""
-        return p_values(self.null, scores)
+    @property
+    def expected_false_alarm_rate(self) -> float:
+        """k / (n + 1): the duplicate threshold's expected false-alarm rate on a new non-copy
+        (exact for continuous scores, at most it with ties). The null's own share above the
+        threshold, (k - 1) / n, reads low: the threshold was fitted on those very scores."""
+        return self.rank / (self.n + 1)
+
+    @property
+    def deepssim_gate(self) -> float | None:
+        """On the ``verified_ssim`` scale: the k-th largest DeepSSIM null score. A synthetic
+        image whose DeepSSIM score is at most this has a DeepSSIM p-value above ``fpr``; the
+        audit verifies every image above it (and above the model's low threshold)."""
+        if self.deepssim_null is None or not self.deepssim_null.size:
+            return None
+        return float(np.sort(self.deepssim_null)[self.deepssim_null.size - self.rank])
+
+    def p_values(self, scores: np.ndarray, unverified: np.ndarray | None = None) -> np.ndarray:
+        """Empirical p-values of ``scores`` against the null of their own scale: on the
+        ``verified_ssim`` scale, the scores marked ``unverified`` (DeepSSIM scores) against
+        ``deepssim_null``, the others against the verified null."""
+        out = p_values(self.null, scores)
+        if unverified is not None and self.deepssim_null is not None:
+            mask = np.asarray(unverified, dtype=bool)
+            out[mask] = p_values(self.deepssim_null, np.asarray(scores, dtype=np.float64)[mask])
+        return out
 
     def to_dict(self, sources: Sequence[str] = ()) -> dict[str, Any]:
         """The thresholds file (``classes.calibration_document``, source ``holdout``, criterion
         ``fpr``) with the holdout's own fields."""
         return calibration_document(
             self.thresholds, source="holdout", criterion="fpr", n=self.n, scale=self.scale,
-            false_alarm_rate=self.false_alarms / self.n, false_alarm_ci95=self.fpr_ci95,
+            false_alarm_rate=self.expected_false_alarm_rate, false_alarm_ci95=self.fpr_ci95,
+            null_above_threshold=self.false_alarms,
             fpr=self.fpr, similar_fpr=self.similar_fpr, rank=self.rank,
             threshold_ci95=list(self.threshold_ci95), holdout_sources=list(sources),
             n_holdout=self.n_holdout, n_flagged=len(self.flagged), flagged_copies=self.flagged,
@@ -158,11 +205,13 @@ class HoldoutCalibration:
 
 def calibrate_holdout(
     scores: np.ndarray, exact: np.ndarray, ids: Sequence[str], matched: Sequence[str], fpr: float,
-    *, scale: str = "deepssim",
+    *, scale: str = "deepssim", deepssim_scores: np.ndarray | None = None,
 ) -> HoldoutCalibration:
     """Thresholds at ``fpr`` from the holdout's deciding scores (``scores``; ``exact``: its
     images whose content equals a training image's; ``ids`` and ``matched``: each image and
-    its best training match, for the list of flagged copies).
+    its best training match, for the list of flagged copies). On the ``verified_ssim``
+    scale, ``deepssim_scores`` are the same images' best DeepSSIM scores (the null of the
+    synthetic images that are not verified).
 
     Raises:
         ValueError: ``fpr`` not in (0, 1), or too few holdout images once the copies are left
@@ -172,12 +221,8 @@ def calibrate_holdout(
     s = np.asarray(scores, dtype=np.float64)
     flagged = flag_copies(s, exact)
     null = np.sort(s[~flagged])
-    n, need = null.size, min_null_size(fpr)
-    if n < need:
-        left = f" ({int(flagged.sum())} flagged as training copies and left out)" if flagged.any() else ""
-        raise ValueError(f"--holdout: {n} holdout image(s){left} are too few for --fpr {fpr:g}: "
-                         f"a threshold at that rate needs at least {need} (n >= 1/fpr - 1); "
-                         "add holdout images or raise --fpr")
+    n = null.size
+    check_holdout_size(n, fpr, int(flagged.sum()))
     sim_fpr = similar_rate(fpr)
     k, k_sim = threshold_rank(n, fpr), threshold_rank(n, sim_fpr)
     high, low = float(null[n - k]), float(null[n - k_sim])
@@ -193,23 +238,50 @@ def calibrate_holdout(
     if flagged.mean() > fpr:
         warnings.append(f"{int(flagged.sum())} of {s.size} holdout images are copies of training images: "
                         "check the split (the same scan twice, re-exports)")
+    if high >= SATURATED:
+        warnings.append(f"the duplicate threshold is {high:.3f}, the highest score there is: the holdout's "
+                        "non-copies score like copies, so the holdout cannot separate copies on this model "
+                        "(only byte-identical copies are duplicates)")
+    elif high < FLOOR:
+        warnings.append(f"the duplicate threshold is {high:.3f}, below the reference similar threshold "
+                        f"{FLOOR:.2f}: the holdout's non-copies score so low that weak resemblance counts as "
+                        "a copy; the holdout cannot separate copies on this model")
     return HoldoutCalibration(
         thresholds=Thresholds(low, high, source="holdout"), scale=scale, fpr=fpr, similar_fpr=sim_fpr,
         n_holdout=int(s.size), null=null, rank=k, threshold_ci95=quantile_interval(null, 1.0 - fpr),
         fpr_ci95=(float(stats.beta.ppf(0.025, k, n + 1 - k)), float(stats.beta.ppf(0.975, k, n + 1 - k))),
-        false_alarms=int((null > high).sum()), flagged=copies, warnings=warnings, is_copy=flagged)
+        false_alarms=int((null > high).sum()), flagged=copies, warnings=warnings, is_copy=flagged,
+        deepssim_null=None if deepssim_scores is None else np.sort(np.asarray(deepssim_scores, np.float64)[~flagged]))
 
 
-def excess_rate(synthetic_duplicates: int, n_synthetic: int, null_duplicates: int, n_null: int) -> dict[str, Any]:
-    """The excess memorization rate: the synthetic set's duplicate rate minus the null's,
-    with its 95% Newcombe interval, and the null's own rate with its Wilson interval."""
-    rate = null_duplicates / n_null if n_null else 0.0
+def excess_rate(synthetic_duplicates: int, n_synthetic: int, null_duplicates: int, n_null: int,
+                *, rank: int | None = None) -> dict[str, Any]:
+    """The excess memorization rate: the synthetic set's duplicate rate minus the null's, with
+    its 95% interval, and the null's rate with its interval.
+
+    The null's rate is ``measured`` (``null_duplicates / n_null``, Wilson interval; Newcombe's
+    hybrid interval of the difference) when the thresholds were not fitted on the null. When
+    they were (``rank``: the duplicate threshold is the null's ``rank``-th largest score), the
+    null's share above its own threshold, (k - 1) / n, is biased low, so its rate is the
+    ``expected`` false-alarm rate k / (n + 1) with the Beta(k, n + 1 - k) interval of the true
+    rate, combined with the synthetic set's Wilson interval the same hybrid way.
+    """
     synth = synthetic_duplicates / n_synthetic if n_synthetic else 0.0
-    return {"holdout_duplicates": int(null_duplicates), "holdout_rate": rate,
-            "holdout_rate_ci95": list(wilson_interval(null_duplicates, n_null)),
-            "excess_memorization_rate": synth - rate,
-            "excess_memorization_rate_ci95": list(newcombe_interval(synthetic_duplicates, n_synthetic,
-                                                                    null_duplicates, n_null))}
+    if rank is None:
+        rate, basis = (null_duplicates / n_null if n_null else 0.0), "measured"
+        rate_ci = wilson_interval(null_duplicates, n_null)
+        excess_ci = newcombe_interval(synthetic_duplicates, n_synthetic, null_duplicates, n_null)
+    else:
+        rate, basis = rank / (n_null + 1), "expected"
+        rate_ci = (float(stats.beta.ppf(0.025, rank, n_null + 1 - rank)),
+                   float(stats.beta.ppf(0.975, rank, n_null + 1 - rank)))
+        lo, hi = wilson_interval(synthetic_duplicates, n_synthetic)
+        d = synth - rate
+        excess_ci = (max(-1.0, d - math.hypot(synth - lo, rate_ci[1] - rate)),
+                     min(1.0, d + math.hypot(hi - synth, rate - rate_ci[0])))
+    return {"holdout_duplicates": int(null_duplicates), "holdout_rate": rate, "holdout_rate_basis": basis,
+            "holdout_rate_ci95": list(rate_ci), "excess_memorization_rate": synth - rate,
+            "excess_memorization_rate_ci95": list(excess_ci)}
 
 
 def holdout_summary(
@@ -232,8 +304,11 @@ def holdout_summary(
     return entry, {
         "sources": holdout.sources, "n_images": len(holdout.ids), "n_null": calibration.n,
         "n_flagged": len(calibration.flagged), "skipped_unreadable": holdout.skipped,
-        "p_value": "(1 + #null >= s) / (1 + n) of each synthetic image's deciding score",
-        **excess_rate(synth_dups, len(synthetic_labels), null_dups, calibration.n),
+        "p_value": "(1 + #null >= s) / (1 + n) of each synthetic image's deciding score"
+                   + (", against the holdout's verified SSIMs where verified, else its DeepSSIM scores"
+                      if calibration.deepssim_null is not None else ""),
+        **excess_rate(synth_dups, len(synthetic_labels), null_dups, calibration.n,
+                      rank=calibration.rank if used else None),
     }
 
 

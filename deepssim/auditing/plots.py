@@ -66,10 +66,12 @@ def histogram_png(
     log = nonzero.size > 0 and nonzero.max() > 50 * nonzero.min()
     if log:  # so that a handful of duplicates stays visible next to thousands of "different"
         ax.set_yscale("log")
-    for x, name in ((lo, "different | similar"), (hi, "similar | duplicate")):
+    # The low label ends at its line and the high one starts at its own: close thresholds
+    # put them side by side, never on top of each other.
+    for x, name, dx, align in ((lo, "different | similar", -2, "right"), (hi, "similar | duplicate", 2, "left")):
         ax.axvline(x, color="#222", linestyle="--", linewidth=1)
         ax.annotate(f"{name}\n{x:.3g}", (x, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                    xytext=(dx, 3), textcoords="offset points", ha=align, va="bottom",
                     fontsize=8)
     if not scores.size:
         ax.text(0.5, 0.5, "no scores", transform=ax.transAxes, ha="center", color="#666")

@@ -7,6 +7,7 @@ by verified SSIM, which then decides its class (``decide.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -16,6 +17,9 @@ from ..readers import ImageRef, load_ref
 from .candidates import Candidates
 from .options import VerifyGrid, VerifyOptions
 from .verify import verify_pairs
+
+FIT_ROUNDS = 10
+"""Rounds of verifying the holdout and fitting its threshold, at most (``verify_null``)."""
 
 
 def verify_suspicious(
@@ -77,9 +81,88 @@ def _verify(
         todo = [s for s in todo if np.all(verified[s, start:stop][found[s]] > duplicate_min)]
         start = stop
     extended = int(np.isfinite(verified[rows, top:]).any(axis=1).sum()) if len(rows) else 0
+    _rerank(scores, indices, verified, rows)
+    return scores, indices, verified, extended
+
+
+def _rerank(scores: np.ndarray, indices: np.ndarray, verified: np.ndarray, rows: Sequence[int]) -> None:
+    """Re-order, in place, the verified candidates of ``rows`` by verified SSIM, best first."""
     for s in rows:
         span = int(np.flatnonzero(np.isfinite(verified[s])).max(initial=-1)) + 1
         order = np.argsort(-verified[s, :span], kind="stable")  # NaN (empty slots) last
         for arr in (scores, indices, verified):
             arr[s, :span] = arr[s, :span][order]
-    return scores, indices, verified, extended
+
+
+def verify_null(
+    candidates: Candidates, options: VerifyOptions, holdout_refs: list[ImageRef], train_refs: list[ImageRef],
+    *, fit: Callable[[np.ndarray], float] | None, progress: bool,
+) -> tuple[Candidates, dict[str, Any]]:
+    """The holdout's candidates verified as a synthetic image's are, but for every holdout
+    image whatever its DeepSSIM score (the null must be on the verified-SSIM scale for all of
+    them); a byte copy's first candidate counts as verified, with SSIM 1.
+
+    The ``max`` extension (``VerifyOptions``) follows the duplicate threshold that decides:
+    ``options.decision_thresholds`` when ``fit`` is None, else the one ``fit`` returns from
+    the holdout's own deciding scores. That threshold depends on the extension, so the two
+    are iterated until the threshold settles (at most ``FIT_ROUNDS`` rounds); pairs verified
+    once are kept, and a pair the final threshold does not reach is left out.
+
+    Returns:
+        The candidates, and ``{"pairs", "extended", "rounds"}``.
+    """
+    exact = candidates.exact
+    rows = [int(s) for s in np.flatnonzero(~exact)]
+    end = min(options.depth, candidates.scores.shape[1])
+    cache = np.full(candidates.scores.shape, np.nan)
+    images: dict[int, np.ndarray] = {}
+    train_images: dict[int, np.ndarray] = {}
+    indices = candidates.indices
+    duplicate_min = options.decision_thresholds.duplicate_min if fit is None else np.inf
+    spans: dict[int, int] = {}
+    rounds = 0
+    for rounds in range(1, FIT_ROUNDS + 1):
+        while True:  # verify what the rule asks for at this threshold
+            missing: list[tuple[int, int]] = []
+            for s in rows:
+                start = 0
+                while start < end:
+                    stop = min(start + options.top, end)
+                    block = [r for r in range(start, stop) if indices[s, r] >= 0]
+                    todo = [r for r in block if np.isnan(cache[s, r])]
+                    if todo:
+                        missing += [(s, r) for r in todo]
+                        break
+                    spans[s] = stop
+                    if not np.all(cache[s, block] > duplicate_min):
+                        break
+                    start = stop
+            if not missing:
+                break
+            pairs = []
+            for s, r in missing:
+                t = int(indices[s, r])
+                if t not in train_images:
+                    train_images[t] = load_ref(train_refs[t])
+                if s not in images:
+                    images[s] = load_ref(holdout_refs[s])
+                pairs.append((train_images[t], images[s]))
+            for (s, r), v in zip(missing, verify_pairs(pairs, options.grid, progress=progress)):
+                cache[s, r] = v
+        verified = np.full(cache.shape, np.nan)
+        for s in rows:
+            verified[s, :spans[s]] = cache[s, :spans[s]]
+        verified[exact, 0] = 1.0
+        if fit is None:
+            break
+        best = np.where(np.isfinite(verified).any(axis=1), np.nanmax(np.where(np.isfinite(verified), verified, -np.inf),
+                                                                     axis=1), candidates.scores[:, 0])
+        fitted = float(fit(best))
+        if fitted == duplicate_min:
+            break
+        duplicate_min = fitted
+    scores, order_indices = candidates.scores.copy(), indices.copy()
+    _rerank(scores, order_indices, verified, rows)
+    extended = sum(1 for s in rows if spans[s] > options.top)
+    summary = {"pairs": int(np.isfinite(cache).sum()), "extended": extended, "rounds": rounds}
+    return replace(candidates, scores=scores, indices=order_indices, verified=verified), summary

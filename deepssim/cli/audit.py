@@ -26,8 +26,11 @@ def _print_summary(summary: dict[str, Any], files: dict[str, Any]) -> None:
     lo, hi = summary["memorization_rate_ci95"]
     t = summary["thresholds"]
     print(f"audited {summary['n_synthetic']} synthetic images against {summary['n_train']} training images")
-    print(f"  duplicate {c['duplicate']}, similar {c['similar']}, different {c['different']} "
-          f"(thresholds {t['different_max']:.2f} / {t['duplicate_min']:.2f}, from {t['source']})")
+    v = (summary.get("verify") or {}).get("thresholds")
+    decide = (f"verified SSIM thresholds {v['different_max']:.3f} / {v['duplicate_min']:.3f}, from {v['source']}; "
+              f"DeepSSIM {t['different_max']:.2f} / {t['duplicate_min']:.2f} from {t['source']} choose what is "
+              "verified" if v else f"thresholds {t['different_max']:.2f} / {t['duplicate_min']:.2f}, from {t['source']}")
+    print(f"  duplicate {c['duplicate']}, similar {c['similar']}, different {c['different']} ({decide})")
     print(f"  memorization rate {summary['memorization_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}); "
           f"{summary['n_train_copied']} distinct training images copied; "
           f"{summary['exact_copies']} byte-identical copies")
@@ -171,7 +174,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=at_least(MIN_TOP_K), default=SEARCH.top_k,
                    help=f"training matches kept per synthetic image (default {SEARCH.top_k})")
     p.add_argument("--thresholds", type=thresholds, help="LOW,HIGH: score <= LOW different, > HIGH duplicate "
-                                        "(default: the calibration file, else the model's)")
+                                        "(default: the calibration file, else the holdout's at --fpr, "
+                                        "else the model's)")
     p.add_argument("--calibration", help="thresholds from a JSON file written by 'deepssim evaluate --calibrate' "
                                          "or by an audit with --holdout (its thresholds.json)")
     p.add_argument("--holdout", nargs="+", metavar="DIR",
@@ -219,9 +223,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="whole-pixel shifts searched by verification, in pixels at --verify-size "
                         f"(default {VERIFY.grid.max_shift})")
     p.add_argument("--verify-thresholds", type=thresholds, metavar="LO,HI",
-                   help="thresholds for the verified SSIMs (default "
+                   help="thresholds for the verified SSIMs (default: a --calibration file's fitted on "
+                        "verified SSIMs, else the holdout's at --fpr, else the reference "
                         f"{VERIFY.decision_thresholds.different_max:.2f},"
-                        f"{VERIFY.decision_thresholds.duplicate_min:.2f}, the reference ones)")
+                        f"{VERIFY.decision_thresholds.duplicate_min:.2f})")
     p.add_argument("--group-by", type=_group_by, metavar="REGEX|none",
                    help="who the training images' patients are, for the leaked-patient count: a regular "
                         "expression searched in each training id whose first group names the patient "

@@ -196,13 +196,94 @@ def test_holdout_thresholds_with_verification_set_the_verified_thresholds(
     assert [m.label for m in again.matches] == [m.label for m in r.matches]
 
 
+def test_verified_null_is_one_scale_and_duplicate_exactly_when_p_at_most_fpr(
+    held_sets: Path, smooth_model_dir: Path, tmp_path: Path
+) -> None:
+    """The model's thresholds set high (0.78 / 0.90), as in a model whose gate leaves most of
+    the holdout unverified: every holdout image is verified all the same."""
+    from deepssim.auditing import VerifyGrid, VerifyOptions
+
+    model = tmp_path / "model"
+    shutil.copytree(smooth_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"thresholds": [0.78, 0.9]}))
+    verify = VerifyOptions(top=1, grid=VerifyGrid(size=32, max_angle=0.0, gamma_steps=1, max_shift=0))
+    r = audit(held_sets / "train", held_sets / "synthetic", model, holdout=held_sets / "holdout",
+              fpr=0.1, verify=verify, device="cpu", cache_dir=None)
+    cal, held = r.holdout, r.summary["holdout"]
+    assert cal is not None and cal.scale == "verified_ssim" and cal.deepssim_null is not None
+    assert held["verify"]["pairs"] >= 31  # every holdout image but the byte copy, whatever its score
+    first = {m.synthetic: m for m in r.matches if m.rank == 1}
+    unverified = [m for m in first.values() if m.verified_ssim is None]
+    for k, name in enumerate(r.synthetic_ids):
+        m = first[name]
+        assert (m.label == "duplicate") == (r.p_values[k] <= 0.1), name
+        scale_null = cal.null if m.verified_ssim is not None else cal.deepssim_null
+        score = m.verified_ssim if m.verified_ssim is not None else m.score
+        assert r.p_values[k] == pytest.approx((1 + (scale_null >= score).sum()) / (1 + cal.n))
+    gate = min(0.78, cal.deepssim_gate)
+    assert all(m.score <= gate for m in unverified)
+    # The null's rate and the file's false-alarm rate are the same figure: k / (n + 1).
+    t = r.summary["thresholds"]["holdout"]
+    assert held["holdout_rate"] == t["false_alarm_rate"] == pytest.approx(cal.rank / (cal.n + 1))
+    assert held["holdout_rate_basis"] == "expected" and held["holdout_rate_ci95"] == t["false_alarm_ci95"]
+    # A verified calibration file and --verify-thresholds: one or the other.
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    asked = VerifyOptions(top=1, thresholds=(0.3, 0.99), grid=verify.grid)
+    with pytest.raises(ValueError, match="t.json: its thresholds apply to verified SSIMs, and --verify-thresholds"):
+        audit(held_sets / "train", held_sets / "synthetic", model, calibration=path, verify=asked,
+              device="cpu", cache_dir=None)
+
+
+def test_excess_rate_of_non_copies_is_unbiased_and_its_interval_covers_zero() -> None:
+    """Non-copies only (true excess 0): the null's rate is the expected k / (n + 1)."""
+    rng = np.random.default_rng(3)
+    for n, m, fpr in [(99, 2000, 0.01), (19, 2000, 0.05)]:
+        excess, covered = [], 0
+        for _ in range(200):
+            # Scores under 0.9: none is flagged as a copy.
+            cal = calibrate_holdout(0.9 * rng.random(n), np.zeros(n, bool), _ids(n), _ids(n), fpr)
+            dup = int((0.9 * rng.random(m) > cal.thresholds.duplicate_min).sum())
+            e = excess_rate(dup, m, cal.false_alarms, cal.n, rank=cal.rank)
+            assert e["holdout_rate"] == cal.rank / (n + 1) and e["holdout_rate_basis"] == "expected"
+            excess.append(e["excess_memorization_rate"])
+            lo, hi = e["excess_memorization_rate_ci95"]
+            covered += lo <= 0 <= hi
+        assert abs(np.mean(excess)) < 0.004 and covered / 200 >= 0.9
+
+
+def test_a_collapsed_model_warns_and_byte_copies_stay_duplicates(held_sets: Path, tiny_model_dir: Path) -> None:
+    """Noise BatchNorm statistics: every image embeds to nearly one vector (all scores ~1)."""
+    r = audit(held_sets / "train", held_sets / "synthetic", tiny_model_dir, holdout=held_sets / "holdout",
+              fpr=0.1, device="cpu", cache_dir=None)
+    first = {m.synthetic: m for m in r.matches if m.rank == 1}
+    assert first["copy.png"].exact_copy and first["copy.png"].label == "duplicate"
+    assert r.holdout is not None and r.holdout.thresholds.duplicate_min >= 0.999
+    assert any("cannot separate copies" in w for w in r.summary["thresholds"]["holdout"]["warnings"])
+    low = calibrate_holdout(np.linspace(0.05, 0.2, 99), np.zeros(99, bool), _ids(99), _ids(99), 0.05)
+    assert any("below the reference similar threshold 0.60" in w for w in low.warnings)
+
+
+def test_holdout_too_small_stops_before_training(held_sets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import deepssim.auditing.api as api
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before checking the holdout's size")
+
+    monkeypatch.setattr(api, "obtain_model", no_training)
+    with pytest.raises(ValueError, match=r"32 holdout image\(s\) are too few for --fpr 0.01.*at least 99"):
+        audit(held_sets / "train", held_sets / "synthetic", holdout=held_sets / "holdout", fpr=0.01,
+              device="cpu", cache_dir=None)
+
+
 def test_old_calibration_files_still_read(tmp_path: Path) -> None:
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"thresholds": [0.5, 0.8], "metric": "deepssim"}))
     assert read_calibration(old) == (Thresholds(0.5, 0.8, source="calibration", file=str(old)), "deepssim")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"thresholds": [0.5, 0.8], "scale": "pixels"}))
-    with pytest.raises(ValueError, match="bad.json: scale must be one of"):
+    with pytest.raises(ValueError, match="bad.json: its thresholds are on the 'pixels' scale"):
         read_calibration(bad)
 
 

@@ -73,11 +73,11 @@ def test_operating_point_is_the_best_recall_at_the_target_precision() -> None:
 
 def test_saved_file_is_read_by_the_audit(tmp_path: Path) -> None:
     scores, labels = _overlapping()
-    result = calibrate(scores, labels, metric="ssim-flip", condition="perturbed", pairs_file="val.csv")
+    result = calibrate(scores, labels, metric="deepssim", condition="perturbed", pairs_file="val.csv")
     path = result.save(tmp_path / "cal" / "calibration.json")
     data = json.loads(path.read_text())
     assert data["thresholds"] == list(result.thresholds.pair)
-    assert data["metric"] == "ssim-flip" and data["condition"] == "perturbed" and data["n_pairs"] == 40
+    assert data["metric"] == "deepssim" and data["condition"] == "perturbed" and data["n_pairs"] == 40
     # The format shared with an audit's holdout thresholds.
     assert (data["format"], data["source"], data["criterion"], data["scale"], data["n"]) == \
         ("deepssim-thresholds/1", "pairs", "macro_f1", "deepssim", 40)
@@ -88,6 +88,16 @@ def test_saved_file_is_read_by_the_audit(tmp_path: Path) -> None:
     read = Thresholds.from_file(path)
     assert read.pair == result.thresholds.pair and read.source == "calibration"
     assert resolve_thresholds(None, path, {"thresholds": [0.6, 0.85]}).pair == result.thresholds.pair
+
+
+def test_other_metrics_record_their_scale_and_the_audit_refuses_them(tmp_path: Path) -> None:
+    scores, labels = _overlapping()
+    for metric in ("l2", "ssim", "registered-ssim"):
+        path = calibrate(scores, labels, metric=metric).save(tmp_path / f"{metric}.json")
+        assert json.loads(path.read_text())["scale"] == metric
+        with pytest.raises(ValueError, match=rf"{metric}\.json: its thresholds are on the '{metric}' scale"):
+            resolve_thresholds(None, path, {})
+    assert json.loads(calibrate(scores, labels).save(tmp_path / "none.json").read_text())["scale"] == "deepssim"
 
 
 def test_bad_input() -> None:
