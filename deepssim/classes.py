@@ -189,8 +189,9 @@ def calibration_document(
 
 
 def read_calibration(path: str | Path) -> tuple[Thresholds, str]:
-    """The thresholds of a calibration JSON file and the scale they apply to (``SCALES``;
-    ``deepssim`` for files without one, as older ``evaluate --save-calibration`` wrote).
+    """The thresholds of a calibration JSON file and the scale they apply to (``SCALES``, or
+    another metric's name; ``deepssim`` for files without one, as older ``evaluate
+    --save-calibration`` wrote).
 
     Raises:
         ValueError: the file is missing, not JSON, or has no valid ``thresholds`` or ``scale``.
@@ -209,7 +210,6 @@ def read_calibration(path: str | Path) -> tuple[Thresholds, str]:
     except ValueError as exc:
         raise ValueError(f"{path}: thresholds: {exc}") from None
     scale = data.get("scale", SCALES[0])
-    if scale not in SCALES:
-        raise ValueError(f"{path}: its thresholds are on the {scale!r} scale, not DeepSSIM scores or verified "
-                         f"SSIMs: an audit can apply only {' or '.join(SCALES)} thresholds")
+    if not isinstance(scale, str):
+        raise ValueError(f"{path}: 'scale' must be a name such as {SCALES[0]!r}, not {scale!r}")
     return thresholds, scale

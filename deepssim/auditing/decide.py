@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import REFERENCE_THRESHOLDS, Thresholds, classify, read_calibration
+from ..classes import REFERENCE_THRESHOLDS, SCALES, Thresholds, classify, read_calibration
 
 
 def resolve_thresholds(
@@ -35,9 +35,19 @@ def resolve_thresholds(
         lo, hi = thresholds
         return Thresholds(float(lo), float(hi), source="given")
     if calibration is not None:
-        return Thresholds.from_file(calibration)
+        return audit_calibration(calibration)[0]
     lo, hi = model_config.get("thresholds", REFERENCE_THRESHOLDS.pair)
     return Thresholds(float(lo), float(hi), source="model")
+
+
+def audit_calibration(path: str | Path) -> tuple[Thresholds, str]:
+    """A calibration file's thresholds and scale, refused when an audit cannot apply them
+    (fitted on another metric's scores)."""
+    values, scale = read_calibration(path)
+    if scale not in SCALES:
+        raise ValueError(f"{path}: its thresholds are on the {scale!r} scale, not DeepSSIM scores or verified "
+                         f"SSIMs: an audit can apply only {' or '.join(SCALES)} thresholds")
+    return values, scale
 
 
 def audit_thresholds(
@@ -58,7 +68,7 @@ def audit_thresholds(
     """
     if calibration is None or thresholds is not None:
         return resolve_thresholds(thresholds, calibration, model_config), None
-    values, scale = read_calibration(calibration)
+    values, scale = audit_calibration(calibration)
     if scale == "deepssim":
         return values, None
     if not verifying:

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage, stats
 
 from deepssim.auditing import audit
+from deepssim.auditing.decide import audit_thresholds
 from deepssim.auditing.holdout import (
     calibrate_holdout,
     excess_rate,
@@ -283,8 +284,9 @@ def test_old_calibration_files_still_read(tmp_path: Path) -> None:
     assert read_calibration(old) == (Thresholds(0.5, 0.8, source="calibration", file=str(old)), "deepssim")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"thresholds": [0.5, 0.8], "scale": "pixels"}))
+    assert read_calibration(bad)[1] == "pixels"  # read as it is; an audit refuses it
     with pytest.raises(ValueError, match="bad.json: its thresholds are on the 'pixels' scale"):
-        read_calibration(bad)
+        audit_thresholds(None, bad, {}, verifying=True)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
