@@ -4,9 +4,11 @@
 Given a benchmark folder with `holdout/` (`deepssim benchmark build`, `--n-holdout`) and a
 trained model, audits `train/` against `synthetic/` twice, with the model's thresholds and
 with `--holdout BENCH/holdout --fpr RATE`, and prints for each the precision and recall of the
-flagged copies against the oracle's `audit.csv` (``benchmark.judge``), and for the holdout
-audit the thresholds, the null's size, the flagged holdout copies and the excess memorization
-rate beside the true copy rate (the share of `is_copy` in `audit.csv`).
+flagged copies against the oracle's `audit.csv` (``benchmark.judge``), the synthetic images
+made from non-members that were flagged (what `--fpr` bounds) and those made from training
+images but below the copy line (SSIM <= 0.85) that were flagged (`synthetic.csv`'s `member`),
+and for the holdout audit the thresholds, the null's size, the flagged holdout copies and the
+excess memorization rate beside the true copy rate (the share of `is_copy` in `audit.csv`).
 
     deepssim benchmark build --images brain-tumor-mri/Training --out bench/brain128nd --seed 0
     deepssim train bench/brain128nd/train --preset fast --out models/brain128nd
@@ -16,6 +18,7 @@ rate beside the true copy rate (the share of `is_copy` in `audit.csv`).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -25,9 +28,22 @@ from deepssim.benchmark import read_audit_csv
 from deepssim.benchmark.judge import judge_audit
 
 
-def _judge(result, bench: Path) -> dict:  # type: ignore[no-untyped-def]
+def _judge(result, bench: Path, members: dict[str, bool], copies: set[str]) -> dict:  # type: ignore[no-untyped-def]
     first = [m for m in result.matches if m.rank == 1]
-    return judge_audit(((m.synthetic, m.train, m.label) for m in first), read_audit_csv(bench), bench).to_dict()
+    flagged = {m.synthetic for m in first if m.label == "duplicate"}
+    outsiders = [s for s, member in members.items() if not member]
+    return {**judge_audit(((m.synthetic, m.train, m.label) for m in first), read_audit_csv(bench), bench).to_dict(),
+            # What --fpr bounds: synthetic images made from non-members, flagged.
+            "n_non_members": len(outsiders), "non_members_flagged": sum(s in flagged for s in outsiders),
+            # Made from a training image but below the copy line (SSIM <= 0.85), flagged.
+            "near_copies_flagged": sum(members[s] and s not in copies for s in flagged)}
+
+
+def _members(bench: Path) -> dict[str, bool]:
+    """Synthetic id (relative to synthetic/) -> made from a training image (synthetic.csv)."""
+    with open(bench / "synthetic.csv", newline="") as fh:
+        return {Path(row["synthetic"]).relative_to("synthetic").as_posix(): row["member"] == "1"
+                for row in csv.DictReader(fh)}
 
 
 def main() -> None:
@@ -43,21 +59,27 @@ def main() -> None:
         parser.error(f"{args.bench}: no holdout/ folder (build the benchmark with --n-holdout N)")
     truth = read_audit_csv(args.bench)
     true_rate = sum(t.is_copy for t in truth) / len(truth)
+    members = _members(args.bench)
+    member_rate = sum(members.values()) / len(members)
+    copies = {Path(t.synthetic).relative_to("synthetic").as_posix() for t in truth if t.is_copy}
     runs = {}
     for name, holdout in (("model thresholds", None), (f"holdout, fpr {args.fpr:g}", args.bench / "holdout")):
         t0 = time.perf_counter()
         result = audit(args.bench / "train", args.bench / "synthetic", args.model,
                        search=SearchOptions(top_k=max(5, args.verify)), verify=args.verify, cache_dir=args.cache,
                        holdout=holdout, fpr=args.fpr if holdout else None)
-        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **_judge(result, args.bench),
+        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **_judge(result, args.bench, members, copies),
                       "thresholds": result.summary["thresholds"], "holdout": result.summary.get("holdout")}
     if args.json:
-        print(json.dumps({"true_copy_rate": true_rate, "runs": runs}, indent=2))
+        print(json.dumps({"true_copy_rate": true_rate, "member_rate": member_rate, "runs": runs}, indent=2))
         return
-    print(f"{args.bench}: {len(truth)} synthetic images, true copy rate {true_rate:.1%}")
+    print(f"{args.bench}: {len(truth)} synthetic images, true copy rate {true_rate:.1%}, "
+          f"made from training images {member_rate:.1%}")
     for name, run in runs.items():
         print(f"  {name}: precision {run['precision']:.3f}, recall {run['recall']:.3f} "
               f"({run['n_flagged']} flagged, {run['true_positives']} of {run['n_copies']} copies; {run['seconds']} s)")
+        print(f"    non-members flagged {run['non_members_flagged']} of {run['n_non_members']}, "
+              f"near-copies below the copy line flagged {run['near_copies_flagged']}")
         held = run["holdout"]
         if held:
             cal = run["thresholds"]["holdout"]
