@@ -210,6 +210,7 @@ def test_debug_shows_the_traceback_and_other_errors_stay_one_line(
 # Runs the command line with a hook that sends this process SIGINT (Ctrl-C) at a set point.
 INTERRUPTED = """
 import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal would: a runner may ignore SIGINT
 import {module} as hooked
 original = hooked.{name}
 calls = []
