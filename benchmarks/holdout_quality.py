@@ -28,11 +28,11 @@ from deepssim.benchmark import read_audit_csv
 from deepssim.benchmark.judge import judge_audit
 
 
-def _judge(result, bench: Path, members: dict[str, bool], copies: set[str]) -> dict:  # type: ignore[no-untyped-def]
+def _judge(result, bench: Path, truth: list, members: dict[str, bool], copies: set[str]) -> dict:  # type: ignore[no-untyped-def]
     first = [m for m in result.matches if m.rank == 1]
     flagged = {m.synthetic for m in first if m.label == "duplicate"}
     outsiders = [s for s, member in members.items() if not member]
-    return {**judge_audit(((m.synthetic, m.train, m.label) for m in first), read_audit_csv(bench), bench).to_dict(),
+    return {**judge_audit(((m.synthetic, m.train, m.label) for m in first), truth, bench).to_dict(),
             # What --fpr bounds: synthetic images made from non-members, flagged.
             "n_non_members": len(outsiders), "non_members_flagged": sum(s in flagged for s in outsiders),
             # Made from a training image but below the copy line (SSIM <= 0.85), flagged.
@@ -68,7 +68,7 @@ def main() -> None:
         result = audit(args.bench / "train", args.bench / "synthetic", args.model,
                        search=SearchOptions(top_k=max(5, args.verify)), verify=args.verify, cache_dir=args.cache,
                        holdout=holdout, fpr=args.fpr if holdout else None)
-        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **_judge(result, args.bench, members, copies),
+        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **_judge(result, args.bench, truth, members, copies),
                       "thresholds": result.summary["thresholds"], "holdout": result.summary.get("holdout")}
     if args.json:
         print(json.dumps({"true_copy_rate": true_rate, "member_rate": member_rate, "runs": runs}, indent=2))
