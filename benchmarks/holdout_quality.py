@@ -18,32 +18,13 @@ excess memorization rate beside the true copy rate (the share of `is_copy` in `a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
 from deepssim.auditing import SearchOptions, audit
 from deepssim.benchmark import read_audit_csv
-from deepssim.benchmark.judge import judge_audit
-
-
-def _judge(result, bench: Path, truth: list, members: dict[str, bool], copies: set[str]) -> dict:  # type: ignore[no-untyped-def]
-    first = [m for m in result.matches if m.rank == 1]
-    flagged = {m.synthetic for m in first if m.label == "duplicate"}
-    outsiders = [s for s, member in members.items() if not member]
-    return {**judge_audit(((m.synthetic, m.train, m.label) for m in first), truth, bench).to_dict(),
-            # What --fpr bounds: synthetic images made from non-members, flagged.
-            "n_non_members": len(outsiders), "non_members_flagged": sum(s in flagged for s in outsiders),
-            # Made from a training image but below the copy line (SSIM <= 0.85), flagged.
-            "near_copies_flagged": sum(members[s] and s not in copies for s in flagged)}
-
-
-def _members(bench: Path) -> dict[str, bool]:
-    """Synthetic id (relative to synthetic/) -> made from a training image (synthetic.csv)."""
-    with open(bench / "synthetic.csv", newline="") as fh:
-        return {Path(row["synthetic"]).relative_to("synthetic").as_posix(): row["member"] == "1"
-                for row in csv.DictReader(fh)}
+from deepssim.benchmark.judge import judge_with_members, read_members
 
 
 def main() -> None:
@@ -59,16 +40,16 @@ def main() -> None:
         parser.error(f"{args.bench}: no holdout/ folder (build the benchmark with --n-holdout N)")
     truth = read_audit_csv(args.bench)
     true_rate = sum(t.is_copy for t in truth) / len(truth)
-    members = _members(args.bench)
+    members = read_members(args.bench)
     member_rate = sum(members.values()) / len(members)
-    copies = {Path(t.synthetic).relative_to("synthetic").as_posix() for t in truth if t.is_copy}
     runs = {}
     for name, holdout in (("model thresholds", None), (f"holdout, fpr {args.fpr:g}", args.bench / "holdout")):
         t0 = time.perf_counter()
         result = audit(args.bench / "train", args.bench / "synthetic", args.model,
                        search=SearchOptions(top_k=max(5, args.verify)), verify=args.verify, cache_dir=args.cache,
                        holdout=holdout, fpr=args.fpr if holdout else None)
-        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **_judge(result, args.bench, truth, members, copies),
+        runs[name] = {"seconds": round(time.perf_counter() - t0, 1), **judge_with_members(
+                          [(m.synthetic, m.train, m.label) for m in result.matches if m.rank == 1], truth, args.bench),
                       "thresholds": result.summary["thresholds"], "holdout": result.summary.get("holdout")}
     if args.json:
         print(json.dumps({"true_copy_rate": true_rate, "member_rate": member_rate, "runs": runs}, indent=2))

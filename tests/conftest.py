@@ -26,6 +26,13 @@ def cache_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["DEEPSSIM_KEY_FILE"] = before
 
 
+@pytest.fixture(autouse=True)
+def small_verify_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audits that verify fit their correction on 40 near-copies, not hundreds: tests check the
+    path, and ``tests/auditing/test_correction.py`` the fit itself."""
+    monkeypatch.setattr("deepssim.auditing.correction.PAIRS", 40)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder, or skip when this checkout has none beside it."""

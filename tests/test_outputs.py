@@ -47,7 +47,7 @@ def _siblings(folder: Path) -> list[str]:
 
 
 def _audit(images: tuple[Path, Path], model: Path, thresholds: tuple[float, float]):  # type: ignore[no-untyped-def]
-    return audit(*images, model, device="cpu", cache_dir=None, thresholds=thresholds)
+    return audit(*images, model, device="cpu", cache_dir=None, thresholds=thresholds, verify=0)
 
 
 # --------------------------------------------------------------------------- one complete audit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -23,9 +24,11 @@ import numpy as np
 
 from ..classes import Thresholds
 from ..model.api import DeepSSIMModel, load_model
+from ..readers import load_ref
 from ..training import TrainConfig
 from .cache import ContentHasher, default_cache_dir, load_cache_key
 from .candidates import Candidates, find_candidates
+from .correction import VerifyCorrection, obtain_correction
 from .decide import audit_thresholds, classify_pairs
 from .holdout import HoldoutCalibration, calibrate_holdout, check_fpr, check_holdout_size, holdout_summary
 from .images import EmbeddedSet, ImageSet, Sources, cache_summary, collect, embed_queries, embed_sets, open_cache
@@ -72,7 +75,7 @@ def audit(
         thresholds: ``(low, high)`` or ``"low,high"``; else ``calibration`` (a JSON file from
             ``deepssim evaluate --calibrate``); else the model's recorded thresholds.
         verify: Verification of the suspicious images' best candidates by the reference SSIM
-            (``VerifyOptions``); an int n means ``VerifyOptions(top=n)``. Off by default.
+            (``VerifyOptions``); an int n means ``VerifyOptions(top=n)``, 0 turns it off.
         reading: Slicing of volumes, unreadable files, batch size and reading threads
             (``ReadOptions``).
         cache_dir: Embedding cache folder, which keeps the models trained by audits too;
@@ -123,7 +126,7 @@ def audit(
     given = thresholds is not None or calibration is not None or asked_verified is not None
     if model is not None and preset is not None:
         raise ValueError("preset chooses the model an audit trains when it is given none; a model was given")
-    timings: dict[str, float] = {}
+    timings = _Stages()
     t_start = time.perf_counter()
     root = None if cache_dir is None else default_cache_dir() if cache_dir == "default" else Path(cache_dir)
     if model is not None:
@@ -132,14 +135,15 @@ def audit(
         chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0,
                                                        asked_verified)
         source = ModelSource("given")
-        with _timed(timings, "cache_s"):  # a bad key file stops the audit before any image is read
+        with timings("cache_s"):  # a bad key file stops the audit before any image is read
             cache = open_cache(cache_dir, net)
+            secret = None if root is None else load_cache_key(root)
     else:
         config = training_config(preset)
         audit_thresholds(thresholds, calibration, {}, verify.top > 0, asked_verified)  # bad values stop it before training
-        with _timed(timings, "cache_s"):
+        with timings("cache_s"):
             secret = None if root is None else load_cache_key(root)
-    with _timed(timings, "scan_s"):
+    with timings("scan_s"):
         hasher = ContentHasher()
         train_set = collect(train, "training", reading, hasher, progress)
         synth_set = collect(synthetic, "synthetic", reading, hasher, progress)
@@ -147,7 +151,7 @@ def audit(
     if hold_set is not None:  # known after the scan: stop before any training or embedding
         check_holdout_size(len(hold_set.ids), fpr)
     if model is None:
-        with _timed(timings, "train_s"):
+        with timings("train_s"):
             net, source = obtain_model(
                 train_set.sources, train_set.keys, config, slices=reading.slices,
                 skip_unreadable=reading.skip_unreadable, cache_root=root, secret=secret, device=device,
@@ -159,14 +163,20 @@ def audit(
             cache = open_cache(root, net)
         if verified_thresholds is not None:
             verify = replace(verify, thresholds=verified_thresholds)
-        with _timed(timings, "embed_s"):
+        with timings("embed_s"):
             real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
             held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
+        correction, correction_cached = None, False
+        if verify.top and verify.correct:
+            with timings("correction_s"):
+                correction, correction_cached = obtain_correction(
+                    lambda i: load_ref(real.images.refs[i]), len(real.images.ids), real.images.keys, verify.grid,
+                    root, secret, progress)
         calibrated, held_found, held_verify, gate = None, None, None, chosen.different_max
         if held is not None:
-            with _timed(timings, "holdout_s"):  # scored first: its thresholds decide the synthetic images
+            with timings("holdout_s"):  # scored first: its thresholds decide the synthetic images
                 calibrated, held_found, held_verify = _calibrate(net, held, real, search, verify, fpr, not given,
-                                                                 device, progress)
+                                                                 device, progress, correction)
             if not given:
                 if verify.top:
                     verify = replace(verify, thresholds=calibrated.thresholds)
@@ -176,15 +186,20 @@ def audit(
                 # An image not verified is judged on DeepSSIM: verify every image whose DeepSSIM
                 # p-value could reach fpr, so that "duplicate exactly when p <= fpr" holds.
                 gate = min(gate, calibrated.deepssim_gate)
-        found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings, gate)
+        found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings, gate,
+                                            correction)
+        if verify_summary is not None:
+            verify_summary["correction"] = None if correction is None else correction.summary() | {
+                "from_cache": correction_cached}
         pair_labels = classify_pairs(found.scores, found.verified, chosen, verify.decision_thresholds)
         pair_labels[found.exact, 0] = "duplicate"  # byte copies, whatever the thresholds
         outcome = Outcome(found.scores[:, 0].copy(), found.indices[:, 0].copy(), pair_labels[:, 0], found.exact)
-        timings["total_s"] = time.perf_counter() - t_start
+        timings.seconds["total_s"] = time.perf_counter() - t_start
         summary = build_summary(model=net, thresholds=chosen, train=real.images, synthetic=fake.images,
                                 outcome=outcome, search=found.summary(search.top_k),
                                 cache=cache_summary(cache, real, fake, *([held] if held else [])),
-                                verify=verify_summary, timings=timings, model_source=source.to_dict())
+                                verify=verify_summary, timings=timings.seconds, model_source=source.to_dict(),
+                                peak_memory_mb=timings.peak_mb)
         p_values = None
         if calibrated is not None and held is not None and held_found is not None:
             p_values = calibrated.p_values(found.deciding_scores(), ~np.isfinite(found.verified[:, 0]))
@@ -221,16 +236,17 @@ def _search(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search:
 
 def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
                 verify: VerifyOptions, chosen: Thresholds, device: str, progress: bool,
-                timings: dict[str, float], gate: float) -> tuple[Candidates, dict | None]:
+                timings: _Stages, gate: float,
+                correction: VerifyCorrection | None) -> tuple[Candidates, dict | None]:
     """The ``search.top_k`` candidates of every synthetic image, those scoring above ``gate``
     verified as ``verify`` says, and the verification's summary entry (None when off)."""
-    with _timed(timings, "search_s"):
+    with timings("search_s"):
         found = _search(net, queries, real, search, verify, device, progress)
     verify_summary = None
     if verify.top:
-        with _timed(timings, "verify_s"):
+        with timings("verify_s"):
             found, verify_summary = verify_suspicious(found, gate, verify, queries.images.refs,
-                                                      real.images.refs, progress=progress)
+                                                      real.images.refs, progress=progress, correction=correction)
         if gate != chosen.different_max:
             verify_summary["gate"] = gate
     return found.first(search.top_k), verify_summary
@@ -238,7 +254,7 @@ def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, sea
 
 def _calibrate(net: DeepSSIMModel, held: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
                verify: VerifyOptions, fpr: float, fitted: bool, device: str,
-               progress: bool) -> tuple[HoldoutCalibration, Candidates, dict | None]:
+               progress: bool, correction: VerifyCorrection | None) -> tuple[HoldoutCalibration, Candidates, dict | None]:
     """The holdout's thresholds at ``fpr``, its candidates and, with verification, its
     verification's summary entry. With verification every holdout image is verified, the
     extension following the thresholds that decide (``fitted``: the holdout's own)."""
@@ -253,19 +269,37 @@ def _calibrate(net: DeepSSIMModel, held: EmbeddedSet, real: EmbeddedSet, search:
     if verify.top:
         deepssim_best = found.scores[:, 0].copy()
         found, summary = verify_null(found, verify, held.images.refs, real.images.refs, progress=progress,
-                                     fit=(lambda s: fit(s).thresholds.duplicate_min) if fitted else None)
+                                     correction=correction, fit=(lambda s: fit(s).thresholds.duplicate_min) if fitted else None)
         calibrated = fit(found.deciding_scores(), found, scale="verified_ssim", deepssim_scores=deepssim_best)
     else:
         calibrated = fit(found.deciding_scores())
     return calibrated, found.first(search.top_k), summary
 
 
-@contextmanager
-def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
-    """Seconds spent in the block, into ``timings[key]``."""
-    t0 = time.perf_counter()
-    yield
-    timings[key] = time.perf_counter() - t0
+class _Stages:
+    """Each stage's seconds (``seconds["embed_s"]``) and the process's peak memory so far at
+    its end, in MB (``peak_mb["embed"]``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.seconds[key] = time.perf_counter() - t0
+        self.peak_mb[key.removesuffix("_s")] = peak_memory_mb()
+
+
+def peak_memory_mb() -> float:
+    """The largest resident memory this process has held so far, in MB (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def _matches(synthetic: ImageSet, train: ImageSet, found: Candidates, pair_labels: np.ndarray,

@@ -131,23 +131,32 @@ class VerifyOptions:
     and its verified SSIM decides the class.
 
     Attributes:
-        top: Candidates verified per suspicious image; 0 turns verification off.
-        max: Where all ``top`` candidates of an image verify as duplicates (it copies one of
-            a cluster of near-identical training images, which fill its candidates), the next
-            ``top`` are verified too, and so on up to ``max`` candidates. None:
+        top: Candidates verified at most per suspicious image, by blocks of
+            ``rerank.BLOCK`` in DeepSSIM order, the next block only while no duplicate is
+            found and its first candidate scores above the low threshold; 0 turns
+            verification off.
+        max: Where all candidates verified so far are duplicates (it copies one of a cluster
+            of near-identical training images, which fill its candidates), it goes on past
+            ``top``, up to ``max`` candidates. None:
             ``DEPTH_PER_TOP * top``; ``top`` turns this off.
         thresholds: ``(low, high)``, ``"low,high"`` or ``Thresholds`` for the verified SSIMs
             (kept as ``Thresholds``); None: the reference 0.60 / 0.85 (``REFERENCE_THRESHOLDS``).
         grid: The changes undone.
+        correct: Take off the verified SSIM's lean, measured on near-copies of the training
+            images (``correction.py``), so that it estimates the clean-frame SSIM; False keeps
+            the raw best SSIM over the grid, which reads high for near-copies.
     """
 
-    top: int = 0
+    top: int = 20
     max: int | None = None
     thresholds: Thresholds | tuple[float, float] | str | None = None
     grid: VerifyGrid = VerifyGrid()
+    correct: bool = True
 
     def __post_init__(self) -> None:
         _check_int(self.top, "verify top", MIN_VERIFY_TOP, " (0: off)")
+        if not isinstance(self.correct, bool):
+            raise ValueError(f"verify correct must be True or False, got {self.correct!r}")
         if self.max is not None and (isinstance(self.max, bool) or not isinstance(self.max, (int, np.integer))):
             raise ValueError(f"verify max must be an integer or None, got {self.max!r}")
         if self.max is not None and self.max < self.top:

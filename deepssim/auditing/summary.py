@@ -53,10 +53,12 @@ def build_summary(
     *, model: DeepSSIMModel, thresholds: Thresholds, train: ImageSet, synthetic: ImageSet,
     outcome: Outcome, search: dict[str, Any], cache: dict[str, Any] | None,
     verify: dict[str, Any] | None, timings: dict[str, float], model_source: dict[str, Any] | None = None,
+    peak_memory_mb: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The summary of an audit of ``synthetic`` against ``train``: counts per class, the
     memorization rate with its 95% interval, the most-copied training images, and the run's
-    model, thresholds, search, cache, verification, timings (seconds) and versions.
+    model, thresholds, search, cache, verification, timings (seconds), the peak memory at the end
+    of each stage (MB) and versions.
 
     ``search``, ``cache`` and ``verify`` are the entries written by their own steps
     (``Candidates.summary``, ``images.cache_summary``, ``rerank.verify_suspicious``);
@@ -94,6 +96,7 @@ def build_summary(
         "cache": cache,
         "skipped_unreadable": train.skipped + synthetic.skipped,
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        "peak_memory_mb": dict(peak_memory_mb or {}),
         "versions": library_versions(),
         "verify": verify,
     }

@@ -132,3 +132,28 @@ def best_duplicate_threshold(best_scores: Sequence[float], is_copy: Sequence[boo
         if f1 > best_f1:
             best_t, best_f1 = float(t), f1
     return best_t, best_f1
+
+
+def read_members(bench_dir: str | Path) -> dict[str, bool]:
+    """Synthetic id (relative to ``synthetic/``) -> made from a training image, from the
+    builder's ``synthetic.csv``."""
+    with open_csv(Path(bench_dir) / "synthetic.csv") as fh:
+        return {Path(row["synthetic"]).relative_to("synthetic").as_posix(): row["member"] == "1"
+                for row in csv.DictReader(fh)}
+
+
+def judge_with_members(decisions: Sequence[tuple[str, str, str]], truth: Sequence[Truth],
+                       bench_dir: str | Path) -> dict[str, Any]:
+    """``judge_audit`` of rank-1 decisions ``(synthetic id, best train id, class)``, with the
+    synthetic images made from non-members that were flagged (what a false-alarm rate
+    bounds), those made from a training image but below the copy line that were flagged
+    (near-copies), and the flagged share beside the true copy share."""
+    members = read_members(bench_dir)
+    copies = {folder_id(t.synthetic) for t in truth if t.is_copy}
+    flagged = {s for s, _, label in decisions if label == "duplicate"}
+    outsiders = [s for s, member in members.items() if not member]
+    return {**judge_audit(decisions, truth, bench_dir).to_dict(),
+            "n_non_members": len(outsiders), "non_members_flagged": sum(s in flagged for s in outsiders),
+            "near_copies_flagged": sum(members[s] and s not in copies for s in flagged),
+            "flagged_rate": len(flagged) / len(decisions) if decisions else 0.0,
+            "true_copy_rate": len(copies) / len(truth) if truth else 0.0}

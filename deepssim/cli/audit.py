@@ -114,7 +114,8 @@ def _audit(args: argparse.Namespace) -> Any:
         search=SearchOptions(top_k=args.top_k, backend=args.backend, index=args.index),
         thresholds=args.thresholds, calibration=args.calibration,
         verify=VerifyOptions(top=args.verify, max=args.verify_max, thresholds=args.verify_thresholds,
-                             grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift)),
+                             grid=VerifyGrid(size=args.verify_size, max_shift=args.verify_max_shift),
+                             correct=not args.raw_verified),
         reading=ReadOptions(slices=SliceSpec.parse(args.slices, axis=args.axis, skip_empty=args.skip_empty),
                             skip_unreadable=args.skip_unreadable, batch_size=args.batch_size,
                             workers=args.workers),
@@ -208,13 +209,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axis", type=axis, help="slicing axis (default: the format's)")
     p.add_argument("--skip-empty", action="store_true", help="drop all-background slices")
     p.add_argument("--verify", type=at_least(MIN_VERIFY_TOP), default=VERIFY.top, metavar="K",
-                   help="re-score the K best candidates of each suspicious synthetic image with the "
-                        "reference SSIM after undoing shifts, flips, rotations and contrast (~50 ms a "
-                        "pair at 128 px); the verified SSIM then decides the class "
-                        f"(default {VERIFY.top}: off)")
+                   help="re-score up to K best candidates of each suspicious synthetic image with the "
+                        "reference SSIM after undoing shifts, flips, rotations and contrast (~15 ms a "
+                        "pair at 128 px), by blocks of 5 until a copy is found; the verified SSIM, less "
+                        "its lean measured on the training images, then decides the class "
+                        f"(default {VERIFY.top}; 0: off)")
     p.add_argument("--verify-max", type=at_least(MIN_VERIFY_TOP), default=VERIFY.max, metavar="N",
-                   help="where all K verified candidates are duplicates (a cluster of near-identical "
-                        f"training images), verify K more, up to N in all (default {DEPTH_PER_TOP}K; K: off)")
+                   help="where every candidate verified is a duplicate (a cluster of near-identical "
+                        f"training images), go on past K, up to N in all (default {DEPTH_PER_TOP}K; K: off)")
     p.add_argument("--verify-size", type=at_least(MIN_GRID_SIZE), default=VERIFY.grid.size, metavar="S",
                    help=f"side both images are resized to for verification (default {VERIFY.grid.size}). "
                         "At the images' own resolution the search's interpolation blurs the sharp training "
@@ -222,6 +224,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-max-shift", type=at_least(MIN_MAX_SHIFT), default=VERIFY.grid.max_shift, metavar="PX",
                    help="whole-pixel shifts searched by verification, in pixels at --verify-size "
                         f"(default {VERIFY.grid.max_shift})")
+    p.add_argument("--raw-verified", action="store_true",
+                   help="decide on the best SSIM over the verification grid as it is, an upper bound of "
+                        "the clean-frame SSIM, instead of that SSIM less its lean measured on near-copies "
+                        "of the training images (docs/quality.md)")
     p.add_argument("--verify-thresholds", type=thresholds, metavar="LO,HI",
                    help="thresholds for the verified SSIMs (default: a --calibration file's fitted on "
                         "verified SSIMs, else the holdout's at --fpr, else the reference "

@@ -105,9 +105,9 @@ def _audit(out: Path, level: str, model: Path, names: list[str], oracle: Oracle,
     for tag, verify in (("deepssim", 0), ("verified", config.verify)):
         if tag == "verified" and not verify:
             continue
-        # The oracle's grid: verified scores are the oracle's measure.
+        # The oracle's grid, uncorrected: verified scores are the oracle's measure.
         res = audit(out / "train", out / f"samples-{level}", model, search=SearchOptions(top_k=max(5, verify)),
-                    verify=VerifyOptions(top=verify, grid=GRID), cache_dir=out / "cache", device=device,
+                    verify=VerifyOptions(top=verify, grid=GRID, correct=False), cache_dir=out / "cache", device=device,
                     progress=progress)
         if tag == "verified" or not config.verify:
             res.save(out / f"audit-{level}", progress=progress)

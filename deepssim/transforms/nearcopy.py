@@ -349,4 +349,12 @@ def _posterize(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.nd
 
 
 ALL_FAMILIES = tuple(FAMILIES)
-"""Every family, in the order of ``FAMILIES`` (the ``fast`` preset trains on all of them)."""
+"""Every family above, in the order of ``FAMILIES`` (the ``fast`` preset trains on all of them)."""
+
+
+@_family("bias")
+def _bias(x: np.ndarray, s: float, rng: np.random.Generator, partner: np.ndarray | None) -> np.ndarray:
+    """A smooth multiplicative bias field alone (intensity non-uniformity, no contrast curve):
+    for benchmarks whose copies must not carry a change the perturbation's gamma can undo."""
+    lo = float(x.min())
+    return lo + (x - lo) * np.exp(s * BIAS_MAX * _smooth_field(x.shape, BIAS_CELLS, rng))

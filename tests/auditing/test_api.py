@@ -19,6 +19,8 @@ from deepssim import read_image
 from deepssim.auditing import ReadOptions, SearchOptions, VerifyOptions, audit
 from deepssim.auditing import candidates as audit_candidates
 from deepssim.auditing import images as audit_images
+from deepssim.auditing import rerank
+from deepssim.auditing.options import VerifyGrid
 from deepssim.model import ModelFolderError, load_model, score_pairs
 from deepssim.readers import ReadError
 
@@ -49,7 +51,7 @@ def test_audit_finds_the_exact_copy_and_fills_every_field(
 ) -> None:
     train, synth = sets
     result = audit(train, synth, tiny_model_dir, search=SearchOptions(top_k=3), device="cpu",
-                   cache_dir=tmp_path / "cache")
+                   cache_dir=tmp_path / "cache", verify=0)
     assert result.synthetic_ids == ["exact.png", "flipped.png", "new0.png", "new1.png", "new2.png"]
     assert len(result.train_ids) == 8 and len(result.matches) == 5 * 3
     by_synth = {}
@@ -262,12 +264,12 @@ def test_interrupted_audit_resumes_from_the_cache(
 
 def test_thresholds_from_flags_and_calibration(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
     train, synth = sets
-    everything = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, thresholds=(-1.0, -1.0))
+    everything = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, thresholds=(-1.0, -1.0), verify=0)
     assert everything.summary["counts"] == {"different": 0, "similar": 0, "duplicate": 5}
     assert everything.summary["memorization_rate"] == 1.0
     calib = tmp_path / "calib.json"
     calib.write_text(json.dumps({"thresholds": [0.999, 0.9999]}))
-    strict = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, calibration=calib)
+    strict = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, calibration=calib, verify=0)
     assert strict.summary["thresholds"]["source"] == "calibration"
     assert strict.summary["counts"]["duplicate"] >= 1  # the byte copy scores exactly 1
 
@@ -394,8 +396,10 @@ def test_cli_audit_smoke(sets: tuple[Path, Path], tiny_model_dir: Path, tmp_path
     assert bad.returncode == 2 and "low <= high" in bad.stderr
 
 
-def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_dir: Path) -> None:
+def test_verification_reranks_and_decides(sets: tuple[Path, Path], tiny_model_dir: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     train, synth = sets
+    monkeypatch.setattr(rerank, "BLOCK", 8)  # all 8 candidates at once: no cascade
     # Thresholds that make every image suspicious, so every one is verified.
     result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=8), verify=8,
                    thresholds=(-1.0, -1.0))
@@ -457,6 +461,36 @@ def _in_order(real, order):  # type: ignore[no-untyped-def]
         pick = order[:k]
         return replace(found, indices=np.array([pick]), scores=np.array([[score[i] for i in pick]]))
     return search
+
+
+def test_the_cascade_decides_as_verifying_every_candidate(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Near-copies whose verified SSIMs straddle the duplicate line, their sources anywhere in
+    a random model's ranking: verifying by blocks of 5 until a duplicate is found gives every
+    image the class that verifying all 12 candidates gives, with fewer pairs."""
+    rng = np.random.default_rng(3)
+    train, synth = tmp_path / "train", tmp_path / "synthetic"
+    train.mkdir()
+    synth.mkdir()
+    sources = [_smooth(rng, (44, 44)) for _ in range(12)]
+    for k, image in enumerate(sources):
+        Image.fromarray(image).save(train / f"t{k:02d}.png")
+    for k in range(8):
+        noisy = sources[k].astype(np.float64) + rng.normal(0, 4.0 + 4.0 * k, sources[k].shape)
+        moved = np.rot90(noisy, k % 4) if k % 2 else noisy[::-1]
+        Image.fromarray(np.clip(moved, 0, 255).astype(np.uint8)).save(synth / f"s{k}.png")
+    common = {"device": "cpu", "cache_dir": None, "search": SearchOptions(top_k=12), "thresholds": (-1.0, -1.0),
+              "verify": VerifyOptions(top=12, grid=VerifyGrid(size=32))}
+    cascade = audit(train, synth, tiny_model_dir, **common)
+    monkeypatch.setattr(rerank, "BLOCK", 12)
+    every = audit(train, synth, tiny_model_dir, **common)
+    first = {m.synthetic: m for m in cascade.matches if m.rank == 1}
+    full = {m.synthetic: m for m in every.matches if m.rank == 1}
+    verified = sorted(m.verified_ssim for m in full.values())
+    assert verified[0] < 0.85 < verified[-1]  # the cases straddle the line
+    assert {s: m.label for s, m in first.items()} == {s: m.label for s, m in full.items()}
+    assert cascade.summary["verify"]["pairs"] < every.summary["verify"]["pairs"] == 8 * 12
 
 
 def test_verification_looks_further_while_every_candidate_is_a_duplicate(
@@ -523,6 +557,7 @@ def test_slots_an_approximate_index_left_empty_are_not_matches(
     blank[0] = True  # exact.png: nothing found, but its byte-identical source is known
     blank[2, 1:] = True  # new0.png: only its best neighbour was found
     monkeypatch.setattr(audit_candidates, "search_flips", _with_missing_slots(audit_candidates.search_flips, blank))
+    monkeypatch.setattr(rerank, "BLOCK", 8)  # all 8 candidates at once: no cascade
     result = audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=8), verify=8,
                    thresholds=(-1.0, -1.0))
     ranks: dict[str, list[int]] = {}
@@ -545,4 +580,4 @@ def test_an_image_without_any_neighbour_is_an_error_that_names_it(
     blank[3] = True  # new1.png
     monkeypatch.setattr(audit_candidates, "search_flips", _with_missing_slots(audit_candidates.search_flips, blank))
     with pytest.raises(RuntimeError, match=r"no training neighbour for 1 synthetic image\(s\) \(new1.png\)"):
-        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=3))
+        audit(train, synth, tiny_model_dir, device="cpu", cache_dir=None, search=SearchOptions(top_k=3), verify=0)

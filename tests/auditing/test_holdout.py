@@ -144,7 +144,7 @@ def test_audit_with_a_holdout_flags_its_copies_and_decides_by_its_thresholds(
     held_sets: Path, smooth_model_dir: Path
 ) -> None:
     r = audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, holdout=held_sets / "holdout",
-              fpr=0.1, device="cpu", cache_dir=None)
+              fpr=0.1, device="cpu", cache_dir=None, verify=0)
     cal = r.holdout
     assert cal is not None and cal.n_holdout == 32 and cal.n == 30
     assert {f["holdout"]: f["train"] for f in cal.flagged} == {"copy_exact.png": "t03.png",
@@ -165,12 +165,12 @@ def test_audit_with_a_holdout_flags_its_copies_and_decides_by_its_thresholds(
             assert (m.label == "duplicate") == (m.p_value <= 0.1)
     # Given thresholds win; the holdout's are still reported, and the p-values stay.
     given = audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, holdout=held_sets / "holdout",
-                  thresholds=(0.5, 0.99), fpr=0.1, device="cpu", cache_dir=None)
+                  thresholds=(0.5, 0.99), fpr=0.1, device="cpu", cache_dir=None, verify=0)
     assert given.summary["thresholds"]["source"] == "given" and given.thresholds.duplicate_min == 0.99
     assert given.summary["thresholds"]["holdout"]["used"] is False
     assert np.allclose(given.p_values, r.p_values)
     with pytest.raises(ValueError, match="--fpr needs --holdout"):
-        audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, fpr=0.1, device="cpu", cache_dir=None)
+        audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, fpr=0.1, device="cpu", cache_dir=None, verify=0)
 
 
 def test_holdout_thresholds_with_verification_set_the_verified_thresholds(
@@ -190,7 +190,7 @@ def test_holdout_thresholds_with_verification_set_the_verified_thresholds(
     assert read_calibration(path)[1] == "verified_ssim"
     with pytest.raises(ValueError, match="apply to verified SSIMs.*--verify"):
         audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, calibration=path, device="cpu",
-              cache_dir=None)
+              cache_dir=None, verify=0)
     again = audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir, calibration=path, verify=verify,
                   device="cpu", cache_dir=None)
     assert again.decision_thresholds.pair == r.holdout.thresholds.pair
@@ -257,7 +257,7 @@ def test_excess_rate_of_non_copies_is_unbiased_and_its_interval_covers_zero() ->
 def test_a_collapsed_model_warns_and_byte_copies_stay_duplicates(held_sets: Path, tiny_model_dir: Path) -> None:
     """Noise BatchNorm statistics: every image embeds to nearly one vector (all scores ~1)."""
     r = audit(held_sets / "train", held_sets / "synthetic", tiny_model_dir, holdout=held_sets / "holdout",
-              fpr=0.1, device="cpu", cache_dir=None)
+              fpr=0.1, device="cpu", cache_dir=None, verify=0)
     first = {m.synthetic: m for m in r.matches if m.rank == 1}
     assert first["copy.png"].exact_copy and first["copy.png"].label == "duplicate"
     assert r.holdout is not None and r.holdout.thresholds.duplicate_min >= 0.999
@@ -275,7 +275,7 @@ def test_holdout_too_small_stops_before_training(held_sets: Path, monkeypatch: p
     monkeypatch.setattr(api, "obtain_model", no_training)
     with pytest.raises(ValueError, match=r"32 holdout image\(s\) are too few for --fpr 0.01.*at least 99"):
         audit(held_sets / "train", held_sets / "synthetic", holdout=held_sets / "holdout", fpr=0.01,
-              device="cpu", cache_dir=None)
+              device="cpu", cache_dir=None, verify=0)
 
 
 def test_old_calibration_files_still_read(tmp_path: Path) -> None:
@@ -309,7 +309,7 @@ def test_cli_holdout_end_to_end_and_reuse_of_its_thresholds(
     held_sets: Path, smooth_model_dir: Path, tmp_path: Path
 ) -> None:
     base = ["--train", str(held_sets / "train"), "--synthetic", str(held_sets / "synthetic"),
-            "--model", str(smooth_model_dir), "--device", "cpu", "--no-cache", "--no-progress"]
+            "--model", str(smooth_model_dir), "--device", "cpu", "--no-cache", "--no-progress", "--verify", "0"]
     out = tmp_path / "audit"
     run = _cli(*base, "--out", str(out), "--holdout", str(held_sets / "holdout"), "--fpr", "0.1")
     assert run.returncode == 0, run.stderr
@@ -325,7 +325,7 @@ def test_cli_holdout_end_to_end_and_reuse_of_its_thresholds(
     html = (out / "report.html").read_text()
     assert "<h2>Holdout calibration</h2>" in html and "copy_reexport.png" in html
     again = audit(held_sets / "train", held_sets / "synthetic", smooth_model_dir,
-                  calibration=out / "thresholds.json", device="cpu", cache_dir=None)
+                  calibration=out / "thresholds.json", device="cpu", cache_dir=None, verify=0)
     assert again.summary["counts"] == summary["counts"]
     assert again.summary["thresholds"]["source"] == "calibration"
 

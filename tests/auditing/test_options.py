@@ -16,9 +16,11 @@ from deepssim.readers import SliceSpec
 
 def test_defaults() -> None:
     assert SearchOptions() == SearchOptions(top_k=5, backend="auto", index="flat")
-    assert VerifyOptions() == VerifyOptions(top=0, max=None, thresholds=None, grid=VerifyGrid())
+    assert VerifyOptions() == VerifyOptions(top=20, max=None, thresholds=None, grid=VerifyGrid(), correct=True)
     assert ReadOptions() == ReadOptions(slices=SliceSpec(), skip_unreadable=False, batch_size=64, workers=None)
-    assert VerifyOptions().depth == 0 and VerifyOptions().decision_thresholds == REFERENCE_THRESHOLDS
+    assert VerifyOptions().depth == 80 and VerifyOptions().decision_thresholds == REFERENCE_THRESHOLDS
+    with pytest.raises(ValueError, match="verify correct must be True or False"):
+        VerifyOptions(correct=1)  # type: ignore[arg-type]
 
 
 def test_verify_depth_and_thresholds() -> None:

@@ -40,14 +40,14 @@ def test_cli_one_metric_json_and_all_metrics_table(tiny_bench: Path, tiny_model_
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "deepssim", "ssim", "ssim-flip", "ms-ssim", "registered-ssim", "l2", "correlation", "fsim",
-        "dar", "sscd", "clip"]
+        "deepssim", "ssim", "ssim-flip", "ms-ssim", "registered-ssim", "audit-ssim", "l2", "correlation",
+        "fsim", "dar", "sscd", "clip"]
     skipped = [r.split("|")[1].strip() for r in rows if "| skipped: " in r]
     assert skipped == ["ms-ssim", "dar", "sscd", "clip"]
     assert "needs images of at least 97 px" in done.stdout and "--weights [sscd=]FILE" in done.stdout
     plots = {p.name for p in (tmp_path / "deepssim-evaluation").iterdir()}
     assert plots == {f"hist-{m}.png" for m in
-                     ("deepssim", "ssim", "ssim-flip", "registered-ssim", "l2", "correlation", "fsim")}
+                     ("deepssim", "ssim", "ssim-flip", "registered-ssim", "audit-ssim", "l2", "correlation", "fsim")}
 
 
 def test_missing_weights_exit_2_with_the_reason(tiny_bench: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,4 +97,4 @@ def test_train_dar_then_evaluate_it(tiny_bench: Path, tmp_path: Path, capsys: py
 def test_metric_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--metric", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 11 and lines[0].split()[:2] == ["deepssim", "ssim"]
+    assert len(lines) == 12 and lines[0].split()[:2] == ["deepssim", "ssim"]

@@ -51,10 +51,11 @@ def _scores(name: str, images: dict[str, np.ndarray], pairs: list[tuple[str, str
 
 
 def test_registry_lists_every_metric_in_table_order() -> None:
-    assert metric_names() == ("deepssim", "ssim", "ssim-flip", "ms-ssim", "registered-ssim", "l2",
+    assert metric_names() == ("deepssim", "ssim", "ssim-flip", "ms-ssim", "registered-ssim", "audit-ssim", "l2",
                               "correlation", "fsim", "dar", "sscd", "clip")
     scales = {n: metric_class(n).scale for n in metric_names()}
-    assert [n for n, s in scales.items() if s == "ssim"] == ["deepssim", "ssim", "ssim-flip", "registered-ssim"]
+    assert [n for n, s in scales.items() if s == "ssim"] == ["deepssim", "ssim", "ssim-flip", "registered-ssim",
+                                                             "audit-ssim"]
     assert create_metric("ssim").default_thresholds.pair == (0.60, 0.85)
     assert create_metric("l2").default_thresholds is None
     with pytest.raises(ValueError, match="unknown metric 'nope': use one of deepssim, ssim"):
@@ -77,6 +78,24 @@ def test_ssim_family_on_a_copy_a_flipped_copy_and_noise(images: dict[str, np.nda
         assert abs(values[2]) < 0.1 and abs(values[3]) < 0.15
     # The flips can only help: ssim <= ssim-flip <= registered-ssim.
     assert np.all(plain <= flip + 1e-12) and np.all(flip <= registered + 1e-12)
+
+
+def test_audit_ssim_is_the_verified_ssim_less_its_lean(images: dict[str, np.ndarray]) -> None:
+    """``audit-ssim`` maps the verified SSIM by the correction fitted on the real images: a copy
+    and a flipped copy stay at 1, unrelated images stay low, and the map is the audit's."""
+    from deepssim.auditing.correction import obtain_correction
+    from deepssim.auditing.options import VerifyGrid
+    from deepssim.auditing.verify import verify_pairs
+
+    pairs = [("a", "a"), ("a", "flipped"), ("noise1", "noise2"), ("a", "noisy_copy")]
+    values = _scores("audit-ssim", images, pairs)
+    assert values[0] == pytest.approx(1.0, abs=1e-9) and values[1] == pytest.approx(1.0, abs=1e-6)
+    assert values[2] < 0.3
+    reals = [images[a] for a, _ in pairs]
+    distinct = list({id(r): r for r in reals}.values())
+    correction, _ = obtain_correction(lambda i: distinct[i], len(distinct), [], VerifyGrid(), None, None)
+    raw = verify_pairs([(images[a], images[b]) for a, b in pairs], VerifyGrid())
+    np.testing.assert_allclose(values, correction(raw), atol=1e-12)
 
 
 def test_l2_is_one_minus_the_rms_difference_in_unit_range() -> None:

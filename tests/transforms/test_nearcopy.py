@@ -122,8 +122,19 @@ def test_blocks_change_each_block_on_its_own(images: np.ndarray) -> None:
     assert changed[:, 1].min() >= c0 and changed[:, 1].max() < c0 + side
 
 
+def test_bias_is_a_smooth_multiplicative_field_and_keeps_the_minimum() -> None:
+    rng = np.random.default_rng(0)
+    x = np.linspace(10.0, 200.0, 64 * 64).reshape(64, 64)
+    out = FAMILIES["bias"](x, 0.5, rng)
+    ratio = (out - 10.0)[1:, 1:] / (x - 10.0)[1:, 1:]
+    assert out.min() == pytest.approx(10.0) and ratio.std() > 0.01
+    assert np.abs(np.diff(ratio, axis=1)).max() < 0.05  # smooth: no pixel-to-pixel change
+    np.testing.assert_allclose(FAMILIES["bias"](x, 0.0, rng), x, rtol=1e-6)
+
+
 def test_fast_trains_on_all_families_the_others_and_the_benchmark_keep_the_seven() -> None:
-    assert ALL_FAMILIES == tuple(FAMILIES)
+    assert ALL_FAMILIES + ("bias",) == tuple(FAMILIES)  # bias alone: for benchmarks, not training
+    assert len(ALL_FAMILIES) == 13
     assert BENCHMARK_FAMILIES == ("noise", "blur", "elastic", "intensity", "resample", "mix", "texture")
     assert get_preset("fast").families == ALL_FAMILIES
     assert get_preset("paper").families == get_preset("plus").families == BENCHMARK_FAMILIES

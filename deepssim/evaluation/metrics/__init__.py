@@ -1,7 +1,7 @@
 """Similarity metrics behind one interface (``Metric.score(real, synthetic)``) and a registry.
 
 ``create_metric(name, MetricOptions(...))`` builds one by name; ``metric_names()`` lists them:
-``deepssim``, ``ssim``, ``ssim-flip``, ``ms-ssim``, ``registered-ssim``, ``l2``,
+``deepssim``, ``ssim``, ``ssim-flip``, ``ms-ssim``, ``registered-ssim``, ``audit-ssim``, ``l2``,
 ``correlation``, ``fsim``, ``dar``, ``sscd``, ``clip``.
 """
 
@@ -19,15 +19,16 @@ from .base import (
 )
 from .embedding import CLIPMetric, DarMetric, DeepSSIMMetric, EmbeddingMetric, SSCDMetric
 from .iqa import FSIMMetric, MSSSIMMetric
-from .pixel import CorrelationMetric, FlipSSIMMetric, L2Metric, RegisteredSSIMMetric, SSIMMetric
+from .pixel import AuditSSIMMetric, CorrelationMetric, FlipSSIMMetric, L2Metric, RegisteredSSIMMetric, SSIMMetric
 
 # The registry's order is the order of the comparison table: ours, the SSIM family, the
 # pixel baselines, the learned baselines.
-for _cls in (DeepSSIMMetric, SSIMMetric, FlipSSIMMetric, MSSSIMMetric, RegisteredSSIMMetric,
+for _cls in (DeepSSIMMetric, SSIMMetric, FlipSSIMMetric, MSSSIMMetric, RegisteredSSIMMetric, AuditSSIMMetric,
              L2Metric, CorrelationMetric, FSIMMetric, DarMetric, SSCDMetric, CLIPMetric):
     register_metric(_cls)
 
 __all__ = [
+    "AuditSSIMMetric",
     "CLIPMetric",
     "CorrelationMetric",
     "DarMetric",

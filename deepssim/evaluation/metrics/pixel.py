@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -9,10 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...auditing.correction import VerifyCorrection, obtain_correction
+from ...auditing.options import VerifyGrid
+from ...auditing.verify import verify_pairs
 from ...refssim import apply_alignment, registered_ssim, ssim_pairs, zscore
 from ...refssim.registered import FLIPS
 from ._prep import unit_range
-from .base import Metric, check_pairs, per_image
+from .base import Metric, MetricOptions, check_pairs, per_image, unique_by_identity
 
 
 class SSIMMetric(Metric):
@@ -63,6 +67,36 @@ class RegisteredSSIMMetric(Metric):
                      file=sys.stderr, disable=not self.options.progress)
         return np.array([registered_ssim(a, b, device=self.options.device) for a, b in pairs],
                         dtype=np.float64)
+
+
+class AuditSSIMMetric(Metric):
+    """What the audit decides a pair with: the verified SSIM (the best reference SSIM over
+    flips, rotations, shifts and gamma curves, ``deepssim.auditing.verify``) less its lean,
+    measured on near-copies of the pairs' real images (``deepssim.auditing.correction``): an
+    estimate of the clean-frame SSIM."""
+
+    name = "audit-ssim"
+    scale = "ssim"
+    summary = "the audit's decision: verified SSIM less its lean measured on near-copies of the real images"
+
+    def __init__(self, options: MetricOptions = MetricOptions()) -> None:
+        super().__init__(options)
+        self._corrections: dict[str, VerifyCorrection] = {}
+
+    def score(self, real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray]) -> np.ndarray:
+        check_pairs(real, synthetic, same_shape=False)
+        if not len(real):
+            return np.empty(0)
+        grid = VerifyGrid()
+        distinct, _ = unique_by_identity(real)
+        digest = hashlib.sha256()
+        for image in distinct:
+            digest.update(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes())
+        key = digest.hexdigest()
+        if key not in self._corrections:  # the conditions of one evaluation share their real images
+            self._corrections[key] = obtain_correction(lambda i: distinct[i], len(distinct), [], grid, None, None,
+                                                       progress=self.options.progress)[0]
+        return self._corrections[key](verify_pairs(list(zip(real, synthetic)), grid, progress=self.options.progress))
 
 
 class _PixelwiseMetric(Metric):
