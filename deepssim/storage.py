@@ -8,14 +8,16 @@ import csv
 import ctypes
 import errno
 import hashlib
+import hmac
 import io
+import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -231,3 +233,10 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
+
+
+def record_mac(secret: bytes, record: dict[str, Any]) -> str:
+    """HMAC-SHA256 of a JSON record with ``secret``, its ``mac`` field left out: a cache
+    record signed so, edited by whoever cannot read the key, is refused."""
+    body = {k: v for k, v in record.items() if k != "mac"}
+    return hmac.new(secret, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()

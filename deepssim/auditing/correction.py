@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..model.preprocess import Preprocess
 from ..refssim import ssim_pairs
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, record_mac
 from ..transforms.nearcopy import BENCHMARK_FAMILIES, FAMILIES
 from ..transforms.perturb import PerturbConfig, apply_params, draw_params
 from .options import VerifyGrid
@@ -163,10 +163,6 @@ def correction_key(train_keys: Sequence[str], grid: VerifyGrid, pairs: int) -> s
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _mac(secret: bytes, body: dict[str, Any]) -> str:
-    return hmac.new(secret, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
-
-
 def obtain_correction(load: Callable[[int], np.ndarray], n_images: int, train_keys: Sequence[str],
                       grid: VerifyGrid, cache_root: Path | None, secret: bytes | None,
                       progress: bool = False) -> tuple[VerifyCorrection, bool]:
@@ -178,9 +174,8 @@ def obtain_correction(load: Callable[[int], np.ndarray], n_images: int, train_ke
     if path is not None and secret is not None and path.is_file():
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            body = {k: v for k, v in record.items() if k != "mac"}
-            if body.get("key") == key and hmac.compare_digest(str(record.get("mac", "")), _mac(secret, body)):
-                return VerifyCorrection.from_dict(body["map"]), True
+            if record.get("key") == key and hmac.compare_digest(str(record.get("mac", "")), record_mac(secret, record)):
+                return VerifyCorrection.from_dict(record["map"]), True
             log.warning("%s: not signed by this cache key or for another training set; fitted again", path)
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("%s: unreadable (%s); fitted again", path, err)
@@ -189,7 +184,7 @@ def obtain_correction(load: Callable[[int], np.ndarray], n_images: int, train_ke
     correction = fit_correction(_LazyImages(load, chosen), grid, pairs=pairs, progress=progress)
     if path is not None and secret is not None:
         body = {"key": key, "map": correction.to_dict()}
-        atomic_write_bytes(path, json.dumps(body | {"mac": _mac(secret, body)}, indent=1).encode())
+        atomic_write_bytes(path, json.dumps(body | {"mac": record_mac(secret, body)}, indent=1).encode())
     return correction, False
 
 

@@ -50,7 +50,7 @@ from typing import Any
 from ..model.api import DeepSSIMModel, load_model
 from ..model.checkpoint import CONFIG, WEIGHTS, ModelFolderError
 from ..readers import SliceSpec
-from ..storage import atomic_write_bytes, sha256_file
+from ..storage import atomic_write_bytes, record_mac, sha256_file
 from ..training import TrainConfig, get_preset, train
 from ..training.state import STATE
 from ..training.validation import METRICS
@@ -135,11 +135,6 @@ def _budget(config: TrainConfig) -> str:
     return f"{config.max_minutes:g} min budget" if config.max_minutes is not None else f"{config.epochs} epochs"
 
 
-def _mac(secret: bytes, record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "mac"}
-    return hmac.new(secret, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
-
-
 def _files(folder: Path) -> dict[str, str]:
     """Checksums of the files a model is loaded from."""
     return {name: sha256_file(folder / name) for name in (CONFIG, WEIGHTS)}
@@ -151,7 +146,7 @@ def _trusted(folder: Path, key: str, secret: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads((folder / RECORD).read_bytes())
         ok = (isinstance(record, dict) and record.get("training_key") == key
-              and hmac.compare_digest(str(record.get("mac", "")), _mac(secret, record))
+              and hmac.compare_digest(str(record.get("mac", "")), record_mac(secret, record))
               and record.get("files") == _files(folder))
     except (OSError, ValueError) as exc:
         log.debug("%s: unreadable model record (%s)", folder, exc)
@@ -204,7 +199,7 @@ def _copy_model(work: Path, dest: Path, record: dict[str, Any], secret: bytes | 
     copy_model_files(work, dest)
     record = {**record, "files": _files(dest)}
     if secret is not None:
-        record["mac"] = _mac(secret, record)
+        record["mac"] = record_mac(secret, record)
     atomic_write_bytes(dest / RECORD, (json.dumps(record, indent=2) + "\n").encode())
 
 
