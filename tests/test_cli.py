@@ -254,8 +254,8 @@ def test_ctrl_c_during_an_audit_keeps_the_embedded_images(tiny_model_dir: Path, 
     done = _interrupted("deepssim.auditing.images", "embed_set", 2, *argv)
     assert done.returncode == 130 and "Traceback" not in done.stderr and done.stdout == ""
     assert done.stderr.splitlines()[-1] == (
-        "deepssim audit: interrupted; the embedding cache keeps the images embedded so far: run the "
-        "same command again to continue from them")
+        "deepssim audit: interrupted; the cache keeps the images embedded and the pairs verified so far: "
+        "run the same command again to continue from them")
     again = run_cli(*argv)
     assert again.returncode == 0, again.stderr
     cache = json.loads(again.stdout)["cache"]

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ..classes import Thresholds
 from ..model.api import DeepSSIMModel, load_model
 from ..readers import load_ref
 from ..training import TrainConfig
-from .cache import ContentHasher, default_cache_dir, load_cache_key
+from .cache import ContentHasher, default_cache_dir, load_cache_key, verified_store
 from .candidates import Candidates, find_candidates
 from .correction import VerifyCorrection, obtain_correction
 from .decide import audit_thresholds, classify_pairs
@@ -34,7 +34,7 @@ from .holdout import HoldoutCalibration, calibrate_holdout, check_fpr, check_hol
 from .images import EmbeddedSet, ImageSet, Sources, cache_summary, collect, embed_queries, embed_sets, open_cache
 from .options import DEFAULT_FPR, ReadOptions, SearchOptions, VerifyOptions
 from .patients import assign_patients, check_group_by, patient_rows, patients_summary
-from .rerank import verify_null, verify_suspicious
+from .rerank import PairStore, verify_null, verify_suspicious
 from .result import AuditResult, Match
 from .summary import Outcome, build_summary
 from .trained import ModelSource, obtain_model, training_config
@@ -166,17 +166,23 @@ def audit(
         with timings("embed_s"):
             real, fake = embed_sets(net, train_set, synth_set, cache, reading, progress)
             held = None if hold_set is None else embed_queries(net, hold_set, cache, reading, progress)
+            if cache is not None:
+                cache.release()  # the embeddings are in hand: the later stages need the memory
         correction, correction_cached = None, False
         if verify.top and verify.correct:
             with timings("correction_s"):
                 correction, correction_cached = obtain_correction(
                     lambda i: load_ref(real.images.refs[i]), len(real.images.ids), real.images.keys, verify.grid,
                     root, secret, progress)
+        # Verified SSIMs are kept as they are computed: an interrupted audit verifies only the rest.
+        kept = None if not verify.top or root is None or secret is None else verified_store(
+            root, asdict(verify.grid), secret)
         calibrated, held_found, held_verify, gate = None, None, None, chosen.different_max
         if held is not None:
             with timings("holdout_s"):  # scored first: its thresholds decide the synthetic images
-                calibrated, held_found, held_verify = _calibrate(net, held, real, search, verify, fpr, not given,
-                                                                 device, progress, correction)
+                calibrated, held_found, held_verify = _calibrate(
+                    net, held, real, search, verify, fpr, not given, device, progress, correction,
+                    None if kept is None else PairStore(kept, held.images.keys, real.images.keys))
             if not given:
                 if verify.top:
                     verify = replace(verify, thresholds=calibrated.thresholds)
@@ -187,7 +193,8 @@ def audit(
                 # p-value could reach fpr, so that "duplicate exactly when p <= fpr" holds.
                 gate = min(gate, calibrated.deepssim_gate)
         found, verify_summary = _candidates(net, fake, real, search, verify, chosen, device, progress, timings, gate,
-                                            correction)
+                                            correction,
+                                            None if kept is None else PairStore(kept, fake.images.keys, real.images.keys))
         if verify_summary is not None:
             verify_summary["correction"] = None if correction is None else correction.summary() | {
                 "from_cache": correction_cached}
@@ -236,17 +243,19 @@ def _search(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search:
 
 def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
                 verify: VerifyOptions, chosen: Thresholds, device: str, progress: bool,
-                timings: _Stages, gate: float,
-                correction: VerifyCorrection | None) -> tuple[Candidates, dict | None]:
+                timings: _Stages, gate: float, correction: VerifyCorrection | None,
+                store: PairStore | None) -> tuple[Candidates, dict | None]:
     """The ``search.top_k`` candidates of every synthetic image, those scoring above ``gate``
     verified as ``verify`` says, and the verification's summary entry (None when off)."""
     with timings("search_s"):
         found = _search(net, queries, real, search, verify, device, progress)
+    queries.vectors = queries.vectors[:0]  # searched: verification needs the memory, not them
     verify_summary = None
     if verify.top:
         with timings("verify_s"):
             found, verify_summary = verify_suspicious(found, gate, verify, queries.images.refs,
-                                                      real.images.refs, progress=progress, correction=correction)
+                                                      real.images.refs, progress=progress, correction=correction,
+                                                      store=store)
         if gate != chosen.different_max:
             verify_summary["gate"] = gate
     return found.first(search.top_k), verify_summary
@@ -254,7 +263,8 @@ def _candidates(net: DeepSSIMModel, queries: EmbeddedSet, real: EmbeddedSet, sea
 
 def _calibrate(net: DeepSSIMModel, held: EmbeddedSet, real: EmbeddedSet, search: SearchOptions,
                verify: VerifyOptions, fpr: float, fitted: bool, device: str,
-               progress: bool, correction: VerifyCorrection | None) -> tuple[HoldoutCalibration, Candidates, dict | None]:
+               progress: bool, correction: VerifyCorrection | None,
+               store: PairStore | None) -> tuple[HoldoutCalibration, Candidates, dict | None]:
     """The holdout's thresholds at ``fpr``, its candidates and, with verification, its
     verification's summary entry. With verification every holdout image is verified, the
     extension following the thresholds that decide (``fitted``: the holdout's own)."""
@@ -269,7 +279,8 @@ def _calibrate(net: DeepSSIMModel, held: EmbeddedSet, real: EmbeddedSet, search:
     if verify.top:
         deepssim_best = found.scores[:, 0].copy()
         found, summary = verify_null(found, verify, held.images.refs, real.images.refs, progress=progress,
-                                     correction=correction, fit=(lambda s: fit(s).thresholds.duplicate_min) if fitted else None)
+                                     correction=correction, store=store,
+                                     fit=(lambda s: fit(s).thresholds.duplicate_min) if fitted else None)
         calibrated = fit(found.deciding_scores(), found, scale="verified_ssim", deepssim_scores=deepssim_best)
     else:
         calibrated = fit(found.deciding_scores())

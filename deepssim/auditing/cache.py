@@ -146,6 +146,21 @@ def model_key(checksum: str, preprocess: dict[str, object]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def verified_store(root: str | Path, grid: dict[str, object], secret: bytes) -> EmbeddingCache:
+    """The verified SSIMs of pairs under ``root``, for the verification ``grid``: one value per
+    pair of content keys (``pair_key``), kept as the embeddings are (signed
+    shards written as verification goes), so that an audit interrupted while verifying, or a
+    later audit of the same images, verifies only the pairs not kept yet."""
+    text = json.dumps({"format": CACHE_FORMAT, "verify": grid}, sort_keys=True)
+    return EmbeddingCache(root, hashlib.sha256(text.encode()).hexdigest()[:24], secret=secret, kind="verified")
+
+
+def pair_key(synthetic: str, train: str) -> str:
+    """The ``verified_store`` key of a pair of images by their content keys: a 128-bit hash of
+    both (two full keys would cost a value 516 bytes)."""
+    return hashlib.sha256(f"{synthetic}|{train}".encode()).hexdigest()[:32]
+
+
 class ContentHasher:
     """SHA-256 of image files, each file hashed once however many slices it holds."""
 
@@ -236,12 +251,14 @@ class EmbeddingCache:
             under this user's key: another user's, edited, or of the previous format.
     """
 
-    def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None) -> None:
+    def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None, kind: str = "embeddings") -> None:
         """Open the cache of model key ``key`` under ``root``, trusting the shards signed with
-        ``secret`` (default: ``load_cache_key(root)``, which raises ``CacheKeyError``)."""
+        ``secret`` (default: ``load_cache_key(root)``, which raises ``CacheKeyError``).
+        ``kind`` names the folder of the values kept: ``embeddings``, or ``verified`` for the
+        verified SSIMs of pairs (``verified_store``)."""
         if Path(root).exists() and not Path(root).is_dir():
             raise NotADirectoryError(f"{root}: the embedding cache is a file, not a folder")
-        self.folder = Path(root) / "embeddings" / key
+        self.folder = Path(root) / kind / key
         self.corrupt: list[str] = []
         self.untrusted: list[str] = []
         self._namespace = key
@@ -262,12 +279,12 @@ class EmbeddingCache:
                         or len(keys) != len(emb):
                     raise ValueError("keys and embeddings do not match")
             except PermissionError as exc:  # another user's shard this user may not read
-                log.debug("%s: unreadable embedding cache shard (%s), left out", shard, exc)
+                log.debug("%s: unreadable cache shard (%s), left out", shard, exc)
                 self.untrusted.append(str(shard))
                 continue
             except (OSError, ValueError, KeyError) as exc:  # any damage: recomputed, never trusted
-                log.warning("%s: damaged embedding cache shard (%s); deleting it, its images "
-                            "will be embedded again", shard, exc)
+                log.warning("%s: damaged cache shard (%s); deleting it, its entries will be "
+                            "computed again", shard, exc)
                 self.corrupt.append(str(shard))
                 try:
                     shard.unlink(missing_ok=True)
@@ -294,6 +311,14 @@ class EmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def release(self) -> None:
+        """Let go of the entries held in memory once the audit has read what it needs (the
+        shards stay on disk for the next one); the cache looks empty afterwards and writes
+        nothing more (a merge of what it no longer holds would lose the shards)."""
+        self._index = {}
+        self._shards = []
+        self._writable = False
 
     def __contains__(self, key: str) -> bool:
         return key in self._index

@@ -7,14 +7,16 @@ is matched to that image first. Verification (``rerank.py``) may re-order them a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..model.api import DeepSSIMModel
 from .images import EmbeddedSet
-from .nearest import SearchResult, rescore, search_flips
+from .nearest import SearchResult, rescore, resolve_backend, search_flips
 from .options import SearchOptions
 
 
@@ -55,21 +57,49 @@ class Candidates:
                 "missing_slots": int((self.indices < 0).sum())}
 
 
+QUERY_FLOATS = 1 << 26
+"""Floats of the synthetic images' score vectors made at a time (256 MB; 4,096 images for the
+``fast`` model): the exact search takes the queries in chunks, so memory grows with the
+embeddings (N + M), not with the score vectors a cross-fitted model makes from them (4 times
+larger)."""
+
+
 def find_candidates(
     model: DeepSSIMModel, synthetic: EmbeddedSet, train: EmbeddedSet, k: int, options: SearchOptions, *,
     device: str, progress: bool,
 ) -> Candidates:
-    """The ``k`` best training candidates of every synthetic image by the model's score.
+    """The ``k`` best training candidates of every synthetic image by the model's score
+    (``synthetic.vectors``: the network's embeddings, made into the score's vectors chunk by
+    chunk of ``QUERY_FLOATS`` for the exact search, all at once for an approximate index, which
+    is built once; ``train.vectors``: the score's vectors).
 
     Raises:
         RuntimeError: an approximate index found no training neighbour for some synthetic
             image (named).
     """
-    found = search_flips(synthetic.vectors, train.vectors, k, backend=options.backend, index=options.index,
-                         device=device, progress=progress)
-    rescored = None
-    if model.cross_fit:  # found by the best flip, scored by the cross-fitted one
-        found, rescored = _rescore_cross_fitted(found, synthetic.vectors, train.vectors, model)
+    raw = synthetic.vectors
+    m = len(raw)
+    first = model.as_synthetic(raw[:1])
+    row = max(1, int(np.prod(first.shape[1:])))
+    # The backend is chosen for the whole problem, and an approximate index is built once.
+    views = first.shape[1] if first.ndim == 3 else 1
+    backend = resolve_backend(options.backend, options.index, m * views * len(train.vectors), device)
+    step = max(1, QUERY_FLOATS // row) if options.index == "flat" else m
+    parts: list[SearchResult] = []
+    notes: list[dict[str, Any]] = []
+    with tqdm(total=m, unit="img", desc="search", file=sys.stderr, disable=not progress or m <= step) as bar:
+        for start in range(0, m, step):
+            queries = model.as_synthetic(raw[start:start + step])
+            found = search_flips(queries, train.vectors, k, backend=backend, index=options.index,
+                                 device=device, progress=progress and m <= step)
+            if model.cross_fit:  # found by the best flip, scored by the cross-fitted one
+                found, note = _rescore_cross_fitted(found, queries, train.vectors, model)
+                notes.append(note)
+            parts.append(found)
+            bar.update(len(queries))
+    found = _concatenate(parts)
+    rescored = None if not notes else {"rule": "cross_fit", **{key: sum(n[key] for n in notes)
+                                                              for key in ("top1_certain", "synthetic_images")}}
     # Cosines of unit vectors: float rounding can step past 1, and must not outrank an exact copy.
     scores = np.clip(found.scores, -1.0, 1.0)
     scores, indices = _put_exact_copies_first(scores, found.indices, synthetic.images.keys, train.images.keys)
@@ -77,6 +107,14 @@ def find_candidates(
     train_keys = set(train.images.keys)
     exact = np.array([key in train_keys for key in synthetic.images.keys], dtype=bool)
     return Candidates(scores, indices, np.full(scores.shape, np.nan), exact, found, rescored)
+
+
+def _concatenate(parts: list[SearchResult]) -> SearchResult:
+    """One search result from those of consecutive chunks of queries of the exact search."""
+    if len(parts) == 1:
+        return parts[0]
+    return replace(parts[0], scores=np.concatenate([p.scores for p in parts]),
+                   indices=np.concatenate([p.indices for p in parts]), seconds=sum(p.seconds for p in parts))
 
 
 def _check_found(indices: np.ndarray, synth_ids: list[str], index: str) -> None:

@@ -59,8 +59,9 @@ class EmbeddedSet:
 
     Attributes:
         images: The images embedded (the unreadable ones left out, listed in ``skipped``).
-        vectors: One row per image of ``images``: the network's embeddings (``embed_set``),
-            or the score's vectors made from them (``embed_sets``).
+        vectors: One row per image of ``images``: the network's embeddings (``embed_set``,
+            ``embed_queries``: the search makes the score's vectors from them a chunk at a
+            time), or the score's vectors made from them (the training set of ``embed_sets``).
         hits, misses: Images found in the embedding cache, and embedded here.
     """
 
@@ -143,10 +144,20 @@ def embed_set(
         cached = cache is not None and all(v in cache for v in _views(key, flips))
         (hit if cached else miss).append(k)
     shape = (len(FLIPS), -1) if flips else (-1,)
-    parts: dict[int, np.ndarray] = {}
-    if hit:
-        stored = cache.get([v for k in hit for v in _views(keys[k], flips)])  # type: ignore[union-attr]
-        parts.update(zip(hit, stored.reshape(len(hit), *shape)))
+    # One array filled in place: the embeddings are held once, not also in pieces.
+    vectors: np.ndarray | None = None
+    filled = np.zeros(len(keys), dtype=bool)
+
+    def put(positions: list[int], emb: np.ndarray) -> None:
+        nonlocal vectors
+        if vectors is None:
+            vectors = np.empty((len(keys), *emb.shape[1:]), dtype=np.float32)
+        vectors[positions] = emb
+        filled[positions] = True
+
+    for start in range(0, len(hit), CHUNK):  # by chunks: no second copy of every cached row
+        part = hit[start:start + CHUNK]
+        put(part, cache.get([v for k in part for v in _views(keys[k], flips)]).reshape(len(part), *shape))  # type: ignore[union-attr]
     failed: list[ReadError] = []
     workers = reading.threads
     with tqdm(total=len(miss), unit="img", desc=f"embed {images.name}", file=sys.stderr,
@@ -159,16 +170,19 @@ def embed_set(
                                             transform=model.preprocess.resize),
                               batch_size=reading.batch_size, progress=False, flips=flips)
             positions = [chunk[d] for d in done]
-            parts.update(zip(positions, emb))
+            if positions:
+                put(positions, emb)
             if cache is not None:
                 cache.add([v for p in positions for v in _views(keys[p], flips)],
                           emb.reshape(-1, emb.shape[-1]))
             bar.update(len(chunk))
-    order = sorted(parts)
+    order = np.flatnonzero(filled).tolist()
     skipped = images.skipped + [str(e) for e in failed]
     if not order:
         raise ReadError(images.sources[0], f"{no_image_found(skipped)} (in the {images.name} set)")
-    vectors = np.stack([parts[k] for k in order]).astype(np.float32)
+    assert vectors is not None
+    if len(order) < len(keys):
+        vectors = vectors[filled]
     return EmbeddedSet(images.subset(order, skipped), vectors, len(hit), len(miss))
 
 
@@ -176,8 +190,8 @@ def embed_sets(
     model: DeepSSIMModel, train: ImageSet, synthetic: ImageSet, cache: EmbeddingCache | None,
     reading: ReadOptions, progress: bool,
 ) -> tuple[EmbeddedSet, EmbeddedSet]:
-    """Both sets embedded as the model's score takes them: the cache holds the network's
-    per-flip embeddings, and the score's vectors are made from them (``flips.py``)."""
+    """Both sets embedded: the training set as the score's vectors (made from the network's
+    per-flip embeddings the cache holds, ``flips.py``), the synthetic set as ``embed_queries``."""
     real = embed_set(model, train, cache, reading, flips=model.real_flips, progress=progress)
     return replace(real, vectors=model.as_real(real.vectors)), embed_queries(model, synthetic, cache, reading, progress)
 
@@ -185,6 +199,6 @@ def embed_sets(
 def embed_queries(model: DeepSSIMModel, images: ImageSet, cache: EmbeddingCache | None, reading: ReadOptions,
                   progress: bool) -> EmbeddedSet:
     """A set compared with the training set as the synthetic images are (the synthetic set
-    itself, or a holdout), embedded as the model's score takes the synthetic side."""
-    fake = embed_set(model, images, cache, reading, flips=model.synthetic_flips, progress=progress)
-    return replace(fake, vectors=model.as_synthetic(fake.vectors))
+    itself, or a holdout): the network's embeddings, with each image's flips where the score
+    takes them (``candidates.find_candidates`` makes the score's vectors)."""
+    return embed_set(model, images, cache, reading, flips=model.synthetic_flips, progress=progress)

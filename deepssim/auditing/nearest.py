@@ -559,8 +559,7 @@ def search(
     if isinstance(recall_sample, bool) or recall_sample < 1:
         raise ValueError(f"recall_sample must be >= 1, got {recall_sample}")
     q, b, kk = _check_problem(queries, base, k)
-    if backend == "auto":
-        backend = "faiss" if index != "flat" or _auto_faiss_flat(q.shape[0] * b.shape[0], device) else "exact"
+    backend = resolve_backend(backend, index, q.shape[0] * b.shape[0], device)
     t0 = time.perf_counter()
     if backend == "exact":
         scores, indices, dev = _topk_exact(q, b, kk, device, None, None, progress)
@@ -607,6 +606,14 @@ def search_flips(queries: np.ndarray, base: np.ndarray, k: int, **options: Any) 
     order = np.lexsort((indices, -scores), axis=-1)[:, :kk]
     return replace(found, scores=np.take_along_axis(scores, order, -1),
                    indices=np.take_along_axis(indices, order, -1))
+
+
+def resolve_backend(backend: str, index: str, pairs: int, device: str) -> str:
+    """The backend ``search`` runs for ``backend`` (``auto`` resolved as ``search`` says) on a
+    problem of ``pairs`` query x base pairs: ``exact`` or ``faiss``."""
+    if backend != "auto":
+        return backend
+    return "faiss" if index != "flat" or _auto_faiss_flat(pairs, device) else "exact"
 
 
 def _auto_faiss_flat(pairs: int, device: str) -> bool:

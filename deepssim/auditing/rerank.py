@@ -9,13 +9,16 @@ order, each block only where the class can still change (``_verify``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..readers import ImageRef, load_ref
+from .cache import EmbeddingCache, pair_key
 from .candidates import Candidates
 from .options import VerifyGrid, VerifyOptions
 from .verify import verify_pairs
@@ -26,6 +29,10 @@ Correction = Callable[[np.ndarray], np.ndarray]
 BLOCK = 5
 """Candidates of an image verified at once: the next block only where the class can change."""
 
+ROWS = 64
+"""Synthetic images whose pairs are verified at once: the images held in memory, and the work
+an interruption loses (their verified SSIMs are kept together)."""
+
 FIT_ROUNDS = 10
 """Rounds of verifying the holdout and fitting its threshold, at most (``verify_null``)."""
 
@@ -33,32 +40,33 @@ FIT_ROUNDS = 10
 def verify_suspicious(
     candidates: Candidates, low: float, options: VerifyOptions, synthetic_refs: list[ImageRef],
     train_refs: list[ImageRef], *, progress: bool, correction: Correction | None = None,
+    store: PairStore | None = None,
 ) -> tuple[Candidates, dict[str, Any]]:
     """``candidates`` with those of every suspicious image (first score above ``low``)
     verified and re-ranked by verified SSIM (mapped by ``correction`` when given); a byte
-    copy's first candidate counts as verified, with SSIM 1.
+    copy's first candidate counts as verified, with SSIM 1. Pairs kept in ``store`` are read
+    from it, the others verified and kept there.
 
     Returns:
         The candidates, and the summary's ``verify`` entry.
     """
     exact = candidates.exact
     suspicious = np.flatnonzero((candidates.scores[:, 0] > low) & ~exact)
+    verifier = _Verifier(synthetic_refs, train_refs, options.grid, progress, correction, store)
     scores, indices, verified, extended = _verify(
         candidates.scores, candidates.indices, suspicious, options.top, options.depth,
-        options.decision_thresholds.duplicate_min, synthetic_refs, train_refs, options.grid, progress, correction,
-        low)
+        options.decision_thresholds.duplicate_min, verifier, low)
     verified[exact, 0] = 1.0
     summary = {"top": options.top, "max": options.depth, "extended": extended,
                "synthetic_images": int(len(suspicious)),
-               "pairs": int(np.isfinite(verified).sum() - exact.sum()),
+               "pairs": int(np.isfinite(verified).sum() - exact.sum()), "pairs_kept_before": verifier.read,
                "thresholds": options.decision_thresholds.to_dict(), "grid": asdict(options.grid)}
     return replace(candidates, scores=scores, indices=indices, verified=verified), summary
 
 
 def _verify(
     scores: np.ndarray, indices: np.ndarray, rows: np.ndarray, top: int, most: int, duplicate_min: float,
-    synth_refs: list[ImageRef], train_refs: list[ImageRef], grid: VerifyGrid, progress: bool,
-    correction: Correction | None = None, low: float = -np.inf,
+    verifier: _Verifier, low: float = -np.inf,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Verified SSIM of candidates of ``rows``, which are re-ranked by it: a cascade by blocks
     of ``BLOCK`` candidates, in DeepSSIM order.
@@ -74,23 +82,14 @@ def _verify(
     """
     scores, indices = scores.copy(), indices.copy()
     verified = np.full(scores.shape, np.nan)
-    synthetic = {int(s): load_ref(synth_refs[s]) for s in rows}
-    train_images: dict[int, np.ndarray] = {}
     todo, start, end = [int(s) for s in rows], 0, min(most, scores.shape[1])
     block = max(1, min(BLOCK, top))
     while todo and start < end:
         stop = min(start + block, end)
-        pairs, where = [], []
-        for s in todo:
-            for r in range(start, stop):
-                t = int(indices[s, r])
-                if t < 0 or scores[s, r] <= low:  # an empty slot, or a candidate too far to be a copy
-                    continue
-                if t not in train_images:
-                    train_images[t] = load_ref(train_refs[t])
-                pairs.append((train_images[t], synthetic[s]))
-                where.append((s, r))
-        for (s, r), v in zip(where, _verified(pairs, grid, progress, correction)):
+        where = [(s, r) for s in todo for r in range(start, stop)
+                 # not an empty slot, nor a candidate too far to be a copy
+                 if indices[s, r] >= 0 and scores[s, r] > low]
+        for (s, r), v in zip(where, verifier([(s, int(indices[s, r])) for s, r in where])):
             verified[s, r] = v
         nxt = []
         for s in todo:
@@ -107,11 +106,65 @@ def _verify(
     return scores, indices, verified, extended
 
 
-def _verified(pairs: list[tuple[np.ndarray, np.ndarray]], grid: VerifyGrid, progress: bool,
-              correction: Correction | None) -> np.ndarray:
-    """The verified SSIM of each pair, mapped by ``correction`` when given."""
-    raw = verify_pairs(pairs, grid, progress=progress)
-    return raw if correction is None else correction(raw)
+@dataclass(frozen=True)
+class PairStore:
+    """Where verified SSIMs are kept (``cache.verified_store``) and the content keys of the
+    images the pairs are made of (``ImageSet.keys``)."""
+
+    values: EmbeddingCache
+    synthetic: Sequence[str]
+    train: Sequence[str]
+
+    def key(self, s: int, t: int) -> str:
+        return pair_key(self.synthetic[s], self.train[t])
+
+
+class _Verifier:
+    """Verified SSIMs of pairs (synthetic image s, training image t), mapped by
+    ``correction`` when given: read from ``store`` where it keeps them, the others verified
+    ``ROWS`` synthetic images at a time (each read from its file then, so memory holds no
+    more) and kept in ``store`` as they are. Values pass through float32 (the store's type)
+    either way, so a resumed audit decides as one that ran through."""
+
+    def __init__(self, synth_refs: list[ImageRef], train_refs: list[ImageRef], grid: VerifyGrid, progress: bool,
+                 correction: Correction | None, store: PairStore | None) -> None:
+        self.synth_refs, self.train_refs, self.grid = synth_refs, train_refs, grid
+        self.progress, self.correction, self.store = progress, correction, store
+        self.train_images: dict[int, np.ndarray] = {}
+        self.read = 0  # pairs read from the store, not verified here
+
+    def _train(self, t: int) -> np.ndarray:
+        if t not in self.train_images:
+            self.train_images[t] = load_ref(self.train_refs[t])
+        return self.train_images[t]
+
+    def __call__(self, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+        raw = np.full(len(pairs), np.nan)
+        store = self.store
+        keys = None if store is None else [store.key(s, t) for s, t in pairs]
+        if store is not None and keys is not None:
+            known = [k for k, key in enumerate(keys) if key in store.values]
+            if known:
+                raw[known] = store.values.get([keys[k] for k in known])[:, 0]
+                self.read += len(known)
+        by_image: dict[int, list[int]] = {}
+        for k in np.flatnonzero(np.isnan(raw)):
+            by_image.setdefault(pairs[k][0], []).append(int(k))
+        groups = list(by_image.items())
+        with tqdm(total=sum(len(g) for _, g in groups), desc="verify", unit="pair", file=sys.stderr,
+                  disable=not (self.progress and groups)) as bar:
+            for start in range(0, len(groups), ROWS):
+                part = groups[start:start + ROWS]
+                images = {s: load_ref(self.synth_refs[s]) for s, _ in part}
+                at = [k for _, ks in part for k in ks]
+                values = verify_pairs([(self._train(pairs[k][1]), images[pairs[k][0]]) for k in at],
+                                      self.grid).astype(np.float32)
+                if store is not None and keys is not None:
+                    store.values.add([keys[k] for k in at], values[:, None])
+                raw[at] = values
+                bar.update(len(at))
+        raw = raw.astype(np.float32).astype(np.float64)
+        return raw if self.correction is None else self.correction(raw)
 
 
 def _rerank(scores: np.ndarray, indices: np.ndarray, verified: np.ndarray, rows: Sequence[int]) -> None:
@@ -126,6 +179,7 @@ def _rerank(scores: np.ndarray, indices: np.ndarray, verified: np.ndarray, rows:
 def verify_null(
     candidates: Candidates, options: VerifyOptions, holdout_refs: list[ImageRef], train_refs: list[ImageRef],
     *, fit: Callable[[np.ndarray], float] | None, progress: bool, correction: Correction | None = None,
+    store: PairStore | None = None,
 ) -> tuple[Candidates, dict[str, Any]]:
     """The holdout's candidates verified as a synthetic image's are, but for every holdout
     image whatever its DeepSSIM score (the null must be on the verified-SSIM scale for all of
@@ -144,8 +198,7 @@ def verify_null(
     rows = [int(s) for s in np.flatnonzero(~exact)]
     end = min(options.depth, candidates.scores.shape[1])
     cache = np.full(candidates.scores.shape, np.nan)
-    images: dict[int, np.ndarray] = {}
-    train_images: dict[int, np.ndarray] = {}
+    verifier = _Verifier(holdout_refs, train_refs, options.grid, progress, correction, store)
     indices = candidates.indices
     duplicate_min = options.decision_thresholds.duplicate_min if fit is None else np.inf
     spans: dict[int, int] = {}
@@ -168,15 +221,7 @@ def verify_null(
                     start = stop
             if not missing:
                 break
-            pairs = []
-            for s, r in missing:
-                t = int(indices[s, r])
-                if t not in train_images:
-                    train_images[t] = load_ref(train_refs[t])
-                if s not in images:
-                    images[s] = load_ref(holdout_refs[s])
-                pairs.append((train_images[t], images[s]))
-            for (s, r), v in zip(missing, _verified(pairs, options.grid, progress, correction)):
+            for (s, r), v in zip(missing, verifier([(s, int(indices[s, r])) for s, r in missing])):
                 cache[s, r] = v
         verified = np.full(cache.shape, np.nan)
         for s in rows:
@@ -193,5 +238,6 @@ def verify_null(
     scores, order_indices = candidates.scores.copy(), indices.copy()
     _rerank(scores, order_indices, verified, rows)
     extended = sum(1 for s in rows if spans[s] > options.top)
-    summary = {"pairs": int(np.isfinite(cache).sum()), "extended": extended, "rounds": rounds}
+    summary = {"pairs": int(np.isfinite(cache).sum()), "pairs_kept_before": verifier.read, "extended": extended,
+               "rounds": rounds}
     return replace(candidates, scores=scores, indices=order_indices, verified=verified), summary

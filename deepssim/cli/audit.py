@@ -132,8 +132,8 @@ def _audit_interrupted(args: argparse.Namespace) -> str:
         return args.kept
     if args.no_cache:
         return "nothing was kept (--no-cache): run the same command again to start it over"
-    return ("the embedding cache keeps the images embedded so far: run the same command again to "
-            "continue from them")
+    return ("the cache keeps the images embedded and the pairs verified so far: run the same command "
+            "again to continue from them")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,22 @@ def test_a_cross_fitted_model_audits_with_its_own_rule(
         assert m.score == pytest.approx(float(want), abs=1e-5)
         by_image.setdefault(m.synthetic, []).append(m.score)
     assert all(s == sorted(s, reverse=True) for s in by_image.values())  # ranked by that rule
+
+
+def test_the_search_by_chunks_of_synthetic_images_equals_one_chunk(
+    sets: tuple[Path, Path], cross_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The score's vectors of the synthetic images are made and searched a chunk at a time:
+    chunks of 2 images give the matches and the summary's search entry of one chunk."""
+    train, synth = sets
+    common = {"search": SearchOptions(top_k=3), "device": "cpu", "cache_dir": tmp_path / "cache", "verify": 0}
+    whole = audit(train, synth, cross_model_dir, **common)
+    row = 4 * 4 * load_model(cross_model_dir, device="cpu").config["model"]["embedding_dim"]
+    monkeypatch.setattr(audit_candidates, "QUERY_FLOATS", 2 * row)
+    chunked = audit(train, synth, cross_model_dir, **common)
+    assert [asdict(m) for m in chunked.matches] == [asdict(m) for m in whole.matches]
+    keep = ("rescored", "missing_slots", "backend", "index")
+    assert {k: chunked.summary["search"][k] for k in keep} == {k: whole.summary["search"][k] for k in keep}
 
 
 def test_second_audit_reads_the_cache_and_gives_the_same_answer(
@@ -463,23 +480,32 @@ def _in_order(real, order):  # type: ignore[no-untyped-def]
     return search
 
 
+def _noisy_copies(folder: Path, seed: int, n_train: int, n_copies: int, size: int, noise: float,
+                  move: Callable[[int, np.ndarray], np.ndarray]) -> tuple[Path, Path]:
+    """``n_train`` smooth training images and, of the first ``n_copies``, copies with noise of
+    standard deviation ``noise * (k + 1)`` moved by ``move(k, noisy)``: near-copies whose
+    verified SSIMs straddle the duplicate line."""
+    rng = np.random.default_rng(seed)
+    train, synth = folder / "train", folder / "synthetic"
+    train.mkdir()
+    synth.mkdir()
+    sources = [_smooth(rng, (size, size)) for _ in range(n_train)]
+    for k, image in enumerate(sources):
+        Image.fromarray(image).save(train / f"t{k:02d}.png")
+    for k in range(n_copies):
+        noisy = sources[k].astype(np.float64) + rng.normal(0, noise * (k + 1), sources[k].shape)
+        Image.fromarray(np.clip(move(k, noisy), 0, 255).astype(np.uint8)).save(synth / f"s{k}.png")
+    return train, synth
+
+
 def test_the_cascade_decides_as_verifying_every_candidate(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Near-copies whose verified SSIMs straddle the duplicate line, their sources anywhere in
     a random model's ranking: verifying by blocks of 5 until a duplicate is found gives every
     image the class that verifying all 12 candidates gives, with fewer pairs."""
-    rng = np.random.default_rng(3)
-    train, synth = tmp_path / "train", tmp_path / "synthetic"
-    train.mkdir()
-    synth.mkdir()
-    sources = [_smooth(rng, (44, 44)) for _ in range(12)]
-    for k, image in enumerate(sources):
-        Image.fromarray(image).save(train / f"t{k:02d}.png")
-    for k in range(8):
-        noisy = sources[k].astype(np.float64) + rng.normal(0, 4.0 + 4.0 * k, sources[k].shape)
-        moved = np.rot90(noisy, k % 4) if k % 2 else noisy[::-1]
-        Image.fromarray(np.clip(moved, 0, 255).astype(np.uint8)).save(synth / f"s{k}.png")
+    train, synth = _noisy_copies(tmp_path, 3, 12, 8, 44, 4.0,
+                                 lambda k, noisy: np.rot90(noisy, k % 4) if k % 2 else noisy[::-1])
     common = {"device": "cpu", "cache_dir": None, "search": SearchOptions(top_k=12), "thresholds": (-1.0, -1.0),
               "verify": VerifyOptions(top=12, grid=VerifyGrid(size=32))}
     cascade = audit(train, synth, tiny_model_dir, **common)
@@ -491,6 +517,43 @@ def test_the_cascade_decides_as_verifying_every_candidate(
     assert verified[0] < 0.85 < verified[-1]  # the cases straddle the line
     assert {s: m.label for s, m in first.items()} == {s: m.label for s, m in full.items()}
     assert cascade.summary["verify"]["pairs"] < every.summary["verify"]["pairs"] == 8 * 12
+
+
+def test_an_audit_interrupted_while_verifying_resumes_to_the_same_outputs(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of verification: the pairs verified before it are kept, the
+    resumed audit verifies only the others, and its matches equal an audit that ran through
+    (without a cache)."""
+    train, synth = _noisy_copies(tmp_path, 5, 6, 6, 40, 6.0, lambda k, noisy: noisy[::-1])
+    common = {"device": "cpu", "search": SearchOptions(top_k=4), "thresholds": (-1.0, -1.0),
+              "verify": VerifyOptions(top=4, grid=VerifyGrid(size=32))}
+    through = audit(train, synth, tiny_model_dir, cache_dir=None, **common)
+    monkeypatch.setattr(rerank, "ROWS", 1)
+    real_verify = rerank.verify_pairs
+    calls = {"n": 0, "pairs": 0}
+
+    def counting(pairs, grid):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        calls["pairs"] += len(pairs)
+        return real_verify(pairs, grid)
+
+    monkeypatch.setattr(rerank, "verify_pairs", counting)
+    with pytest.raises(KeyboardInterrupt):
+        audit(train, synth, tiny_model_dir, cache_dir=tmp_path / "cache", **common)
+    kept = calls["pairs"]  # the pairs of three synthetic images, verified and kept
+    assert kept >= 3
+    calls.update(n=-10**9, pairs=0)
+    resumed = audit(train, synth, tiny_model_dir, cache_dir=tmp_path / "cache", **common)
+    total = through.summary["verify"]["pairs"]
+    assert resumed.summary["verify"]["pairs"] == total and calls["pairs"] == total - kept
+    assert resumed.summary["verify"]["pairs_kept_before"] == kept
+    assert [asdict(m) for m in resumed.matches] == [asdict(m) for m in through.matches]
+    calls["pairs"] = 0
+    audit(train, synth, tiny_model_dir, cache_dir=tmp_path / "cache", **common)
+    assert calls["pairs"] == 0  # a later audit of the same images verifies nothing again
 
 
 def test_verification_looks_further_while_every_candidate_is_a_duplicate(
