@@ -3,8 +3,8 @@ one pair at a time.
 
 ``audit --verify K`` re-scores the K best training candidates of each suspicious synthetic
 image with the reference SSIM under ~125 flips, rotations, shifts and contrast curves each.
-"one at a time" is ``verified_ssim`` per pair (three engine calls of ~100, 15 and 9 SSIMs, the
-audit's way until 2026-11-29); "together" is ``verify_candidates``: the same SSIMs for all K
+"one at a time" is ``verified_ssim`` per pair (three engine calls of ~100, 15 and 9 SSIMs);
+"together" is ``verify_candidates``: the same SSIMs for all K
 candidates in three calls, with the synthetic image's contrast curves computed once. Same
 images, same process; the two must agree exactly.
 
