@@ -26,7 +26,7 @@ from ..classes import Thresholds
 from ..model.api import DeepSSIMModel, load_model
 from ..readers import load_ref
 from ..training import TrainConfig
-from .cache import ContentHasher, default_cache_dir, load_cache_key, verified_store
+from .cache import ContentHasher, check_cache_root, default_cache_dir, load_cache_key, verified_store
 from .candidates import Candidates, find_candidates
 from .correction import VerifyCorrection, obtain_correction
 from .decide import audit_thresholds, classify_pairs
@@ -135,14 +135,12 @@ def audit(
         chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0,
                                                        asked_verified)
         source = ModelSource("given")
-        with timings("cache_s"):  # a bad key file stops the audit before any image is read
-            cache = open_cache(cache_dir, net)
-            secret = None if root is None else load_cache_key(root)
     else:
         config = training_config(preset)
         audit_thresholds(thresholds, calibration, {}, verify.top > 0, asked_verified)  # bad values stop it before training
-        with timings("cache_s"):
-            secret = None if root is None else load_cache_key(root)
+    if root is not None:  # a bad cache folder or key file stops the audit before any image is read
+        check_cache_root(root)
+    secret = None if root is None else load_cache_key(root)
     with timings("scan_s"):
         hasher = ContentHasher()
         train_set = collect(train, "training", reading, hasher, progress)
@@ -160,7 +158,8 @@ def audit(
         if model is None:
             chosen, verified_thresholds = audit_thresholds(thresholds, calibration, net.config, verify.top > 0,
                                                            asked_verified)
-            cache = open_cache(root, net)
+        with timings("cache_s"):
+            cache = open_cache(root, net, train_set, synth_set, hold_set)
         if verified_thresholds is not None:
             verify = replace(verify, thresholds=verified_thresholds)
         with timings("embed_s"):

@@ -36,7 +36,7 @@ import stat
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +191,7 @@ def shard_mac(secret: bytes, namespace: str, keys: np.ndarray, emb: np.ndarray) 
     mac = hmac.new(secret, digestmod=hashlib.sha256)
     header = {"format": SHARD_FORMAT, "namespace": namespace, "shape": list(emb.shape), "keys": keys.tolist()}
     mac.update(json.dumps(header).encode() + b"\0")
-    mac.update(np.ascontiguousarray(emb, dtype="<f4").tobytes())
+    mac.update(memoryview(np.ascontiguousarray(emb, dtype="<f4")).cast("B"))  # no copy of a large shard
     return mac.hexdigest()
 
 
@@ -237,8 +237,21 @@ def _read_npy(fh: io.BufferedIOBase, size: int) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != size - fh.tell():
         raise ValueError(f"an array of {nbytes} bytes in a member of {size - fh.tell()}")
-    data = fh.read(nbytes)
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    # Read into the array itself, by pieces: one read() of a zip member makes a second copy.
+    out = np.empty(math.prod(shape), dtype=dtype)
+    view, got = memoryview(out).cast("B"), 0
+    while got < nbytes:
+        n = fh.readinto(view[got:got + (16 << 20)])
+        if not n:
+            raise EOFError(f"the member ends after {got} of {nbytes} bytes")
+        got += n
+    return out.reshape(shape, order="F" if fortran else "C")
+
+
+def check_cache_root(root: str | Path) -> None:
+    """NotADirectoryError when the cache folder ``root`` is a file."""
+    if Path(root).exists() and not Path(root).is_dir():
+        raise NotADirectoryError(f"{root}: the embedding cache is a file, not a folder")
 
 
 class EmbeddingCache:
@@ -251,13 +264,16 @@ class EmbeddingCache:
             under this user's key: another user's, edited, or of the previous format.
     """
 
-    def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None, kind: str = "embeddings") -> None:
+    def __init__(self, root: str | Path, key: str, *, secret: bytes | None = None, kind: str = "embeddings",
+                 wanted: Collection[str] | None = None) -> None:
         """Open the cache of model key ``key`` under ``root``, trusting the shards signed with
         ``secret`` (default: ``load_cache_key(root)``, which raises ``CacheKeyError``).
         ``kind`` names the folder of the values kept: ``embeddings``, or ``verified`` for the
-        verified SSIMs of pairs (``verified_store``)."""
-        if Path(root).exists() and not Path(root).is_dir():
-            raise NotADirectoryError(f"{root}: the embedding cache is a file, not a folder")
+        verified SSIMs of pairs (``verified_store``). With ``wanted``, only those keys' entries
+        are held in memory (copied out of each shard as it is read), so memory follows the
+        audit's own images rather than everything the folder has kept; merges then take only
+        the shards this cache wrote, and the others stay as they are."""
+        check_cache_root(root)
         self.folder = Path(root) / kind / key
         self.corrupt: list[str] = []
         self.untrusted: list[str] = []
@@ -266,6 +282,10 @@ class EmbeddingCache:
         self._writable = True
         self._index: dict[str, np.ndarray] = {}
         self._shards: list[Path] = []
+        self._wanted = None if wanted is None else set(wanted)
+        self._partial = False  # entries on disk were left out of memory: merge only our own shards
+        self._own: list[Path] = []
+        self._own_keys: list[str] = []
         if self.folder.is_dir():
             self._load()
 
@@ -299,7 +319,12 @@ class EmbeddingCache:
                 self.untrusted.append(str(shard))
                 continue
             self._shards.append(shard)
-            self._index.update(zip(keys.tolist(), emb))
+            names = keys.tolist()
+            if self._wanted is not None:
+                keep = np.array([k in self._wanted for k in names], dtype=bool)
+                self._partial = self._partial or not keep.all()
+                names, emb = [k for k, w in zip(names, keep) if w], emb[keep]  # a copy: the shard is let go
+            self._index.update(zip(names, emb))
         if previous:
             log.warning("%s: %d embedding cache shard(s) of the previous cache format, whose checksum "
                         "anyone can recompute: not trusted, their images are embedded again (once); "
@@ -317,7 +342,7 @@ class EmbeddingCache:
         shards stay on disk for the next one); the cache looks empty afterwards and writes
         nothing more (a merge of what it no longer holds would lose the shards)."""
         self._index = {}
-        self._shards = []
+        self._shards, self._own, self._own_keys = [], [], []
         self._writable = False
 
     def __contains__(self, key: str) -> bool:
@@ -339,8 +364,9 @@ class EmbeddingCache:
         if not self._writable:
             return
         try:
-            self._write(np.asarray(keys, dtype=str), emb)
-            if len(self._shards) >= MERGE_AT:
+            self._own.append(self._write(np.asarray(keys, dtype=str), emb))
+            self._own_keys += list(keys)
+            if len(self._own if self._partial else self._shards) >= MERGE_AT:
                 self._merge()
         except OSError as exc:
             self._writable = False
@@ -357,11 +383,14 @@ class EmbeddingCache:
 
     def _merge(self) -> None:
         # The merged shard is complete on disk before any old one goes: a crash in between
-        # leaves duplicates, which load to the same values.
-        old = list(self._shards)
-        self._shards = []
-        keys = np.array(list(self._index), dtype=str)
-        self._write(keys, np.stack(list(self._index.values())))
+        # leaves duplicates, which load to the same values. What memory does not hold (a
+        # ``wanted`` cache) is never merged: only the shards written here are.
+        old = list(self._own if self._partial else self._shards)
+        names = list(dict.fromkeys(self._own_keys)) if self._partial else list(self._index)
+        gone = set(old)
+        self._shards = [s for s in self._shards if s not in gone]
+        merged = self._write(np.array(names, dtype=str), np.stack([self._index[k] for k in names]))
+        self._own, self._own_keys = [merged], names
         for shard in old:
             try:
                 shard.unlink(missing_ok=True)

@@ -101,13 +101,17 @@ def collect(sources: Sources, name: str, reading: ReadOptions, hasher: ContentHa
     return ImageSet(name, ids, refs, [hasher.key(r) for r in refs], [str(r) for r in roots], skipped)
 
 
-def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel) -> EmbeddingCache | None:
+def open_cache(cache_dir: str | Path | None, model: DeepSSIMModel, train: ImageSet,
+               *queries: ImageSet | None) -> EmbeddingCache | None:
     """The model's embedding cache in ``cache_dir`` (``"default"``: ``default_cache_dir()``;
-    None: no cache)."""
+    None: no cache), holding in memory only the entries of the training set and the sets
+    compared with it (``queries``), with the flips each side is embedded with."""
     if cache_dir is None:
         return None
     root = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-    return EmbeddingCache(root, model_key(model.checksum, model.preprocess.to_dict()))
+    wanted = {v for key in train.keys for v in _views(key, model.real_flips)}
+    wanted |= {v for q in queries if q is not None for key in q.keys for v in _views(key, model.synthetic_flips)}
+    return EmbeddingCache(root, model_key(model.checksum, model.preprocess.to_dict()), wanted=wanted)
 
 
 def cache_summary(cache: EmbeddingCache | None, *sets: EmbeddedSet) -> dict[str, Any] | None:

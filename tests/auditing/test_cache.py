@@ -278,3 +278,24 @@ def test_a_cache_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "cache").write_text("")
     with pytest.raises(NotADirectoryError, match="cache: the embedding cache is a file, not a folder"):
         EmbeddingCache(tmp_path / "cache", model_key("abc", {}))
+
+
+def test_a_cache_opened_for_some_keys_holds_only_those_and_loses_nothing_when_it_merges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit holds only its own images' entries, whatever else the folder keeps; the shards
+    it writes are merged among themselves, and every other entry stays on disk."""
+    key = model_key("abc", {})
+    full = EmbeddingCache(tmp_path, key)
+    full.add(["a", "b"], _emb(2, 1))
+    full.add(["c"], _emb(1, 2))
+    monkeypatch.setattr(cache_mod, "MERGE_AT", 3)
+    some = EmbeddingCache(tmp_path, key, wanted={"a", "x0", "x1", "x2"})
+    assert len(some) == 1 and "a" in some and "b" not in some
+    np.testing.assert_array_equal(some.get(["a"]), _emb(2, 1)[:1])
+    for k in range(3):  # the third write merges the three shards written here, and only them
+        some.add([f"x{k}"], _emb(1, 10 + k))
+    assert len(list(some.folder.glob("shard-*.npz"))) == 3
+    again = EmbeddingCache(tmp_path, key)
+    assert len(again) == 6
+    np.testing.assert_array_equal(again.get(["b", "c", "x2"]), np.concatenate([_emb(2, 1)[1:], _emb(1, 2), _emb(1, 12)]))
